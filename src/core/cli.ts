@@ -1,0 +1,165 @@
+// The `sluice` command line.
+
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from './config.js';
+import { mintToken } from './identity.js';
+import { parseDuration } from './units.js';
+
+const HELP = `sluice — identity-aware access gateway
+
+Usage:
+  sluice serve --config sluice.yaml      run the gateway (SIGHUP reloads the config)
+  sluice demo [--port 6432]              embedded Postgres + Sluice, no setup needed
+  sluice token mint --config sluice.yaml --sub NAME [--groups a,b] [--ttl 15m] [--claim k=v ...]
+                                         print a short-lived token signed by Sluice's own key
+  sluice config check --config sluice.yaml
+                                         validate a config file and exit
+  sluice --help | --version
+
+Every command that reads a config takes --config (default: ./sluice.yaml or $SLUICE_CONFIG).
+Run "sluice <command> --help" for the options of one command.
+`;
+
+const COMMAND_HELP: Record<string, string> = {
+  serve: `Usage: sluice serve --config sluice.yaml
+
+Starts every listener in the config. Logs are JSON lines (pino) on stdout or log.file.
+Signals: SIGHUP reloads the config without dropping sessions; SIGTERM/SIGINT stop the gateway.
+`,
+  demo: `Usage: sluice demo [--port 6432] [--state-dir DIR]
+
+Starts an embedded Postgres (PGlite) seeded with fake customer data, puts Sluice in front
+of it with a self-signed certificate and a minted token, and prints the psql line to paste.
+`,
+  token: `Usage: sluice token mint --config sluice.yaml --sub NAME [--groups a,b] [--ttl 15m] [--claim key=value ...]
+
+Prints a token signed with Sluice's own Ed25519 key (kept in state_dir/keys).
+Use it as the password: PGPASSWORD=$(sluice token mint ...) psql "host=... dbname=<target>"
+--ttl accepts 30s, 15m, 1h (default 15m; at most identity.sluice_issuer.max_ttl).
+`,
+  config: `Usage: sluice config check --config sluice.yaml
+
+Validates the file and prints every problem with its line, or "ok".
+`,
+};
+
+function configPath(v: string | undefined): string {
+  return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
+}
+
+async function loadOrExplain(path: string) {
+  try {
+    return await loadConfig(path);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(err.message + '\n');
+      return null;
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      process.stderr.write(`sluice: config file ${path} not found (pass --config FILE or set SLUICE_CONFIG)\n`);
+      return null;
+    }
+    throw err;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(HELP);
+    return cmd ? 0 : 2;
+  }
+  if (cmd === '--version' || cmd === '-v') {
+    const { createRequire } = await import('node:module');
+    process.stdout.write(createRequire(import.meta.url)('../../package.json').version + '\n');
+    return 0;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    const h = COMMAND_HELP[cmd];
+    if (h) {
+      process.stdout.write(h);
+      return 0;
+    }
+  }
+  switch (cmd) {
+    case 'serve':
+      return serve(rest);
+    case 'demo': {
+      const { runDemo } = await import('./demo.js');
+      return runDemo(rest);
+    }
+    case 'token':
+      return token(rest);
+    case 'config':
+      return configCheck(rest);
+    default:
+      process.stderr.write(`sluice: unknown command "${cmd}"\n\n${HELP}`);
+      return 2;
+  }
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
+  const cfg = await loadOrExplain(configPath(values.config));
+  if (!cfg) return 2;
+  const { startGateway } = await import('./server.js');
+  await startGateway(cfg);
+  return new Promise<number>(() => {}); // runs until a signal stops the process
+}
+
+async function token(args: string[]): Promise<number> {
+  const [sub, ...opts] = args;
+  if (sub !== 'mint') {
+    process.stderr.write(COMMAND_HELP.token);
+    return 2;
+  }
+  const { values } = parseArgs({
+    args: opts,
+    options: {
+      config: { type: 'string', short: 'c' },
+      sub: { type: 'string' },
+      groups: { type: 'string', default: '' },
+      ttl: { type: 'string', default: '15m' },
+      claim: { type: 'string', multiple: true, default: [] },
+    },
+  });
+  if (!values.sub) {
+    process.stderr.write('sluice token mint: --sub is required\n\n' + COMMAND_HELP.token);
+    return 2;
+  }
+  const cfg = await loadOrExplain(configPath(values.config));
+  if (!cfg) return 2;
+  const claims: Record<string, unknown> = {};
+  for (const c of values.claim) {
+    const eq = c.indexOf('=');
+    if (eq < 1) {
+      process.stderr.write(`sluice token mint: --claim expects key=value, got "${c}"\n`);
+      return 2;
+    }
+    claims[c.slice(0, eq)] = c.slice(eq + 1);
+  }
+  let ttlSeconds: number;
+  try {
+    ttlSeconds = Math.round(parseDuration(values.ttl) / 1000);
+  } catch (err) {
+    process.stderr.write(`sluice token mint: --ttl: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const groups = values.groups.split(',').map((g) => g.trim()).filter(Boolean);
+  const jwt = await mintToken(cfg.identity, cfg.state_dir, { sub: values.sub, groups, ttlSeconds, claims });
+  process.stdout.write(jwt + '\n');
+  return 0;
+}
+
+async function configCheck(args: string[]): Promise<number> {
+  const [sub, ...opts] = args;
+  if (sub !== 'check') {
+    process.stderr.write(COMMAND_HELP.config);
+    return 2;
+  }
+  const { values } = parseArgs({ args: opts, options: { config: { type: 'string', short: 'c' } } });
+  const cfg = await loadOrExplain(configPath(values.config));
+  if (!cfg) return 2;
+  process.stdout.write(`ok: ${cfg.source} (${Object.keys(cfg.targets).length} targets)\n`);
+  return 0;
+}

@@ -1,0 +1,87 @@
+// The validated, defaulted and path-resolved shape of sluice.yaml.
+// `loadConfig` (config.ts) produces it; everything else only reads it.
+
+/** Where a secret comes from. Secrets are never written inline in the config. */
+export type SecretRef = { env: string } | { file: string } | { command: string };
+
+export interface ListenerTls {
+  cert: string; // absolute path, PEM
+  key: string; // absolute path, PEM
+}
+
+export interface ListenerConfig {
+  host: string;
+  port: number;
+  tls?: ListenerTls;
+  /** Accept a token over a non-TLS connection from a non-loopback client. Off by default. */
+  allow_insecure_auth: boolean;
+}
+
+export interface IssuerConfig {
+  issuer: string;
+  audience: string[];
+  /** Exactly one of jwks_uri / jwks_file may be set; neither means OIDC discovery from `issuer`. */
+  jwks_uri?: string;
+  jwks_file?: string; // absolute path
+  groups_claim: string;
+  /** Asymmetric algorithms only (RS*, PS*, ES*, EdDSA). */
+  algorithms: string[];
+}
+
+export interface SluiceIssuerConfig {
+  enabled: boolean;
+  issuer: string;
+  audience: string;
+  /** Longest TTL `sluice token mint` will sign, in seconds. */
+  max_ttl: number;
+}
+
+export interface IdentityConfig {
+  issuers: IssuerConfig[];
+  sluice_issuer: SluiceIssuerConfig;
+  /** Allowed clock skew for exp/nbf/iat, in seconds. */
+  clock_skew: number;
+}
+
+export type UpstreamTlsMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+
+export interface TargetConfig {
+  name: string;
+  protocol: 'postgres';
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password?: SecretRef;
+  tls: { mode: UpstreamTlsMode; ca?: string; servername?: string };
+  /** Access rules: "group:<g>", "sub:<s>", "claim:<name>=<value>" or "*". */
+  allow: string[];
+  /** Milliseconds to wait for the target to accept and authenticate. */
+  connect_timeout: number;
+}
+
+export interface LimitsConfig {
+  /** Largest frontend message accepted, in bytes. */
+  max_message_bytes: number;
+  /** Milliseconds a client has to finish startup and authentication. */
+  auth_timeout: number;
+  /** Connections that have not authenticated yet, across all listeners. */
+  max_unauthenticated: number;
+}
+
+export interface LogConfig {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  /** Absolute path; absent means stdout. */
+  file?: string;
+}
+
+export interface SluiceConfig {
+  /** Absolute path to the config file it was loaded from (or '' if built in memory). */
+  source: string;
+  state_dir: string; // absolute
+  listeners: { postgres?: ListenerConfig };
+  identity: IdentityConfig;
+  targets: Record<string, TargetConfig>;
+  limits: LimitsConfig;
+  log: LogConfig;
+}

@@ -1,0 +1,49 @@
+// What a verified token becomes. Protocol modules see only this, never the token.
+
+export interface Identity {
+  /** The token's subject. */
+  sub: string;
+  /** Groups from the issuer's groups claim (string or array), normalised to an array. */
+  groups: string[];
+  /** The issuer that signed the token. */
+  issuer: string;
+  /** The token id (`jti`), if the token has one; revocations can name it. */
+  jti?: string;
+  /** Expiry, seconds since the epoch. */
+  exp?: number;
+  /** Every claim of the token, for audit (CI claims such as repository, workflow, run id). */
+  claims: Record<string, unknown>;
+}
+
+/**
+ * Why a client could not be let in. `code` is stable (for tests and audit),
+ * `message` is what the user reads, `sqlstate` is what Postgres clients get.
+ * The message never contains the token.
+ */
+export type AuthErrorCode =
+  | 'token_missing'
+  | 'token_malformed'
+  | 'token_expired'
+  | 'token_not_yet_valid'
+  | 'token_bad_audience'
+  | 'token_bad_signature'
+  | 'token_alg_not_allowed'
+  | 'token_claim_invalid'
+  | 'token_revoked'
+  | 'unknown_issuer'
+  | 'issuer_unreachable'
+  | 'unknown_target'
+  | 'target_not_allowed'
+  | 'insecure_transport';
+
+export class AuthError extends Error {
+  readonly code: AuthErrorCode;
+  /** 28P01 for a bad credential, 28000 for authorization failures, 3D000 for an unknown target. */
+  readonly sqlstate: string;
+  constructor(code: AuthErrorCode, message: string, sqlstate = code.startsWith('token') || code === 'unknown_issuer' ? '28P01' : '28000') {
+    super(message);
+    this.name = 'AuthError';
+    this.code = code;
+    this.sqlstate = sqlstate;
+  }
+}

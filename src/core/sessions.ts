@@ -1,0 +1,176 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from './log.js';
+import type { Identity } from './identity-types.js';
+import type { ClientInfo } from './protocol.js';
+
+export interface SessionInit {
+  protocol: string;
+  identity: Identity;
+  target: string;
+  client: ClientInfo;
+  /** Ends the session from outside (kill switch, shutdown). Must be idempotent. */
+  terminate(reason: string): void;
+}
+
+export interface SessionSummary {
+  id: string;
+  protocol: string;
+  sub: string;
+  groups: string[];
+  issuer: string;
+  target: string;
+  client: string;
+  started_at: string;
+  ended_at?: string;
+  bytes_from_client: number;
+  bytes_to_client: number;
+  statements: number;
+  close_reason?: string;
+}
+
+/** Short, URL-safe, unguessable session id (base32 of 10 random bytes). */
+function newId(): string {
+  const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+  const b = randomBytes(10);
+  let out = '';
+  let acc = 0;
+  let bits = 0;
+  for (const byte of b) {
+    acc = (acc << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      out += alphabet[(acc >>> bits) & 31];
+    }
+  }
+  return out;
+}
+
+export class Session {
+  readonly id = newId();
+  readonly startedAt = new Date();
+  endedAt?: Date;
+  /** Counters are plain fields: the hot path bumps them without calls. */
+  bytesFromClient = 0;
+  bytesToClient = 0;
+  statements = 0;
+  closeReason?: string;
+
+  constructor(
+    readonly init: SessionInit,
+    private readonly registry: SessionRegistry,
+  ) {}
+
+  get identity(): Identity {
+    return this.init.identity;
+  }
+
+  /** Asks the protocol module to end the session; it then calls close(). */
+  terminate(reason: string): void {
+    this.init.terminate(reason);
+  }
+
+  /** Marks the session ended; idempotent. Called by the protocol module. */
+  close(reason: string): void {
+    if (this.endedAt) return;
+    this.endedAt = new Date();
+    this.closeReason = reason;
+    this.registry.closed(this);
+  }
+
+  summary(): SessionSummary {
+    const { identity, client } = this.init;
+    return {
+      id: this.id,
+      protocol: this.init.protocol,
+      sub: identity.sub,
+      groups: identity.groups,
+      issuer: identity.issuer,
+      target: this.init.target,
+      client: `${client.address}:${client.port}`,
+      started_at: this.startedAt.toISOString(),
+      ended_at: this.endedAt?.toISOString(),
+      bytes_from_client: this.bytesFromClient,
+      bytes_to_client: this.bytesToClient,
+      statements: this.statements,
+      close_reason: this.closeReason,
+    };
+  }
+}
+
+/** The live-session registry: what is connected right now, by whom, to what. */
+export class SessionRegistry {
+  private readonly live = new Map<string, Session>();
+
+  constructor(private readonly log: Logger) {}
+
+  open(init: SessionInit): Session {
+    const s = new Session(init, this);
+    this.live.set(s.id, s);
+    const { identity, client } = init;
+    this.log.info(
+      {
+        event: 'session.open',
+        session: s.id,
+        protocol: init.protocol,
+        target: init.target,
+        sub: identity.sub,
+        groups: identity.groups,
+        issuer: identity.issuer,
+        jti: identity.jti,
+        client: `${client.address}:${client.port}`,
+        tls: client.secure,
+        client_user: client.user,
+        application: client.application,
+        claims: identity.claims,
+      },
+      'session opened',
+    );
+    return s;
+  }
+
+  /** Called by Session.close. */
+  closed(s: Session): void {
+    this.live.delete(s.id);
+    const sum = s.summary();
+    this.log.info(
+      {
+        event: 'session.close',
+        session: s.id,
+        protocol: sum.protocol,
+        target: sum.target,
+        sub: sum.sub,
+        reason: sum.close_reason,
+        duration_ms: s.endedAt!.getTime() - s.startedAt.getTime(),
+        bytes_from_client: sum.bytes_from_client,
+        bytes_to_client: sum.bytes_to_client,
+        statements: sum.statements,
+      },
+      'session closed',
+    );
+  }
+
+  get(id: string): Session | undefined {
+    return this.live.get(id);
+  }
+
+  list(): Session[] {
+    return [...this.live.values()];
+  }
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  /** Ends every live session matching `pred`; returns how many. */
+  terminateWhere(pred: (s: Session) => boolean, reason: string): number {
+    let n = 0;
+    for (const s of this.live.values()) {
+      if (pred(s)) {
+        s.terminate(reason);
+        n++;
+      }
+    }
+    return n;
+  }
+}

@@ -1,0 +1,5 @@
+// Every protocol module Sluice ships. The core starts those with a listener in the config.
+import type { ProtocolModule } from '../core/protocol.js';
+import { postgres } from './postgres/index.js';
+
+export const protocolModules: ProtocolModule[] = [postgres];

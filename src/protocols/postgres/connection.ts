@@ -1,0 +1,225 @@
+// One client connection, from accept to relay: TLS negotiation, startup packet,
+// token as a cleartext password, identity and target checks, upstream login with
+// the stored credential, then the relay.
+
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Core } from '../../core/protocol.js';
+import type { ListenerConfig } from '../../core/config-types.js';
+import { AuthError } from '../../core/identity-types.js';
+import { CANCEL_REQUEST, F, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST } from './constants.js';
+import { ProtocolViolation } from './framer.js';
+import {
+  AUTH_CLEARTEXT,
+  AUTH_OK,
+  authRequest,
+  backendKeyData,
+  errorResponse,
+  negotiateProtocolVersion,
+  readyForQuery,
+  type ErrorFields,
+} from './messages.js';
+import { ConnectionClosed, MessageReader } from './reader.js';
+import { PgRelay } from './relay.js';
+import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
+import type { CancelKeys } from './cancel-keys.js';
+
+/** Startup parameters never passed to the target: identity and routing belong to Sluice. */
+const DROPPED_PARAMS = new Set(['user', 'database', 'options', 'replication']);
+
+export interface ListenerState {
+  cfg: ListenerConfig;
+  secureContext?: tls.SecureContext;
+  cancelKeys: CancelKeys;
+}
+
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+/** Parses the StartupMessage body after the protocol version: name\0value\0 ... \0 */
+function parseStartupParams(pkt: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  let i = 4;
+  while (i < pkt.length && pkt[i] !== 0) {
+    const z1 = pkt.indexOf(0, i);
+    if (z1 < 0) throw new ProtocolViolation('unterminated startup parameter name');
+    const z2 = pkt.indexOf(0, z1 + 1);
+    if (z2 < 0) throw new ProtocolViolation('unterminated startup parameter value');
+    out[pkt.toString('utf8', i, z1)] = pkt.toString('utf8', z1 + 1, z2);
+    i = z2 + 1;
+  }
+  return out;
+}
+
+class Refusal extends Error {
+  constructor(readonly fields: ErrorFields) {
+    super(fields.message);
+  }
+}
+
+export async function handleConnection(core: Core, state: ListenerState, raw: net.Socket): Promise<void> {
+  raw.setNoDelay(true);
+  const remote = { address: raw.remoteAddress ?? '?', port: raw.remotePort ?? 0 };
+  if (!core.admitUnauthenticated()) {
+    raw.end(errorResponse({ severity: 'FATAL', code: '53300', message: 'too many connections waiting to authenticate; try again shortly' }));
+    core.log.warn({ event: 'connection.refused', client: `${remote.address}:${remote.port}`, reason: 'max_unauthenticated' }, 'too many unauthenticated connections');
+    return;
+  }
+  let admitted = true;
+  const release = () => {
+    if (admitted) {
+      admitted = false;
+      core.releaseUnauthenticated();
+    }
+  };
+
+  const limits = core.config().limits;
+  let socket: net.Socket | tls.TLSSocket = raw;
+  const reader = new MessageReader(raw, limits.max_message_bytes);
+  const timer = setTimeout(() => {
+    fail(new Refusal({ severity: 'FATAL', code: '08P01', message: `authentication not completed within ${limits.auth_timeout} ms (limits.auth_timeout)` }));
+  }, limits.auth_timeout);
+
+  let failed = false;
+  const fail = (err: unknown) => {
+    if (failed) return;
+    failed = true;
+    clearTimeout(timer);
+    release();
+    if (err instanceof Refusal) {
+      core.log.info({ event: 'auth.refused', client: `${remote.address}:${remote.port}`, code: err.fields.code, reason: err.fields.message }, 'connection refused');
+      socket.end(errorResponse(err.fields));
+    } else if (err instanceof ProtocolViolation) {
+      core.log.info({ event: 'protocol.violation', client: `${remote.address}:${remote.port}`, reason: err.message }, 'protocol violation during startup');
+      socket.end(errorResponse({ severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` }));
+    } else if (!(err instanceof ConnectionClosed)) {
+      core.log.warn({ event: 'connection.error', client: `${remote.address}:${remote.port}`, err: (err as Error).message }, 'connection failed during startup');
+    }
+    setTimeout(() => socket.destroy(), 1000).unref();
+  };
+
+  try {
+    let params: Record<string, string> | null = null;
+    let negotiated = false;
+    while (!params) {
+      const pkt = await reader.readStartupPacket();
+      const code = pkt.readInt32BE(0);
+      if (code === SSL_REQUEST) {
+        if (negotiated) throw new ProtocolViolation('repeated SSLRequest');
+        negotiated = true;
+        if (!state.secureContext) {
+          socket.write('N');
+          continue;
+        }
+        socket.write('S');
+        reader.detach();
+        const t = new tls.TLSSocket(raw, { isServer: true, secureContext: state.secureContext });
+        socket = t;
+        reader.reattach(t);
+        continue;
+      }
+      if (code === GSSENC_REQUEST) {
+        socket.write('N');
+        continue;
+      }
+      if (code === CANCEL_REQUEST) {
+        if (pkt.length !== 12) throw new ProtocolViolation('malformed CancelRequest');
+        const entry = state.cancelKeys.lookup(pkt.readInt32BE(4), pkt.readInt32BE(8));
+        clearTimeout(timer);
+        release();
+        failed = true;
+        socket.destroy();
+        if (entry) {
+          core.log.info({ event: 'cancel.forwarded', target: entry.target.name }, 'cancel request forwarded');
+          await sendCancel(entry.target, entry.upstreamPid, entry.upstreamSecret);
+        }
+        return;
+      }
+      const major = code >>> 16;
+      if (major !== 3) {
+        throw new Refusal({ severity: 'FATAL', code: '0A000', message: `unsupported frontend protocol ${major}.${code & 0xffff}: Sluice speaks 3.0` });
+      }
+      params = parseStartupParams(pkt);
+      const minor = code & 0xffff;
+      const unsupported = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
+      if (minor > 0 || unsupported.length) socket.write(negotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, unsupported));
+    }
+
+    const secure = socket instanceof tls.TLSSocket;
+    const client = { address: remote.address, port: remote.port, secure, user: params.user, application: params.application_name };
+    if ('replication' in params && params.replication !== 'false' && params.replication !== '0') {
+      throw new Refusal({ severity: 'FATAL', code: '0A000', message: 'replication connections are not supported through Sluice' });
+    }
+    const targetName = params.database || params.user || '';
+    if (!secure && !isLoopback(remote.address) && !state.cfg.allow_insecure_auth) {
+      throw new Refusal({
+        severity: 'FATAL',
+        code: '28000',
+        message: 'Sluice accepts a token only over TLS from a non-loopback client',
+        hint: 'Connect with sslmode=require (or verify-full), or set listeners.postgres.allow_insecure_auth: true.',
+      });
+    }
+
+    socket.write(authRequest(AUTH_CLEARTEXT));
+    const pw = await reader.readMessage();
+    if (pw.type !== F.Password) throw new ProtocolViolation(`expected a password message, got type 0x${pw.type.toString(16)}`);
+    const end = pw.body.indexOf(0);
+    const token = pw.body.toString('utf8', 0, end < 0 ? pw.body.length : end).trim();
+
+    let grant;
+    try {
+      grant = await core.authenticate(token, targetName, 'postgres', client);
+    } catch (err) {
+      if (err instanceof AuthError) {
+        throw new Refusal({ severity: 'FATAL', code: err.sqlstate, message: err.message });
+      }
+      throw err;
+    }
+    const { identity, target } = grant;
+
+    const forward: Record<string, string> = {};
+    for (const [k, v] of Object.entries(params)) if (!DROPPED_PARAMS.has(k) && !k.startsWith('_pq_.')) forward[k] = v;
+    let upstream;
+    try {
+      upstream = await connectUpstream(target, await core.targetPassword(target), forward, limits.max_message_bytes);
+    } catch (err) {
+      if (err instanceof UpstreamError) {
+        core.log.warn({ event: 'upstream.error', target: target.name, sub: identity.sub, err: err.message }, 'upstream connection failed');
+        throw new Refusal({ severity: 'FATAL', code: err.sqlstate, message: err.message, detail: err.detail });
+      }
+      throw err;
+    }
+    if (failed) {
+      // Timed out or the client left while we were connecting upstream.
+      upstream.socket.destroy();
+      return;
+    }
+    clearTimeout(timer);
+    release();
+
+    const key = state.cancelKeys.add(target, upstream.pid, upstream.secret);
+    let relay: PgRelay | null = null;
+    const session = core.sessions.open({
+      protocol: 'postgres',
+      identity,
+      target: target.name,
+      client,
+      terminate: (reason) => relay?.terminate(reason),
+    });
+    const clientLeftover = reader.detach();
+    relay = new PgRelay(socket, upstream.socket, session, {
+      maxMessage: limits.max_message_bytes,
+      onClose: (reason) => {
+        state.cancelKeys.remove(key.pid);
+        session.close(reason);
+      },
+    });
+    const hello = [authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')];
+    socket.write(Buffer.concat(hello));
+    relay.start(clientLeftover, upstream.leftover);
+  } catch (err) {
+    fail(err);
+  }
+}
