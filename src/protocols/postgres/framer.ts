@@ -95,6 +95,7 @@ export class Framer {
         if (n - i >= total) {
           // Fast path: the whole message is in this chunk.
           if (this.handler.wantsMessage(type, len)) {
+            this.checkBuffered(len);
             if (this.handler.onMessage(type, chunk, i, i + total)) this.extend(i, i + total);
             else this.cut(i);
           } else {
@@ -127,6 +128,10 @@ export class Framer {
 
   private check(type: number, len: number): void {
     if (len < 4) throw new ProtocolViolation(`invalid message length ${len} for message type 0x${type.toString(16)}`);
+  }
+
+  /** Only messages that are buffered are bounded: streamed ones cost no memory. */
+  private checkBuffered(len: number): void {
     if (len > this.maxMessage) {
       throw new ProtocolViolation(`message of ${len} bytes exceeds the limit of ${this.maxMessage} bytes (limits.max_message_bytes)`);
     }
@@ -144,6 +149,7 @@ export class Framer {
       if (hdrCopy) this.emit(hdrCopy);
       else this.extend(hdrStart, bodyStart);
     } else {
+      this.checkBuffered(len);
       this.flushRange();
       this.assembly = Buffer.allocUnsafe(1 + len);
       if (hdrCopy) hdrCopy.copy(this.assembly, 0);

@@ -6,7 +6,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { serialize } from 'pg-protocol';
+import pgProtocol from 'pg-protocol';
+
+// Default import: the named export is not visible under every ESM loader (ts-node's, for one).
+const { serialize } = pgProtocol;
 import type { TargetConfig } from '../../core/config-types.js';
 import { B } from './constants.js';
 import { parseFields } from './messages.js';

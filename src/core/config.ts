@@ -1,0 +1,462 @@
+// Loading and validating sluice.yaml.
+//
+// The YAML is parsed into a Document (with a LineCounter, so every node knows
+// its line) and walked by a tiny declarative schema below. Defaults are applied,
+// paths are resolved relative to the config file's directory, and ALL problems
+// are collected into one ConfigError naming the key and the line.
+
+import { readFile } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
+import type { Node as YNode } from 'yaml';
+import type { SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import { parseDuration, parseSize } from './units.js';
+
+export interface ConfigIssue {
+  /** Dotted key path, e.g. "targets.orders.port" ('' for the whole file). */
+  path: string;
+  line?: number;
+  column?: number;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly issues: ConfigIssue[],
+  ) {
+    const n = issues.length;
+    const lines = issues.map(
+      (i) => `  ${i.line ? `line ${i.line}: ` : ''}${i.path ? `${i.path}: ` : ''}${i.message}`,
+    );
+    super(`${source || 'config'}: ${n} problem${n === 1 ? '' : 's'}:\n${lines.join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// A tiny schema DSL over YAML nodes. A Spec checks one node; it returns the
+// converted value, or undefined after recording an issue.
+
+interface Ctx {
+  doc: Document;
+  lc?: LineCounter;
+  baseDir: string;
+  issues: ConfigIssue[];
+}
+type Node = YNode | null; // null: absent or an empty value (`key:`)
+interface Spec<T> {
+  (node: Node, path: string, ctx: Ctx, at: YNode | null): T | undefined;
+  /** An empty value (`key:`) means "{}" rather than "absent" (maps). */
+  nullable?: boolean;
+}
+
+function report(ctx: Ctx, node: YNode | null | undefined, path: string, message: string): undefined {
+  const pos = node?.range && ctx.lc ? ctx.lc.linePos(node.range[0]) : undefined;
+  ctx.issues.push({ path, message, ...(pos && { line: pos.line, column: pos.col }) });
+  return undefined;
+}
+
+const deref = (ctx: Ctx, n: unknown): Node => {
+  const node = isAlias(n) ? n.resolve(ctx.doc) : n;
+  if (!node || (isScalar(node) && node.value === null)) return null;
+  return node as YNode;
+};
+
+function describe(node: Node): string {
+  if (isMap(node)) return 'a map';
+  if (isSeq(node)) return 'a list';
+  const v = isScalar(node) ? node.value : null;
+  if (typeof v === 'string') return JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v);
+  return String(v);
+}
+
+/** A scalar of the given JS type, converted/checked by `check` (returns a value or an error string). */
+function scalar<T>(
+  want: string,
+  accept: (v: unknown) => boolean,
+  check: (v: any, ctx: Ctx) => T | { error: string },
+): Spec<T> {
+  return (node, path, ctx) => {
+    const v = isScalar(node) ? node.value : undefined;
+    if (!accept(v)) return report(ctx, node, path, `expected ${want}, got ${describe(node)}`);
+    const r = check(v, ctx);
+    if (r && typeof r === 'object' && 'error' in r) return report(ctx, node, path, r.error);
+    return r as T;
+  };
+}
+const isStr = (v: unknown) => typeof v === 'string';
+const isNum = (v: unknown) => typeof v === 'number';
+
+function str(check: (s: string) => string | undefined = () => undefined): Spec<string> {
+  return scalar('a string', (v) => isStr(v) || isNum(v), (v) => {
+    const s = String(v);
+    const err = s === '' ? 'must not be empty' : check(s);
+    return err ? { error: err } : s;
+  });
+}
+/** A file path, resolved relative to the config file's directory. */
+const filePath = (): Spec<string> =>
+  scalar('a path', isStr, (v: string, ctx) => (v === '' ? { error: 'must not be empty' } : resolve(ctx.baseDir, v)));
+const bool = (): Spec<boolean> => scalar('true or false', (v) => typeof v === 'boolean', (v) => v);
+const int = (min: number, max: number): Spec<number> =>
+  scalar(`an integer from ${min} to ${max}`, (v) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max, (v) => v);
+function oneOf<const T extends string>(values: readonly T[], why: (s: string) => string | undefined = () => undefined): Spec<T> {
+  const want = `one of ${values.join(', ')}`;
+  return scalar(want, isStr, (v: string) =>
+    values.includes(v as T) ? (v as T) : { error: why(v) ?? `expected ${want}, got ${JSON.stringify(v)}` },
+  );
+}
+/** A duration ("30s", "15m", plain number = seconds), returned in seconds or milliseconds. */
+function duration(unit: 's' | 'ms', min: number): Spec<number> {
+  return scalar('a duration', (v) => isStr(v) || isNum(v), (v) => {
+    let ms: number;
+    try {
+      ms = parseDuration(v);
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+    const n = unit === 's' ? ms / 1000 : ms;
+    if (!Number.isInteger(n)) return { error: `must be a whole number of seconds, got ${JSON.stringify(v)}` };
+    return n < min ? { error: `must be at least ${min}${unit}, got ${JSON.stringify(v)}` } : n;
+  });
+}
+function size(min: number, max: number): Spec<number> {
+  return scalar('a size', (v) => isStr(v) || isNum(v), (v) => {
+    let n: number;
+    try {
+      n = parseSize(v);
+    } catch (e) {
+      return { error: (e as Error).message };
+    }
+    return n < min || n > max ? { error: `must be from ${min} to ${max} bytes, got ${JSON.stringify(v)}` } : n;
+  });
+}
+
+function list<T>(item: Spec<T>, nonEmpty = false): Spec<T[]> {
+  return (node, path, ctx) => {
+    if (!isSeq(node)) return report(ctx, node, path, `expected a list, got ${describe(node)}`);
+    if (nonEmpty && node.items.length === 0) return report(ctx, node, path, 'must not be empty');
+    const out: T[] = [];
+    let ok = true;
+    node.items.forEach((n, i) => {
+      const v = deref(ctx, n);
+      const r = v ? item(v, `${path}[${i}]`, ctx, v) : report(ctx, node, `${path}[${i}]`, 'must not be empty');
+      if (r === undefined) ok = false;
+      else out.push(r);
+    });
+    return ok ? out : undefined;
+  };
+}
+
+/** Iterate a map's pairs with string keys; non-string keys are reported. */
+function* pairs(node: Node, path: string, ctx: Ctx) {
+  if (!isMap(node)) return;
+  for (const p of node.items) {
+    const key = p.key as YNode;
+    const k = isScalar(key) && (isStr(key.value) || isNum(key.value)) ? String(key.value) : undefined;
+    if (k === undefined) report(ctx, key, path, `keys must be plain strings, got ${describe(key)}`);
+    else yield { k, key, value: deref(ctx, p.value) };
+  }
+}
+
+function record<T>(item: (key: string) => Spec<T>, keyCheck: (k: string) => string | undefined): Spec<Record<string, T>> {
+  const spec: Spec<Record<string, T>> = (node, path, ctx) => {
+    if (node && !isMap(node)) return report(ctx, node, path, `expected a map, got ${describe(node)}`);
+    const entries: [string, T][] = [];
+    let ok = true;
+    for (const { k, key, value } of pairs(node, path, ctx)) {
+      const p = `${path}.${k}`;
+      const bad = keyCheck(k);
+      const spec = item(k);
+      let r: T | undefined;
+      if (bad) r = report(ctx, key, p, bad);
+      else if (!value && !spec.nullable) r = report(ctx, key, p, 'must not be empty');
+      else r = spec(value, p, ctx, key);
+      if (r === undefined) ok = false;
+      else entries.push([k, r]);
+    }
+    return ok ? Object.fromEntries(entries) : undefined;
+  };
+  spec.nullable = true;
+  return spec;
+}
+
+// Fields of an object: required, optional, or with a default.
+interface Field<T, Opt extends boolean> {
+  spec: Spec<T>;
+  mode: 'req' | 'opt' | 'def';
+  value?: unknown;
+  _opt?: Opt;
+}
+const req = <T>(spec: Spec<T>): Field<T, false> => ({ spec, mode: 'req' });
+const opt = <T>(spec: Spec<T>): Field<T, true> => ({ spec, mode: 'opt' });
+/**
+ * With a default, written as in the YAML ("10s", "./.sluice") and run through the
+ * spec like any value (so units convert and paths resolve); none: the map spec sees `{}`.
+ */
+const def = <T>(spec: Spec<T>, value?: unknown): Field<T, false> => ({ spec, mode: 'def', value });
+
+type Fields = Record<string, Field<any, boolean>>;
+type Val<F> = F extends Field<infer T, boolean> ? T : never;
+type Out<F extends Fields> = { [K in keyof F as F[K] extends Field<any, false> ? K : never]: Val<F[K]> } & {
+  [K in keyof F as F[K] extends Field<any, false> ? never : K]?: Val<F[K]>;
+};
+/** Cross-field checks once every field is valid; `fail(key, msg)` reports at that key (or the map). */
+type Finish<T> = (v: T, fail: (key: string | null, message: string) => void) => void;
+
+function object<F extends Fields>(fields: F, finish?: Finish<Out<F>>): Spec<Out<F>> {
+  const spec: Spec<Out<F>> = (node, path, ctx, at) => {
+    if (node && !isMap(node)) return report(ctx, node, path, `expected a map, got ${describe(node)}`);
+    const join = (k: string) => (path ? `${path}.${k}` : k);
+    const seen = new Map<string, { key: YNode; value: Node }>();
+    let ok = true;
+    for (const p of pairs(node, path, ctx)) {
+      if (Object.hasOwn(fields, p.k)) seen.set(p.k, p);
+      else {
+        report(ctx, p.key, path, `unknown key ${JSON.stringify(p.k)}${suggest(p.k, Object.keys(fields))}`);
+        ok = false;
+      }
+    }
+    const out: Record<string, unknown> = {};
+    for (const [name, f] of Object.entries(fields)) {
+      const p = seen.get(name);
+      let r: unknown;
+      if (p?.value || (p && f.spec.nullable)) r = f.spec(p.value, join(name), ctx, p.key);
+      else if (f.mode === 'req')
+        r = p ? report(ctx, p.key, join(name), 'a value is required') : report(ctx, at ?? node, path, `missing required key "${name}"`);
+      else if (f.mode === 'opt') continue;
+      else {
+        const dflt = f.value === undefined ? null : (ctx.doc.createNode(f.value) as YNode);
+        r = f.spec(dflt, join(name), ctx, p?.key ?? at ?? node);
+      }
+      if (r === undefined) ok = false;
+      else out[name] = r;
+    }
+    if (!ok) return undefined;
+    const before = ctx.issues.length;
+    finish?.(out as Out<F>, (k, msg) => report(ctx, (k && seen.get(k)?.key) || at || node, k ? join(k) : path, msg));
+    return ctx.issues.length === before ? (out as Out<F>) : undefined;
+  };
+  spec.nullable = true;
+  return spec;
+}
+
+/** ' (did you mean "x"?)' for the closest candidate within a small edit distance, else ''. */
+function suggest(word: string, candidates: string[]): string {
+  let best = '';
+  let bestD = Math.max(1, Math.floor(word.length / 3)) + 1;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c.toLowerCase());
+    if (d < bestD) [best, bestD] = [c, d];
+  }
+  return best ? ` (did you mean "${best}"?)` : '';
+}
+
+/** Optimal string alignment distance (Levenshtein plus adjacent transpositions). */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  return d[a.length]![b.length]!;
+}
+
+// ---------------------------------------------------------------------------
+// The sluice.yaml schema.
+
+const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+
+const httpUrl = (s: string) => {
+  try {
+    return ['http:', 'https:'].includes(new URL(s).protocol);
+  } catch {
+    return false;
+  }
+};
+
+const ALLOW_RULE = /^(\*|group:.+|sub:.+|claim:[^=]+=.+)$/;
+
+/** `{ env: VAR } | { file: path } | { command: "..." }`; never echoes a plain-text value. */
+const SECRET_FORMS = {
+  env: str((s) => (/^[A-Za-z_][A-Za-z0-9_]*$/.test(s) ? undefined : `not a valid environment variable name: ${JSON.stringify(s)}`)),
+  file: filePath(),
+  command: str(),
+};
+const secretRef: Spec<SecretRef> = (node, path, ctx) => {
+  const forms = '{ env: VAR_NAME }, { file: ./path } or { command: "..." }';
+  if (!isMap(node))
+    return isScalar(node) // never echo it: it may be the password itself
+      ? report(ctx, node, path, `plain-text secrets are not allowed in the config; use ${forms}`)
+      : report(ctx, node, path, `expected ${forms}, got ${describe(node)}`);
+  const items = [...pairs(node, path, ctx)];
+  if (items.length !== 1 || node.items.length !== 1)
+    return report(ctx, node, path, `expected exactly one of env, file or command, got ${node.items.length} keys`);
+  const { k, key, value } = items[0]!;
+  if (!Object.hasOwn(SECRET_FORMS, k))
+    return report(ctx, key, path, `unknown key ${JSON.stringify(k)}${suggest(k, Object.keys(SECRET_FORMS))}`);
+  const form = k as keyof typeof SECRET_FORMS;
+  if (!value) return report(ctx, key, `${path}.${k}`, 'a value is required');
+  const v = SECRET_FORMS[form](value, `${path}.${k}`, ctx, key);
+  return v === undefined ? undefined : ({ [form]: v } as SecretRef);
+};
+
+const audience: Spec<string[]> = (node, path, ctx, at) => {
+  if (isSeq(node)) return list(str(), true)(node, path, ctx, at);
+  const one = str()(node, path, ctx, at);
+  return one === undefined ? undefined : [one];
+};
+
+const issuer = object(
+  {
+    issuer: req(str()), // required
+    audience: req(audience), // required; a string or a list of strings
+    jwks_uri: opt(str((s) => (httpUrl(s) ? undefined : `must be an http(s) URL, got ${JSON.stringify(s)}`))),
+    jwks_file: opt(filePath()), // resolved
+    groups_claim: def(str(), 'groups'), // default "groups"
+    algorithms: def(
+      list(
+        oneOf(ASYMMETRIC_ALGS, (a) =>
+          /^(HS\d+|none)$/i.test(a)
+            ? `${JSON.stringify(a)} is not accepted: only asymmetric algorithms (RS*, PS*, ES*, EdDSA) are allowed, because a symmetric key would let anyone who can verify tokens also mint them`
+            : undefined,
+        ),
+        true,
+      ),
+      [...ASYMMETRIC_ALGS],
+    ), // default: every asymmetric algorithm
+  },
+  (v, fail) => {
+    if (v.jwks_uri && v.jwks_file) fail('jwks_file', 'set at most one of jwks_uri and jwks_file');
+    else if (!v.jwks_uri && !v.jwks_file && !httpUrl(v.issuer))
+      fail('issuer', 'must be an http(s) URL for OIDC discovery when neither jwks_uri nor jwks_file is set');
+  },
+);
+
+const target = (name: string): Spec<TargetConfig> => {
+  const fields = object({
+    protocol: req(oneOf(['postgres'])), // required; more protocols later
+    host: req(str()), // required
+    port: def(int(1, 65535), 5432), // default 5432
+    database: def(str(), name), // default: the target's name
+    user: req(str()), // required
+    password: opt(secretRef), // optional; file paths resolved
+    tls: def(
+      object({
+        mode: def(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']), 'prefer'), // default "prefer"
+        ca: opt(filePath()), // absent: system CAs
+        servername: opt(str()),
+      }),
+    ),
+    allow: req(
+      list(
+        str((s) =>
+          ALLOW_RULE.test(s)
+            ? undefined
+            : `${JSON.stringify(s)} is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "*"`,
+        ),
+        true,
+      ),
+    ), // required, non-empty
+    connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
+  });
+  return (node, path, ctx, at) => {
+    const t = fields(node, path, ctx, at);
+    return t && { name, ...t };
+  };
+};
+
+const schema = object({
+  state_dir: def(filePath(), './.sluice'), // default ./.sluice, relative to the config file's directory
+  listeners: def(
+    object({
+      postgres: opt(
+        object({
+          host: def(str(), '127.0.0.1'), // default 127.0.0.1
+          port: def(int(0, 65535), 6432), // default 6432; 0 picks a free port
+          tls: opt(object({ cert: req(filePath()), key: req(filePath()) })), // both required if present
+          allow_insecure_auth: def(bool(), false), // default false
+        }),
+      ),
+    }),
+  ), // default: no listeners
+  identity: def(
+    object({
+      clock_skew: def(duration('s', 0), '30s'), // default 30 s
+      sluice_issuer: def(
+        object({
+          enabled: def(bool(), true), // default true
+          issuer: def(str(), 'sluice'), // default "sluice"
+          audience: def(str(), 'sluice'), // default "sluice"
+          max_ttl: def(duration('s', 1), '24h'), // default 24 h
+        }),
+      ),
+      issuers: def(list(issuer), []), // default []
+    }),
+  ),
+  targets: def(
+    record(target, (k) => (/^[A-Za-z0-9_.-]+$/.test(k) ? undefined : `invalid target name ${JSON.stringify(k)}: use letters, digits, "_", "." and "-"`)),
+  ), // default {}
+  limits: def(
+    object({
+      max_message_bytes: def(size(1024, 1024 ** 3), '64MiB'), // default 64 MiB
+      auth_timeout: def(duration('ms', 1), '15s'), // default 15 s
+      max_unauthenticated: def(int(1, 1_000_000), 256), // default 256
+    }),
+  ),
+  log: def(
+    object({
+      level: def(oneOf(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']), 'info'), // default info
+      file: opt(filePath()), // absent: stdout
+    }),
+  ),
+});
+
+// ---------------------------------------------------------------------------
+
+function validate(doc: Document, lc: LineCounter | undefined, sourcePath: string): SluiceConfig {
+  const source = sourcePath ? resolve(sourcePath) : '';
+  const baseDir = source ? dirname(source) : process.cwd();
+  const ctx: Ctx = { doc, lc, baseDir, issues: [] };
+  for (const e of doc.errors) {
+    const pos = lc?.linePos(e.pos[0]);
+    ctx.issues.push({ path: '', message: `YAML syntax error: ${e.message}`, ...(pos && { line: pos.line, column: pos.col }) });
+  }
+  let cfg;
+  if (ctx.issues.length === 0) {
+    const root = deref(ctx, doc.contents);
+    cfg = schema(root, '', ctx, root);
+  }
+  if (!cfg || ctx.issues.length) {
+    const issues = ctx.issues.map((i, n) => [i, n] as const);
+    issues.sort(([a, m], [b, n]) => (a.line ?? Infinity) - (b.line ?? Infinity) || m - n);
+    throw new ConfigError(sourcePath, issues.map(([i]) => i));
+  }
+  const result: SluiceConfig = { source, ...cfg };
+  return result;
+}
+
+/** Parse and validate sluice.yaml text. Paths resolve relative to dirname(sourcePath). Throws ConfigError. */
+export function parseConfig(text: string, sourcePath: string): SluiceConfig {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  return validate(doc, lineCounter, sourcePath);
+}
+
+/** Read, parse and validate a config file. Throws ConfigError for content problems. */
+export async function loadConfig(path: string): Promise<SluiceConfig> {
+  return parseConfig(await readFile(path, 'utf8'), path);
+}
+
+/**
+ * Validate a config built in memory (plain JS object, same shape as the YAML).
+ * Issues carry no line numbers. `sourcePath` ('' for none) anchors relative paths.
+ */
+export function configFromObject(obj: unknown, sourcePath: string): SluiceConfig {
+  return validate(new Document(obj), undefined, sourcePath);
+}

@@ -1,0 +1,299 @@
+import t from 'tap';
+import { join } from 'node:path';
+import { ConfigError, configFromObject, loadConfig, parseConfig } from '../src/core/config.js';
+import { resolveSecret } from '../src/core/secrets.js';
+import { parseDuration, parseSize } from '../src/core/units.js';
+
+const SRC = '/etc/sluice/sluice.yaml';
+
+const MINIMAL_TARGET = `
+targets:
+  orders:
+    protocol: postgres
+    host: db.internal
+    user: app
+    allow: ["*"]
+`;
+
+/** Parse expecting failure; returns the ConfigError. */
+function problems(text: string): ConfigError {
+  try {
+    parseConfig(text, 'sluice.yaml');
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+t.test('full example: values converted, paths resolved', async (t) => {
+  const cfg = parseConfig(
+    `state_dir: /var/lib/sluice
+listeners:
+  postgres: { host: 0.0.0.0, port: 7432, tls: { cert: ./gw.crt, key: /pki/gw.key }, allow_insecure_auth: true }
+identity:
+  clock_skew: 1m
+  sluice_issuer: { enabled: false, issuer: me, audience: you, max_ttl: 2h }
+  issuers:
+    - issuer: https://token.actions.githubusercontent.com
+      audience: sluice
+      jwks_uri: https://token.actions.githubusercontent.com/.well-known/jwks
+      groups_claim: roles
+      algorithms: [RS256, ES256]
+    - issuer: corp
+      audience: [a, b]
+      jwks_file: keys/jwks.json
+targets:
+  orders:
+    protocol: postgres
+    host: 127.0.0.1
+    port: 5433
+    database: orders_db
+    user: app
+    password: { file: ./secrets/orders }
+    tls: { mode: verify-full, ca: ./db-ca.pem, servername: db.internal }
+    allow: ["group:ci", "sub:nightly-etl", "claim:repository=org/repo", "*"]
+    connect_timeout: 500ms
+limits: { max_message_bytes: 1MB, auth_timeout: 5s, max_unauthenticated: 10 }
+log: { level: debug, file: logs/sluice.log }
+`,
+    SRC,
+  );
+  t.same(cfg, {
+    source: SRC,
+    state_dir: '/var/lib/sluice',
+    listeners: {
+      postgres: {
+        host: '0.0.0.0',
+        port: 7432,
+        tls: { cert: '/etc/sluice/gw.crt', key: '/pki/gw.key' },
+        allow_insecure_auth: true,
+      },
+    },
+    identity: {
+      clock_skew: 60,
+      sluice_issuer: { enabled: false, issuer: 'me', audience: 'you', max_ttl: 7200 },
+      issuers: [
+        {
+          issuer: 'https://token.actions.githubusercontent.com',
+          audience: ['sluice'],
+          jwks_uri: 'https://token.actions.githubusercontent.com/.well-known/jwks',
+          groups_claim: 'roles',
+          algorithms: ['RS256', 'ES256'],
+        },
+        {
+          issuer: 'corp',
+          audience: ['a', 'b'],
+          jwks_file: '/etc/sluice/keys/jwks.json',
+          groups_claim: 'groups',
+          algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'],
+        },
+      ],
+    },
+    targets: {
+      orders: {
+        name: 'orders',
+        protocol: 'postgres',
+        host: '127.0.0.1',
+        port: 5433,
+        database: 'orders_db',
+        user: 'app',
+        password: { file: '/etc/sluice/secrets/orders' },
+        tls: { mode: 'verify-full', ca: '/etc/sluice/db-ca.pem', servername: 'db.internal' },
+        allow: ['group:ci', 'sub:nightly-etl', 'claim:repository=org/repo', '*'],
+        connect_timeout: 500,
+      },
+    },
+    limits: { max_message_bytes: 1024 * 1024, auth_timeout: 5000, max_unauthenticated: 10 },
+    log: { level: 'debug', file: '/etc/sluice/logs/sluice.log' },
+  });
+});
+
+t.test('defaults', async (t) => {
+  const cfg = parseConfig(`listeners:\n  postgres:\n${MINIMAL_TARGET}`, SRC);
+  t.equal(cfg.state_dir, '/etc/sluice/.sluice');
+  t.same(cfg.listeners.postgres, { host: '127.0.0.1', port: 6432, allow_insecure_auth: false });
+  t.same(cfg.identity, {
+    clock_skew: 30,
+    sluice_issuer: { enabled: true, issuer: 'sluice', audience: 'sluice', max_ttl: 86400 },
+    issuers: [],
+  });
+  t.same(cfg.targets.orders, {
+    name: 'orders',
+    protocol: 'postgres',
+    host: 'db.internal',
+    port: 5432,
+    database: 'orders',
+    user: 'app',
+    tls: { mode: 'prefer' },
+    allow: ['*'],
+    connect_timeout: 10000,
+  });
+  t.same(cfg.limits, { max_message_bytes: 64 * 1024 * 1024, auth_timeout: 15000, max_unauthenticated: 256 });
+  t.same(cfg.log, { level: 'info' });
+
+  const anchored = parseConfig(MINIMAL_TARGET.replace('["*"]', '&all ["group:a"]') + '  other: { protocol: postgres, host: h, user: u, allow: *all }\n', SRC);
+  t.same(anchored.targets.other!.allow, ['group:a'], 'YAML aliases work');
+
+  const empty = parseConfig('', SRC);
+  t.same(empty.listeners, {}, 'no listeners is fine');
+  t.same(empty.targets, {});
+  t.equal(parseConfig('listeners: {}\n', 'rel/sluice.yaml').source, join(process.cwd(), 'rel/sluice.yaml'));
+});
+
+t.test('YAML syntax errors report their line', async (t) => {
+  const e = problems('listeners:\n  postgres: { port: 1\ntargets: {}\n');
+  t.equal(e.issues.length, 1);
+  t.equal(e.issues[0]!.line, 3);
+  t.match(e.message, /^sluice\.yaml: 1 problem:\n  line 3: YAML syntax error: /);
+  t.match(problems('a: 1\na: 2\n').message, /line 2: YAML syntax error: Map keys must be unique/);
+});
+
+t.test('unknown key with a suggestion', async (t) => {
+  const e = problems('listeners:\n  postgres:\n    prot: 6432\n');
+  t.same(e.issues, [{ path: 'listeners.postgres', line: 3, column: 5, message: 'unknown key "prot" (did you mean "port"?)' }]);
+  t.equal(e.message, 'sluice.yaml: 1 problem:\n  line 3: listeners.postgres: unknown key "prot" (did you mean "port"?)');
+  t.match(problems('stat_dir: x\n').message, 'line 1: unknown key "stat_dir" (did you mean "state_dir"?)');
+  t.match(problems('zzz: x\n').message, /unknown key "zzz"$/, 'no suggestion when nothing is close');
+});
+
+t.test('wrong types name key and line', async (t) => {
+  const e = problems(MINIMAL_TARGET.replace('user: app', 'user: app\n    port: abc'));
+  t.equal(e.message, 'sluice.yaml: 1 problem:\n  line 7: targets.orders.port: expected an integer from 1 to 65535, got "abc"');
+  t.match(problems('limits: { auth_timeout: soon }').message, /line 1: limits\.auth_timeout: invalid duration "soon": expected a number of seconds/);
+  t.match(problems('limits: { max_message_bytes: lots }').message, /limits\.max_message_bytes: invalid size "lots"/);
+  t.match(problems('listeners: { postgres: { allow_insecure_auth: yes } }').message, /expected true or false, got "yes"/);
+  t.match(problems('targets: [a]').message, /line 1: targets: expected a map, got a list/);
+  t.match(problems('log: { level: loud }').message, /log\.level: expected one of trace, debug, info, warn, error, fatal, silent, got "loud"/);
+  t.match(problems(MINIMAL_TARGET.replace('protocol: postgres', 'protocol: mysql')).message, /targets\.orders\.protocol: expected one of postgres, got "mysql"/);
+});
+
+t.test('missing required keys name the parent line', async (t) => {
+  const e = problems('\n\ntargets:\n  orders:\n    protocol: postgres\n    allow: ["*"]\n');
+  t.same(
+    e.issues.map((i) => [i.line, i.path, i.message]),
+    [
+      [4, 'targets.orders', 'missing required key "host"'],
+      [4, 'targets.orders', 'missing required key "user"'],
+    ],
+  );
+  t.match(problems('listeners:\n  postgres:\n    tls: { cert: ./c }\n').message, /line 3: listeners\.postgres\.tls: missing required key "key"/);
+});
+
+t.test('bad allow entries', async (t) => {
+  const e = problems(MINIMAL_TARGET.replace('["*"]', '["group:ci", "grp:ci", "claim:repo", "sub:"]'));
+  t.same(e.issues.map((i) => i.path), ['targets.orders.allow[1]', 'targets.orders.allow[2]', 'targets.orders.allow[3]']);
+  t.match(e.issues[0]!.message, /"grp:ci" is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "\*"/);
+  t.equal(e.issues[0]!.line, 7);
+  t.match(problems(MINIMAL_TARGET.replace('["*"]', '[]')).message, /targets\.orders\.allow: must not be empty/);
+});
+
+const ISSUER = (extra: string) => `identity:\n  issuers:\n    - issuer: https://idp.example\n      audience: sluice\n${extra}`;
+
+t.test('symmetric algorithms are rejected', async (t) => {
+  const e = problems(ISSUER('      algorithms: [RS256, HS256, none]\n'));
+  t.same(e.issues.map((i) => [i.line, i.path]), [
+    [5, 'identity.issuers[0].algorithms[1]'],
+    [5, 'identity.issuers[0].algorithms[2]'],
+  ]);
+  t.match(e.issues[0]!.message, /"HS256" is not accepted: only asymmetric algorithms .* symmetric key/);
+});
+
+t.test('plain-string password is an error and is not echoed', async (t) => {
+  const e = problems(MINIMAL_TARGET + '    password: hunter2\n');
+  t.equal(e.issues[0]!.path, 'targets.orders.password');
+  t.equal(e.issues[0]!.line, 8);
+  t.match(e.message, /plain-text secrets are not allowed .*use \{ env: VAR_NAME \}, \{ file: \.\/path \} or \{ command: "\.\.\." \}/);
+  t.notMatch(e.message, 'hunter2');
+  t.notMatch(problems(MINIMAL_TARGET + '    password: 918273\n').message, '918273');
+  t.match(problems(MINIMAL_TARGET + '    password: { env: A, file: b }\n').message, /expected exactly one of env, file or command/);
+  t.match(problems(MINIMAL_TARGET + '    password: { envv: A }\n').message, /unknown key "envv" \(did you mean "env"\?\)/);
+  const ok = parseConfig(MINIMAL_TARGET + '    password: { command: "vault read x" }\n', SRC);
+  t.same(ok.targets.orders!.password, { command: 'vault read x' });
+});
+
+t.test('issuer key checks', async (t) => {
+  const both = problems(ISSUER('      jwks_uri: https://idp.example/jwks\n      jwks_file: ./jwks.json\n'));
+  t.equal(both.message, 'sluice.yaml: 1 problem:\n  line 6: identity.issuers[0].jwks_file: set at most one of jwks_uri and jwks_file');
+  t.match(problems(ISSUER('      jwks_uri: ftp://x\n')).message, /jwks_uri: must be an http\(s\) URL, got "ftp:\/\/x"/);
+  t.match(
+    problems('identity:\n  issuers:\n    - { issuer: corp, audience: x }\n').message,
+    /issuers\[0\]\.issuer: must be an http\(s\) URL for OIDC discovery/,
+  );
+  t.match(problems('identity:\n  issuers:\n    - { issuer: https://x }\n').message, /line 3: identity\.issuers\[0\]: missing required key "audience"/);
+});
+
+t.test('all problems are reported, in line order', async (t) => {
+  const e = problems(`listeners:
+  postgres: { prot: 1 }
+targets:
+  orders:
+    protocol: postgres
+    host: h
+    user: u
+    port: 0
+    allow: [bogus]
+  "bad name!": {}
+limits: { max_unauthenticated: -1 }
+`);
+  t.equal(e.issues.length, 5);
+  t.same(e.issues.map((i) => i.line), [2, 8, 9, 10, 11]);
+  t.match(e.message, /^sluice\.yaml: 5 problems:\n  line 2: /);
+});
+
+t.test('configFromObject', async (t) => {
+  const cfg = configFromObject({ targets: { db: { protocol: 'postgres', host: 'h', user: 'u', allow: ['*'], port: 1 } } }, '');
+  t.equal(cfg.source, '');
+  t.equal(cfg.state_dir, join(process.cwd(), '.sluice'));
+  t.equal(cfg.targets.db!.port, 1);
+  t.throws(() => configFromObject({ targets: { db: { protocol: 'postgres' } } }, '/x/s.yaml'), {
+    message: '/x/s.yaml: 3 problems:\n  targets.db: missing required key "host"\n  targets.db: missing required key "user"\n  targets.db: missing required key "allow"',
+  });
+});
+
+t.test('loadConfig resolves relative to the file', async (t) => {
+  const dir = t.testdir({ 'sluice.yaml': 'state_dir: state\nlog: { file: out.log }\n' });
+  const cfg = await loadConfig(join(dir, 'sluice.yaml'));
+  t.equal(cfg.state_dir, join(dir, 'state'));
+  t.equal(cfg.log.file, join(dir, 'out.log'));
+  t.equal(cfg.source, join(dir, 'sluice.yaml'));
+});
+
+t.test('units', async (t) => {
+  for (const [v, ms] of [
+    ['15m', 900_000], ['30s', 30_000], ['10min', 600_000], ['1h', 3_600_000], ['2d', 172_800_000],
+    ['500ms', 500], [30, 30_000], ['30', 30_000], ['1h30m', 5_400_000], ['1.5s', 1500], [' 2 hours ', 7_200_000],
+  ] as const) t.equal(parseDuration(v), ms, String(v));
+  for (const bad of ['', 'abc', '-5s', '5 parsecs', '5s junk', -1]) t.throws(() => parseDuration(bad), /invalid duration .*e\.g\. "500ms"/);
+  for (const [v, n] of [
+    ['64MB', 64 * 1024 ** 2], ['1GiB', 1024 ** 3], ['512k', 512 * 1024], [100, 100], ['100', 100], ['1.5KB', 1536], ['2 mib', 2 * 1024 ** 2],
+  ] as const) t.equal(parseSize(v), n, String(v));
+  for (const bad of ['', 'big', '-1', '5XB', 1.5, -3]) t.throws(() => parseSize(bad), /invalid size .*1024-based/);
+});
+
+t.test('secrets', async (t) => {
+  const dir = t.testdir({ pw: 's3cret-file\n', crlf: 'two\r\n\n', empty: '' });
+  const label = 'targets.orders.password';
+
+  process.env.SLUICE_TEST_PW = 's3cret-env';
+  t.teardown(() => delete process.env.SLUICE_TEST_PW);
+  t.equal(await resolveSecret({ env: 'SLUICE_TEST_PW' }, dir), 's3cret-env');
+  await t.rejects(resolveSecret({ env: 'ORDERS_PG_PASSWORD_UNSET' }, dir, { label }), {
+    message: 'environment variable ORDERS_PG_PASSWORD_UNSET is not set (targets.orders.password)',
+  });
+
+  t.equal(await resolveSecret({ file: 'pw' }, dir), 's3cret-file', 'relative to baseDir, one newline trimmed');
+  t.equal(await resolveSecret({ file: join(dir, 'crlf') }, '/'), 'two\r\n');
+  await t.rejects(resolveSecret({ file: 'missing' }, dir, { label }), /cannot read secret file .*missing \(targets\.orders\.password\): ENOENT/);
+  await t.rejects(resolveSecret({ file: 'empty' }, dir), /secret is empty/);
+
+  t.equal(await resolveSecret({ command: 'cat pw; echo extra' }, dir), 's3cret-file\nextra', 'runs in baseDir');
+  const failing = resolveSecret({ command: 'echo s3cret-out; echo "denied: no token" >&2; echo more >&2; exit 3' }, dir, { label });
+  await t.rejects(failing, { message: 'secret command exited with code 3 (targets.orders.password): denied: no token' });
+  const err = await failing.catch((e: Error) => e);
+  t.notMatch(String(err), 's3cret');
+
+  const started = Date.now();
+  await t.rejects(resolveSecret({ command: 'echo s3cret; sleep 5' }, dir, { timeoutMs: 200 }), /timed out after 200 ms/);
+  t.ok(Date.now() - started < 3000, 'does not wait for the pipeline');
+});
