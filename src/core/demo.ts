@@ -1,4 +1,132 @@
-export async function runDemo(_args: string[]): Promise<number> {
-  process.stderr.write('demo: not built yet\n');
-  return 1;
+// `sluice demo`: an embedded Postgres (PGlite) seeded with fake PII, Sluice in
+// front of it with a generated self-signed certificate, and a minted token.
+// Needs nothing installed beyond `npm install`.
+
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve, relative } from 'node:path';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { loadConfig } from './config.js';
+import { mintToken } from './identity.js';
+import { createLogger } from './log.js';
+
+const DEMO_TARGET = 'demo';
+
+/** A self-signed EC certificate for localhost/127.0.0.1, made once per state dir. */
+async function ensureCertificate(dir: string): Promise<{ cert: string; key: string }> {
+  const cert = join(dir, 'gateway.crt');
+  const key = join(dir, 'gateway.key');
+  if (existsSync(cert) && existsSync(key)) return { cert, key };
+  const { generate } = await import('selfsigned');
+  const notAfter = new Date();
+  notAfter.setFullYear(notAfter.getFullYear() + 1);
+  const pems = await generate([{ name: 'commonName', value: 'localhost' }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notAfterDate: notAfter,
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'keyUsage', digitalSignature: true, keyEncipherment: true },
+      { name: 'extKeyUsage', serverAuth: true },
+      { name: 'subjectAltName', altNames: [{ type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] },
+    ],
+  });
+  await writeFile(key, pems.private, { mode: 0o600 });
+  await writeFile(cert, pems.cert);
+  return { cert, key };
+}
+
+export async function runDemo(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      port: { type: 'string', default: '6432' },
+      'state-dir': { type: 'string', default: '.sluice-demo' },
+      'in-memory': { type: 'boolean', default: false },
+    },
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`sluice demo: --port must be a port number, got "${values.port}"\n`);
+    return 2;
+  }
+  const stateDir = resolve(values['state-dir']);
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  const say = (s: string) => process.stderr.write(s + '\n');
+
+  say('Starting the embedded Postgres (PGlite) and seeding demo data…');
+  const { startEmbeddedPostgres } = await import('./demo-target.js');
+  const db = await startEmbeddedPostgres({ dataDir: values['in-memory'] ? undefined : join(stateDir, 'pgdata'), port: 0 });
+
+  const tls = await ensureCertificate(stateDir);
+  const configPath = join(stateDir, 'sluice.yaml');
+  const config = {
+    state_dir: '.',
+    listeners: { postgres: { host: '127.0.0.1', port, tls: { cert: 'gateway.crt', key: 'gateway.key' } } },
+    targets: {
+      [DEMO_TARGET]: {
+        protocol: 'postgres',
+        host: db.host,
+        port: db.port,
+        database: db.database,
+        user: db.user,
+        // The embedded database trusts loopback; a real target takes { env | file | command }.
+        tls: { mode: 'disable' },
+        allow: ['group:dba', 'group:ci', 'group:analysts'],
+      },
+    },
+    log: { level: 'info', file: 'sluice.log' },
+  };
+  await writeFile(
+    configPath,
+    `# Written by \`sluice demo\`; the embedded database listens on a new port each run.\n${stringify(config)}`,
+  );
+  const cfg = await loadConfig(configPath);
+  const log = createLogger(cfg.log);
+  const { startGateway } = await import('./server.js');
+  let gw;
+  try {
+    gw = await startGateway(cfg, { log, signals: false });
+  } catch (err) {
+    await db.stop();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      process.stderr.write(`sluice demo: port ${port} is in use; pick another with --port 6433\n`);
+      return 1;
+    }
+    throw err;
+  }
+  const listenPort = gw.listener('postgres')!.port;
+  const token = await mintToken(cfg.identity, cfg.state_dir, { sub: 'demo-user', groups: ['analysts'], ttlSeconds: 8 * 3600 });
+  const show = (p: string) => {
+    const r = relative(process.cwd(), p);
+    return r && !r.startsWith('..') ? r : p;
+  };
+  const rel = show(configPath);
+  say(`
+Sluice demo is running.
+  gateway   127.0.0.1:${listenPort} (TLS, self-signed)  ->  embedded Postgres 127.0.0.1:${db.port}
+  config    ${rel}
+  logs      ${show(cfg.log.file!)}
+
+Connect with a token instead of a password (valid 8 hours, identity demo-user, group analysts):
+
+  PGPASSWORD='${token}' psql "host=127.0.0.1 port=${listenPort} dbname=${DEMO_TARGET} user=demo-user sslmode=require"
+
+Then try:  \\dt    SELECT * FROM customers LIMIT 5;
+
+Mint another token:  npx sluice token mint --config ${rel} --sub you --groups dba --ttl 1h
+Press Ctrl-C to stop.
+`);
+  const stop = () => {
+    say('Stopping…');
+    void gw
+      .stop()
+      .then(() => db.stop())
+      .finally(() => process.exit(0));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return new Promise<number>(() => {});
 }
