@@ -57,10 +57,15 @@ export async function startEmbeddedPostgres(opts: {
     socket.on('close', () => live.delete(handler.handlerId));
     handler.attach(socket).catch(() => socket.destroy());
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(opts.port ?? 0, host, () => resolve());
+    });
+  } catch (err) {
+    await db.close(); // e.g. EADDRINUSE: do not leave PGlite (and a dataDir) open
+    throw err;
+  }
   const port = (server.address() as net.AddressInfo).port;
 
   let stopped: Promise<void> | undefined;
