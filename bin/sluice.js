@@ -1,4 +1,7 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=1
+// --max-semi-space-size=1: a small young generation keeps RSS bounded while streaming
+// (TLS churns short-lived buffers): 1 GB through TLS on both legs peaked at 86 MB
+// instead of 126 MB, at no measurable CPU cost per transaction (bench/pgbench.ts).
 import { main } from '../dist/core/cli.js';
 main(process.argv.slice(2)).then((code) => {
   if (typeof code === 'number') process.exitCode = code;

@@ -93,7 +93,8 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
   const configPath = path.join(dir, 'sluice.yaml');
   fs.writeFileSync(configPath, stringify(buildConfig(dir, opts, ca, cert)));
   const env = { ...process.env, ORDERS_PG_PASSWORD: TARGET_PASSWORD, ...(opts.env ?? {}) };
-  const proc = spawn(process.execPath, [BIN, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Run the bin itself, so its shebang's V8 flags apply as they do for users.
+  const proc = spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const lines: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
