@@ -64,6 +64,8 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
   const remote = { address: raw.remoteAddress ?? '?', port: raw.remotePort ?? 0 };
   if (!core.admitUnauthenticated()) {
     raw.end(errorResponse({ severity: 'FATAL', code: '53300', message: 'too many connections waiting to authenticate; try again shortly' }));
+    // Not counted any more, so never let a peer that does not close keep the socket.
+    setTimeout(() => raw.destroy(), 1000).unref();
     core.log.warn({ event: 'connection.refused', client: `${remote.address}:${remote.port}`, reason: 'max_unauthenticated' }, 'too many unauthenticated connections');
     return;
   }
@@ -181,9 +183,22 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
 
     const forward: Record<string, string> = {};
     for (const [k, v] of Object.entries(params)) if (!DROPPED_PARAMS.has(k) && !k.startsWith('_pq_.')) forward[k] = v;
+    if (reader.closed) throw new ConnectionClosed('client left during authentication');
+    let password: string | undefined;
+    try {
+      password = await core.targetPassword(target);
+    } catch (err) {
+      // The reason (env var, file, command) is for the operator, not the client.
+      core.log.error({ event: 'credential.error', target: target.name, sub: identity.sub, err: (err as Error).message }, 'cannot read the stored credential of a target');
+      throw new Refusal({
+        severity: 'FATAL',
+        code: '08006',
+        message: `Sluice cannot read its stored credential for target "${target.name}" (targets.${target.name}.password); the gateway log says why`,
+      });
+    }
     let upstream;
     try {
-      upstream = await connectUpstream(target, await core.targetPassword(target), forward, limits.max_message_bytes);
+      upstream = await connectUpstream(target, password, forward, limits.max_message_bytes);
     } catch (err) {
       if (err instanceof UpstreamError) {
         core.log.warn({ event: 'upstream.error', target: target.name, sub: identity.sub, err: err.message }, 'upstream connection failed');
@@ -191,9 +206,11 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       }
       throw err;
     }
-    if (failed) {
-      // Timed out or the client left while we were connecting upstream.
+    if (failed || reader.closed) {
+      // Timed out, or the client left while we were connecting upstream (its
+      // close was seen only by the reader: nothing else listens yet).
       upstream.socket.destroy();
+      fail(new ConnectionClosed('client left during upstream login'));
       return;
     }
     clearTimeout(timer);
@@ -209,12 +226,18 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       terminate: (reason) => relay?.terminate(reason),
     });
     const clientLeftover = reader.detach();
+    const up = upstream;
     relay = new PgRelay(socket, upstream.socket, session, {
       maxMessage: limits.max_message_bytes,
       onClose: (reason) => {
         state.cancelKeys.remove(key.pid);
         session.close(reason);
       },
+      cancelUpstream: () => {
+        core.log.info({ event: 'cancel.on_close', session: session.id, target: target.name }, 'session ended mid-request; cancelling its upstream query');
+        void sendCancel(target, up.pid, up.secret);
+      },
+      pids: { upstream: upstream.pid, client: key.pid },
     });
     const hello = [authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')];
     socket.write(Buffer.concat(hello));

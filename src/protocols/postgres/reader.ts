@@ -64,6 +64,11 @@ export class MessageReader {
     }
   }
 
+  /** True once the socket ended, closed or failed, even if nobody was reading. */
+  get closed(): boolean {
+    return this.ended !== null;
+  }
+
   get buffered(): number {
     return this.buf.length;
   }

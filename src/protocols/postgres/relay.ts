@@ -3,7 +3,7 @@
 
 import type { Duplex } from 'node:stream';
 import type { Session } from '../../core/sessions.js';
-import { F, VALID_FRONTEND } from './constants.js';
+import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse } from './messages.js';
 
@@ -12,17 +12,53 @@ type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 export interface RelayOptions {
   maxMessage: number;
   onClose(reason: string): void;
+  /**
+   * Cancels whatever the upstream backend is running (a CancelRequest with the
+   * upstream key). Called when the session ends while the server is still busy
+   * with a request, so a client that vanishes mid-query (or a killed session)
+   * does not leave its query running on the server.
+   */
+  cancelUpstream?(): void;
+  /** The upstream backend pid and the pid the client was given in BackendKeyData. */
+  pids?: { upstream: number; client: number };
+}
+
+/**
+ * Whether the server owes the client a ReadyForQuery: counts Query, Sync and
+ * FunctionCall against ReadyForQuery, plus extended-protocol messages not yet
+ * followed by a Sync (an Execute runs as soon as it arrives). After a Terminate
+ * the client has left in order: what it sent before runs to completion, as it
+ * would without Sluice.
+ */
+class Busy {
+  pendingSyncs = 0;
+  unsynced = false;
+  terminated = false;
+  get busy(): boolean {
+    return !this.terminated && (this.pendingSyncs > 0 || this.unsynced);
+  }
 }
 
 /** Frontend (client → server) inspection. Issue-level features hook in here. */
 class FrontendHandler implements FrameHandler {
-  constructor(private readonly session: Session) {}
+  constructor(
+    private readonly session: Session,
+    private readonly state: Busy,
+  ) {}
 
   wantsMessage(type: number): boolean {
     if (VALID_FRONTEND[type] !== 1) {
       throw new ProtocolViolation(`invalid frontend message type ${type} (0x${type.toString(16)})`);
     }
     if (type === F.Query || type === F.Execute) this.session.statements++;
+    if (type === F.Query || type === F.Sync || type === F.FunctionCall) {
+      this.state.pendingSyncs++;
+      this.state.unsynced = false;
+    } else if (type === F.Parse || type === F.Bind || type === F.Execute || type === F.Describe || type === F.Close) {
+      this.state.unsynced = true;
+    } else if (type === F.Terminate) {
+      this.state.terminated = true;
+    }
     return false;
   }
 
@@ -33,10 +69,26 @@ class FrontendHandler implements FrameHandler {
 
 /** Backend (server → client) inspection. */
 class BackendHandler implements FrameHandler {
-  wantsMessage(): boolean {
-    return false;
+  constructor(
+    private readonly state: Busy,
+    private readonly pids: { upstream: number; client: number } | undefined,
+  ) {}
+
+  wantsMessage(type: number): boolean {
+    if (type === B.ReadyForQuery) {
+      if (this.state.pendingSyncs > 0) this.state.pendingSyncs--;
+      return false;
+    }
+    // A notification from this very session carries the upstream pid; the client
+    // knows itself by the pid in its BackendKeyData (libpq's documented way to
+    // spot its own notifications), so it gets that one. Small message, buffered.
+    return type === B.NotificationResponse && this.pids !== undefined;
   }
-  onMessage(): boolean {
+
+  onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (type === B.NotificationResponse && this.pids && end - start >= 9 && buf.readInt32BE(start + 5) === this.pids.upstream) {
+      buf.writeInt32BE(this.pids.client, start + 5);
+    }
     return true;
   }
 }
@@ -55,6 +107,8 @@ export class PgRelay {
   private readonly front: Framer;
   private readonly back: Framer;
   private closed = false;
+  private serverGone = false;
+  private readonly state = new Busy();
 
   constructor(
     private readonly client: Sock,
@@ -62,9 +116,9 @@ export class PgRelay {
     private readonly session: Session,
     private readonly opts: RelayOptions,
   ) {
-    this.front = new Framer(new FrontendHandler(session), opts.maxMessage);
+    this.front = new Framer(new FrontendHandler(session, this.state), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
-    this.back = new Framer(new BackendHandler(), 0x7fffffff);
+    this.back = new Framer(new BackendHandler(this.state, opts.pids), 0x7fffffff);
   }
 
   start(clientLeftover: Buffer, serverLeftover: Buffer): void {
@@ -74,9 +128,9 @@ export class PgRelay {
     client.on('end', () => this.close('client disconnected'));
     client.on('close', () => this.close('client disconnected'));
     client.on('error', (e: Error) => this.close(`client error: ${e.message}`));
-    server.on('end', () => this.close('server closed the connection'));
-    server.on('close', () => this.close('server closed the connection'));
-    server.on('error', (e: Error) => this.close(`server error: ${e.message}`));
+    server.on('end', () => this.serverClosed('server closed the connection'));
+    server.on('close', () => this.serverClosed('server closed the connection'));
+    server.on('error', (e: Error) => this.serverClosed(`server error: ${e.message}`));
     if (serverLeftover.length) this.fromServer(serverLeftover);
     if (clientLeftover.length) this.fromClient(clientLeftover);
   }
@@ -136,9 +190,17 @@ export class PgRelay {
     this.close(reason);
   }
 
+  private serverClosed(reason: string): void {
+    this.serverGone = true;
+    this.close(reason);
+  }
+
   close(reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    // Closing the socket does not stop a running query (Postgres notices a gone
+    // client only when it next reads or writes), so cancel it first.
+    if (!this.serverGone && this.state.busy) this.opts.cancelUpstream?.();
     this.server.destroy();
     // Let an already-queued FATAL reach the client, then drop it.
     if (!this.client.destroyed) {
