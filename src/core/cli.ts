@@ -14,6 +14,8 @@ Usage:
                                          print a short-lived token signed by Sluice's own key
   sluice config check --config sluice.yaml
                                          validate a config file and exit
+  sluice policy check --config sluice.yaml --as sub=ci,groups=ci --target orders "SQL"
+                                         show the facts of a statement and the policy decision
   sluice --help | --version
 
 Every command that reads a config takes --config (default: ./sluice.yaml or $SLUICE_CONFIG).
@@ -37,6 +39,13 @@ Prints a token signed with Sluice's own Ed25519 key (kept in state_dir/keys).
 Use it as the password: PGPASSWORD=$(sluice token mint ...) psql "host=... dbname=<target>"
 --ttl accepts 30s, 15m, 1h (default 15m; at most identity.sluice_issuer.max_ttl).
 `,
+  policy: `Usage: sluice policy check --config sluice.yaml --as sub=NAME[,groups=a+b][,claim=value...] --target NAME "SQL"
+
+Analyses SQL exactly as the gateway does (the real Postgres parser) and prints the facts
+found (statement kinds, tables, functions, nested statements) and the decision with the
+policy and rule that made it. Reads SQL from stdin when no SQL argument is given.
+Exit status: 0 allow, 1 deny, 3 review, 2 usage or config error.
+`,
   config: `Usage: sluice config check --config sluice.yaml
 
 Validates the file and prints every problem with its line, or "ok".
@@ -47,7 +56,7 @@ function configPath(v: string | undefined): string {
   return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
 }
 
-async function loadOrExplain(path: string) {
+export async function loadOrExplain(path: string) {
   try {
     return await loadConfig(path);
   } catch (err) {
@@ -92,6 +101,10 @@ export async function main(argv: string[]): Promise<number> {
       return token(rest);
     case 'config':
       return configCheck(rest);
+    case 'policy': {
+      const { policyCheck } = await import('./policy-cli.js');
+      return policyCheck(rest, loadOrExplain, configPath, COMMAND_HELP.policy!);
+    }
     default:
       process.stderr.write(`sluice: unknown command "${cmd}"\n\n${HELP}`);
       return 2;

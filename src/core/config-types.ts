@@ -84,4 +84,58 @@ export interface SluiceConfig {
   targets: Record<string, TargetConfig>;
   limits: LimitsConfig;
   log: LogConfig;
+  /** Statement policies, in order. Empty: no statement policy (every statement is relayed). */
+  policies: PolicyConfig[];
+  policy: PolicySettings;
+}
+
+// ---------------------------------------------------------------------------
+// Statement policy (src/policy). Absent `policies` means no statement policy.
+
+export type PolicyAction = 'allow' | 'review' | 'deny';
+
+/** Conditions of a rule; every condition given must hold (an empty rule matches every statement). */
+export interface RuleCondition {
+  kind?: string[];
+  /** Table patterns (globs), matched against tables read or written. */
+  tables?: string[];
+  /** Function patterns (globs). */
+  functions?: string[];
+  where?: 'absent' | 'present';
+  copy?: ('stdin' | 'stdout' | 'file' | 'program')[];
+  explain_analyze?: boolean;
+  set_role?: boolean;
+  dynamic?: boolean;
+  changes_state?: boolean;
+}
+
+export interface PolicyRule {
+  action: PolicyAction;
+  /** "<policy>#<n>" unless named. */
+  name: string;
+  when: RuleCondition;
+  /** What the client is told (deny) or what approvers see (review). */
+  message?: string;
+}
+
+export interface PolicyMatch {
+  targets?: string[];
+  groups?: string[];
+  subs?: string[];
+  protocols?: string[];
+}
+
+export interface PolicyConfig {
+  name: string;
+  match: PolicyMatch;
+  /** No state change of any kind: denies every statement that changes state, allows the rest, and opens the upstream session read-only. */
+  read_only: boolean;
+  rules: PolicyRule[];
+}
+
+export interface PolicySettings {
+  /** When no rule matches a statement (also when no policy matches the session). */
+  default: 'allow' | 'deny';
+  /** SQL that does not parse. */
+  on_parse_error: 'allow' | 'deny';
 }

@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import type { Node as YNode } from 'yaml';
-import type { SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import type { PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import { STATEMENT_KINDS } from '../policy/kinds.js';
 import { parseDuration, parseSize } from './units.js';
 
 export interface ConfigIssue {
@@ -371,6 +372,71 @@ const target = (name: string): Spec<TargetConfig> => {
   };
 };
 
+const kindName = str((s) => (STATEMENT_KINDS.includes(s) ? undefined : `unknown statement kind ${JSON.stringify(s)}${suggest(s, [...STATEMENT_KINDS])}`));
+const condition = {
+  kind: opt(list(kindName, true)),
+  tables: opt(list(str(), true)),
+  functions: opt(list(str(), true)),
+  where: opt(oneOf(['absent', 'present'])),
+  copy: opt(list(oneOf(['stdin', 'stdout', 'file', 'program']), true)),
+  explain_analyze: opt(bool()),
+  set_role: opt(bool()),
+  dynamic: opt(bool()),
+  changes_state: opt(bool()),
+  message: opt(str()),
+  name: opt(str()),
+};
+const ACTIONS = ['deny', 'review', 'allow'] as const;
+const ruleBody = object(condition);
+
+/** `- deny: { kind: [drop], message: "..." }`: exactly one of deny, review, allow. */
+const rule = (policy: string, index: number): Spec<PolicyRule> => (node, path, ctx, at) => {
+  if (!isMap(node)) return report(ctx, node ?? at, path, `expected a rule such as { deny: { kind: [drop] } }, got ${describe(node)}`);
+  const items = [...pairs(node, path, ctx)];
+  if (items.length !== 1) return report(ctx, node, path, `a rule has exactly one of deny, review or allow, got ${items.length} keys`);
+  const { k, key, value } = items[0]!;
+  if (!(ACTIONS as readonly string[]).includes(k)) return report(ctx, key, path, `unknown rule action ${JSON.stringify(k)}${suggest(k, [...ACTIONS])}; use deny, review or allow`);
+  const body = ruleBody(value, `${path}.${k}`, ctx, key);
+  if (!body) return undefined;
+  const { message, name, ...when } = body;
+  return { action: k as PolicyAction, name: name ?? `${policy}#${index + 1}`, when, ...(message && { message }) };
+};
+
+const policyItem: Spec<PolicyConfig> = (node, path, ctx, at) => {
+  const nameNode = isMap(node) ? node.get('name') : undefined;
+  const pname = typeof nameNode === 'string' ? nameNode : path;
+  const rules: Spec<PolicyRule[]> = (n, p, c) => {
+    if (!isSeq(n)) return report(c, n, p, `expected a list of rules, got ${describe(n)}`);
+    const out: PolicyRule[] = [];
+    let ok = true;
+    n.items.forEach((item, i) => {
+      const v = deref(c, item);
+      const r = rule(pname, i)(v, `${p}[${i}]`, c, v);
+      if (r) out.push(r);
+      else ok = false;
+    });
+    return ok ? out : undefined;
+  };
+  return object(
+    {
+      name: req(str()),
+      match: def(
+        object({
+          targets: opt(list(str(), true)),
+          groups: opt(list(str(), true)),
+          subs: opt(list(str(), true)),
+          protocols: opt(list(oneOf(['postgres']), true)),
+        }),
+      ), // default {}: every session
+      read_only: def(bool(), false),
+      rules: def(rules, []),
+    },
+    (v, fail) => {
+      if (!v.read_only && v.rules.length === 0) fail('rules', 'a policy needs rules or read_only: true');
+    },
+  )(node, path, ctx, at);
+};
+
 const schema = object({
   state_dir: def(filePath(), './.sluice'), // default ./.sluice, relative to the config file's directory
   listeners: def(
@@ -407,6 +473,13 @@ const schema = object({
       max_message_bytes: def(size(1024, 1024 ** 3), '64MiB'), // default 64 MiB
       auth_timeout: def(duration('ms', 1), '15s'), // default 15 s
       max_unauthenticated: def(int(1, 1_000_000), 256), // default 256
+    }),
+  ),
+  policies: def(list(policyItem), []), // default []: no statement policy
+  policy: def(
+    object({
+      default: def(oneOf(['deny', 'allow']), 'deny'), // default deny: closed
+      on_parse_error: def(oneOf(['deny', 'allow']), 'deny'), // default deny
     }),
   ),
   log: def(

@@ -13,17 +13,24 @@ import { resolveSecret } from './secrets.js';
 import { SessionRegistry } from './sessions.js';
 import { isAllowed } from './access.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
+import { PolicyResolver, type PolicySet } from '../policy/engine.js';
+import { initSqlAnalysis } from '../policy/sql-facts.js';
+import type { Identity } from './identity-types.js';
+import type { PolicyProvider } from './sessions.js';
 
 /** Stored credentials are re-read at most this often (rotation), and never logged. */
 const SECRET_TTL_MS = 30_000;
 
-export class Gateway implements Core {
+export class Gateway implements Core, PolicyProvider {
   readonly log: Logger;
   readonly sessions: SessionRegistry;
   private cfg: SluiceConfig;
   private verifier: IdentityVerifier;
   private readonly listeners = new Map<string, RunningListener>();
   private unauthenticated = 0;
+  private resolver: PolicyResolver;
+  /** Bumped on every reload; sessions re-resolve their policy when it changes. */
+  generation = 0;
   private readonly secrets = new Map<string, { value: string; at: number }>();
 
   constructor(
@@ -33,8 +40,9 @@ export class Gateway implements Core {
   ) {
     this.cfg = cfg;
     this.log = log ?? createLogger(cfg.log);
-    this.sessions = new SessionRegistry(this.log);
+    this.sessions = new SessionRegistry(this.log, this);
     this.verifier = new IdentityVerifier(cfg.identity, cfg.state_dir);
+    this.resolver = new PolicyResolver(cfg.policies, cfg.policy);
   }
 
   config(): SluiceConfig {
@@ -46,6 +54,8 @@ export class Gateway implements Core {
     await mkdir(this.cfg.state_dir, { recursive: true, mode: 0o700 });
     await loadOrCreateSigningKey(this.cfg.state_dir);
     await this.verifier.init();
+    // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
+    await initSqlAnalysis();
     for (const mod of this.modules) {
       const lc = this.cfg.listeners[mod.protocol as keyof SluiceConfig['listeners']];
       if (!lc) continue;
@@ -82,8 +92,14 @@ export class Gateway implements Core {
     }
     this.cfg = next;
     this.verifier = verifier;
+    this.resolver = new PolicyResolver(next.policies, next.policy);
+    this.generation++;
     this.secrets.clear();
     this.log.info({ event: 'config.reload', targets: Object.keys(next.targets).length, live_sessions: this.sessions.size }, 'configuration reloaded');
+  }
+
+  resolve(identity: Identity, target: string, protocol: string): PolicySet | null {
+    return this.resolver.resolve(identity, target, protocol);
   }
 
   async authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant> {

@@ -2,6 +2,14 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from './log.js';
 import type { Identity } from './identity-types.js';
 import type { ClientInfo } from './protocol.js';
+import type { Decision, PolicySet } from '../policy/engine.js';
+import type { QueryFacts } from '../policy/sql-facts.js';
+
+/** Where sessions get their statement policy; `generation` changes on every config reload. */
+export interface PolicyProvider {
+  readonly generation: number;
+  resolve(identity: Identity, target: string, protocol: string): PolicySet | null;
+}
 
 export interface SessionInit {
   protocol: string;
@@ -54,7 +62,10 @@ export class Session {
   bytesFromClient = 0;
   bytesToClient = 0;
   statements = 0;
+  denied = 0;
   closeReason?: string;
+  private policyGen = -1;
+  private policySet: PolicySet | null = null;
 
   constructor(
     readonly init: SessionInit,
@@ -63,6 +74,29 @@ export class Session {
 
   get identity(): Identity {
     return this.init.identity;
+  }
+
+  /** The statement policy in force for this session (re-read after a config reload); null: none. */
+  policy(): PolicySet | null {
+    const p = this.registry.policies;
+    if (this.policyGen !== p.generation) {
+      this.policySet = p.resolve(this.init.identity, this.init.target, this.init.protocol);
+      this.policyGen = p.generation;
+    }
+    return this.policySet;
+  }
+
+  /**
+   * Decides a statement (or query string) and writes the audit event.
+   * `analyze` runs only when the decision is not cached. Without a policy: allow, no event.
+   */
+  decide(text: string, analyze: (text: string) => QueryFacts): Decision | null {
+    const set = this.policy();
+    if (!set) return null;
+    const r = set.decide(text, analyze);
+    if (r.decision.action === 'deny') this.denied++;
+    this.registry.audit(this, r.decision, r.facts);
+    return r.decision;
   }
 
   /** Asks the protocol module to end the session; it then calls close(). */
@@ -102,7 +136,30 @@ export class Session {
 export class SessionRegistry {
   private readonly live = new Map<string, Session>();
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    readonly policies: PolicyProvider,
+  ) {}
+
+  /** One audit event per decision: who, where, what (normalised, literals removed) and why. */
+  audit(s: Session, d: Decision, facts: QueryFacts | undefined): void {
+    this.log[d.action === 'allow' ? 'info' : 'warn'](
+      {
+        event: 'policy.decision',
+        session: s.id,
+        sub: s.init.identity.sub,
+        target: s.init.target,
+        protocol: s.init.protocol,
+        decision: d.action,
+        policy: d.policy,
+        rule: d.rule,
+        kind: d.kind,
+        fingerprint: facts?.fingerprint,
+        query: facts?.normalized,
+      },
+      d.action === 'allow' ? 'statement allowed' : `statement ${d.action === 'deny' ? 'denied' : 'held for review'}: ${d.message}`,
+    );
+  }
 
   open(init: SessionInit): Session {
     const s = new Session(init, this);

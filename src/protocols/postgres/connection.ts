@@ -24,8 +24,17 @@ import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
 import type { CancelKeys } from './cancel-keys.js';
 
-/** Startup parameters never passed to the target: identity and routing belong to Sluice. */
-const DROPPED_PARAMS = new Set(['user', 'database', 'options', 'replication']);
+/**
+ * Startup parameters passed to the target. Any other is dropped: a startup packet
+ * can set server settings directly (`role`, `default_transaction_read_only`, ...),
+ * which would step around the statement policy. These are what psql, pgbench,
+ * libpq, JDBC, node-postgres and npgsql send.
+ */
+const FORWARDED_PARAMS = new Set([
+  'application_name', 'client_encoding', 'DateStyle', 'datestyle', 'TimeZone', 'timezone',
+  'extra_float_digits', 'IntervalStyle', 'intervalstyle', 'search_path', 'lc_messages',
+  'bytea_output', 'standard_conforming_strings', 'geqo',
+]);
 
 export interface ListenerState {
   cfg: ListenerConfig;
@@ -98,6 +107,8 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       socket.end(errorResponse({ severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` }));
     } else if (!(err instanceof ConnectionClosed)) {
       core.log.warn({ event: 'connection.error', client: `${remote.address}:${remote.port}`, err: (err as Error).message }, 'connection failed during startup');
+      // The client still learns that it was Sluice, and where to look.
+      socket.end(errorResponse({ severity: 'FATAL', code: 'XX000', message: 'Sluice could not set up this session (internal error); the gateway log has the details' }));
     }
     setTimeout(() => socket.destroy(), 1000).unref();
   };
@@ -182,7 +193,10 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
     const { identity, target } = grant;
 
     const forward: Record<string, string> = {};
-    for (const [k, v] of Object.entries(params)) if (!DROPPED_PARAMS.has(k) && !k.startsWith('_pq_.')) forward[k] = v;
+    for (const [k, v] of Object.entries(params)) if (FORWARDED_PARAMS.has(k)) forward[k] = v;
+    // A read-only policy also makes the server session read-only: a function that
+    // writes behind a harmless-looking SELECT fails on the server.
+    if (core.sessions.policies.resolve(identity, target.name, 'postgres')?.readOnly) forward.default_transaction_read_only = 'on';
     if (reader.closed) throw new ConnectionClosed('client left during authentication');
     let password: string | undefined;
     try {

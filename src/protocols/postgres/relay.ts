@@ -6,6 +6,7 @@ import type { Session } from '../../core/sessions.js';
 import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse } from './messages.js';
+import { PolicyGate } from './policy-gate.js';
 
 type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 
@@ -44,6 +45,7 @@ class FrontendHandler implements FrameHandler {
   constructor(
     private readonly session: Session,
     private readonly state: Busy,
+    private readonly gate: PolicyGate,
   ) {}
 
   wantsMessage(type: number): boolean {
@@ -59,10 +61,14 @@ class FrontendHandler implements FrameHandler {
     } else if (type === F.Terminate) {
       this.state.terminated = true;
     }
+    if (this.gate.wants(type)) return true;
+    this.gate.forwarded(type);
     return false;
   }
 
-  onMessage(): boolean {
+  onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (!this.gate.onFrontend(type, buf, start, end)) return false;
+    this.gate.forwarded(type);
     return true;
   }
 }
@@ -72,13 +78,17 @@ class BackendHandler implements FrameHandler {
   constructor(
     private readonly state: Busy,
     private readonly pids: { upstream: number; client: number } | undefined,
+    private readonly gate: PolicyGate,
+    private readonly emit: (buf: Buffer) => void,
   ) {}
 
   wantsMessage(type: number): boolean {
     if (type === B.ReadyForQuery) {
       if (this.state.pendingSyncs > 0) this.state.pendingSyncs--;
+      this.gate.onReady();
       return false;
     }
+    if (type === B.ErrorResponse) return this.gate.awaitingError;
     // A notification from this very session carries the upstream pid; the client
     // knows itself by the pid in its BackendKeyData (libpq's documented way to
     // spot its own notifications), so it gets that one. Small message, buffered.
@@ -86,6 +96,12 @@ class BackendHandler implements FrameHandler {
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (type === B.ErrorResponse) {
+      const mine = this.gate.replaceError(buf, start, end);
+      if (!mine) return true;
+      this.emit(mine);
+      return false;
+    }
     if (type === B.NotificationResponse && this.pids && end - start >= 9 && buf.readInt32BE(start + 5) === this.pids.upstream) {
       buf.writeInt32BE(this.pids.client, start + 5);
     }
@@ -116,9 +132,10 @@ export class PgRelay {
     private readonly session: Session,
     private readonly opts: RelayOptions,
   ) {
-    this.front = new Framer(new FrontendHandler(session, this.state), opts.maxMessage);
+    const gate = new PolicyGate(session, (b) => this.front.emit(b));
+    this.front = new Framer(new FrontendHandler(session, this.state, gate), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
-    this.back = new Framer(new BackendHandler(this.state, opts.pids), 0x7fffffff);
+    this.back = new Framer(new BackendHandler(this.state, opts.pids, gate, (b) => this.back.emit(b)), 0x7fffffff);
   }
 
   start(clientLeftover: Buffer, serverLeftover: Buffer): void {

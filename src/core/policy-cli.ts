@@ -1,0 +1,87 @@
+// `sluice policy check`: the gateway's own analysis and decision for one statement.
+
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import type { SluiceConfig } from './config-types.js';
+import type { Identity } from './identity-types.js';
+import { PolicyResolver } from '../policy/engine.js';
+import { analyzeSql, initSqlAnalysis } from '../policy/sql-facts.js';
+
+/** Parses `sub=ci,groups=ci+dba,repository=org/app` into an identity. */
+function parseAs(spec: string): Identity {
+  const claims: Record<string, unknown> = {};
+  let sub = '';
+  let groups: string[] = [];
+  for (const part of spec.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq < 1) throw new Error(`--as expects key=value pairs separated by commas, got "${part}"`);
+    const k = part.slice(0, eq).trim();
+    const v = part.slice(eq + 1).trim();
+    if (k === 'sub') sub = v;
+    else if (k === 'groups' || k === 'group') groups = groups.concat(v.split('+').filter(Boolean));
+    else claims[k] = v;
+  }
+  if (!sub) throw new Error('--as needs sub=<subject>');
+  return { sub, groups, issuer: 'sluice policy check', claims: { ...claims, sub, groups } };
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+export async function policyCheck(
+  args: string[],
+  load: (path: string) => Promise<SluiceConfig | null>,
+  configPath: (v: string | undefined) => string,
+  help: string,
+): Promise<number> {
+  const [sub, ...opts] = args;
+  if (sub !== 'check') {
+    process.stderr.write(help);
+    return 2;
+  }
+  const { values, positionals } = parseArgs({
+    args: opts,
+    allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, as: { type: 'string' }, target: { type: 'string' }, json: { type: 'boolean', default: false } },
+  });
+  if (!values.as || !values.target) {
+    process.stderr.write('sluice policy check: --as and --target are required\n\n' + help);
+    return 2;
+  }
+  const cfg = await load(configPath(values.config));
+  if (!cfg) return 2;
+  const target = cfg.targets[values.target];
+  if (!target) {
+    process.stderr.write(`sluice policy check: unknown target "${values.target}" (configured: ${Object.keys(cfg.targets).join(', ') || 'none'})\n`);
+    return 2;
+  }
+  let identity: Identity;
+  try {
+    identity = parseAs(values.as);
+  } catch (err) {
+    process.stderr.write(`sluice policy check: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const sql = positionals.length ? positionals.join(' ') : await readStdin();
+  await initSqlAnalysis();
+  const set = new PolicyResolver(cfg.policies, cfg.policy).resolve(identity, target.name, target.protocol);
+  const facts = analyzeSql(sql);
+  const decision = set ? set.decide(sql, () => facts).decision : { action: 'allow' as const, rule: 'none', message: 'no statement policy is configured (policies)' };
+  const out = {
+    identity: { sub: identity.sub, groups: identity.groups },
+    target: target.name,
+    policies: set ? set.names : [],
+    read_only_session: set?.readOnly ?? false,
+    facts: {
+      ...(facts.parse_error !== undefined && { parse_error: facts.parse_error }),
+      fingerprint: facts.fingerprint,
+      statements: facts.statements,
+    },
+    decision,
+  };
+  process.stdout.write(values.json ? JSON.stringify(out, null, 2) + '\n' : stringify(out));
+  return decision.action === 'allow' ? 0 : decision.action === 'deny' ? 1 : 3;
+}

@@ -1,0 +1,58 @@
+// Matching table and function names the way Postgres reads them.
+//
+// Names in facts come from the parse tree, already folded: unquoted identifiers
+// lowercased, quoted ones kept as written (without quotes), schema-qualified as
+// "schema.name" when the SQL qualified them. Patterns in rules are folded the same
+// way, so `customers`, `Customers` and `public.CUSTOMERS` all mean customers,
+// while `"Customers"` means the mixed-case table. `*` is a wildcard inside a part.
+// A pattern with a schema matches a name with the same schema, or an unqualified
+// name (it may resolve to that schema through search_path); a pattern without a
+// schema matches the name in any schema.
+
+export type NameMatcher = (name: string) => boolean;
+
+/** Splits `a."B c".d` into folded parts: ['a', 'B c', 'd']. */
+export function foldIdentifierParts(pattern: string): string[] {
+  const parts: string[] = [];
+  let cur = '';
+  let i = 0;
+  while (i < pattern.length) {
+    const c = pattern[i]!;
+    if (c === '"') {
+      const end = pattern.indexOf('"', i + 1);
+      if (end < 0) throw new Error(`unterminated quote in name pattern ${JSON.stringify(pattern)}`);
+      cur += pattern.slice(i + 1, end);
+      i = end + 1;
+    } else if (c === '.') {
+      parts.push(cur);
+      cur = '';
+      i++;
+    } else {
+      cur += c.toLowerCase();
+      i++;
+    }
+  }
+  parts.push(cur);
+  return parts;
+}
+
+function globPart(p: string): (s: string) => boolean {
+  if (!p.includes('*')) return (s) => s === p;
+  const re = new RegExp('^' + p.split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
+  return (s) => re.test(s);
+}
+
+export function compileNamePatterns(patterns: string[]): NameMatcher {
+  const compiled = patterns.map((p) => {
+    const parts = foldIdentifierParts(p);
+    const rel = globPart(parts[parts.length - 1]!);
+    const schema = parts.length > 1 ? globPart(parts[parts.length - 2]!) : undefined;
+    return { rel, schema };
+  });
+  return (name: string) => {
+    const dot = name.lastIndexOf('.');
+    const rel = dot < 0 ? name : name.slice(dot + 1);
+    const schema = dot < 0 ? undefined : name.slice(0, dot);
+    return compiled.some((c) => c.rel(rel) && (!c.schema || schema === undefined || c.schema(schema)));
+  };
+}

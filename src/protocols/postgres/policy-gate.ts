@@ -1,0 +1,153 @@
+// Statement policy on the Postgres wire.
+//
+// A denied statement never reaches the server. In its place Sluice sends a
+// marker statement that the server rejects at once (a bare identifier is a
+// syntax error), then swaps the server's error for Sluice's own in the response
+// stream. The server's error handling therefore stays exactly Postgres': an
+// explicit transaction is aborted, an extended-query batch is skipped up to
+// Sync, a named statement that was denied is never created (a later Bind of it
+// fails on the server), and responses stay in order however deeply the client
+// pipelines. The cost is one round trip per denial, only for denials.
+
+import { randomBytes } from 'node:crypto';
+import type { Session } from '../../core/sessions.js';
+import type { Decision } from '../../policy/engine.js';
+import { analyzeSql, type QueryFacts } from '../../policy/sql-facts.js';
+import { F } from './constants.js';
+import { errorResponse, parseFields } from './messages.js';
+
+interface Pending {
+  error: Buffer;
+  /** Query/Sync/FunctionCall messages forwarded before the marker: its batch. */
+  batch: number;
+}
+
+function marker(): string {
+  return `sluice_denied_${randomBytes(6).toString('hex')}`;
+}
+
+function queryMessage(text: string): Buffer {
+  const b = Buffer.from(text + '\0', 'utf8');
+  const out = Buffer.allocUnsafe(5 + b.length);
+  out[0] = F.Query;
+  out.writeInt32BE(4 + b.length, 1);
+  b.copy(out, 5);
+  return out;
+}
+
+function parseMessage(name: Buffer, text: string): Buffer {
+  const q = Buffer.from(text + '\0', 'utf8');
+  const len = 4 + name.length + q.length + 2;
+  const out = Buffer.allocUnsafe(1 + len);
+  out[0] = F.Parse;
+  out.writeInt32BE(len, 1);
+  name.copy(out, 5);
+  q.copy(out, 5 + name.length);
+  out.writeInt16BE(0, 5 + name.length + q.length);
+  return out;
+}
+
+/** Facts for a fast-path FunctionCall: a function by OID, no SQL to read. */
+function functionCallFacts(text: string): QueryFacts {
+  return {
+    statements: [{ kind: 'function_call', tables_read: [], tables_written: [], functions: [text.slice(1)], changes_state: true, via: 'top' }],
+  };
+}
+
+export class PolicyGate {
+  /** After a denied Parse, the client's messages up to Sync are dropped (the server would skip them too). */
+  private discarding = false;
+  private forwardedSyncs = 0;
+  private readyCount = 0;
+  private readonly pending = new Map<string, Pending>();
+
+  constructor(
+    private readonly session: Session,
+    private readonly emit: (buf: Buffer) => void,
+  ) {}
+
+  /** Whether the frontend handler must see this message whole. */
+  wants(type: number): boolean {
+    if (this.discarding) return type !== F.Sync && type !== F.Flush;
+    if (type !== F.Query && type !== F.Parse && type !== F.FunctionCall) return false;
+    return this.session.policy() !== null;
+  }
+
+  /** Counts what reaches the server, to know which batch a marker belongs to. */
+  forwarded(type: number): void {
+    if (type === F.Query || type === F.Sync || type === F.FunctionCall) {
+      this.forwardedSyncs++;
+      if (type === F.Sync) this.discarding = false;
+    }
+  }
+
+  /** A whole frontend message the gate asked for. Returns true to forward it unchanged. */
+  onFrontend(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (this.discarding) return false;
+    if (type === F.Query) {
+      const sql = buf.toString('utf8', start + 5, end - 1);
+      const d = this.session.decide(sql, analyzeSql);
+      if (!d || d.action === 'allow') return true;
+      this.deny(d, queryMessage, null);
+      return false;
+    }
+    if (type === F.Parse) {
+      const z = buf.indexOf(0, start + 5);
+      const name = buf.subarray(start + 5, z + 1); // with its NUL
+      const q = buf.indexOf(0, z + 1);
+      const sql = buf.toString('utf8', z + 1, q < 0 || q >= end ? end : q);
+      const d = this.session.decide(sql, analyzeSql);
+      if (!d || d.action === 'allow') return true;
+      this.deny(d, (text) => parseMessage(name, text), name);
+      return false;
+    }
+    // FunctionCall: int32 function OID after the header.
+    const oid = buf.readUInt32BE(start + 5);
+    const d = this.session.decide(`\0oid:${oid}`, functionCallFacts);
+    if (!d || d.action === 'allow') return true;
+    this.deny(d, queryMessage, null);
+    return false;
+  }
+
+  private deny(d: Decision, build: (text: string) => Buffer, parseName: Buffer | null): void {
+    const m = marker();
+    const review = d.action === 'review';
+    const error = errorResponse({
+      severity: 'ERROR',
+      code: d.rule === 'on_parse_error' ? '42601' : '42501',
+      message: review
+        ? `sluice: statement needs approval, and approvals are not enabled on this gateway: ${d.message}`
+        : `sluice: statement denied: ${d.message}`,
+      detail: d.policy ? `Denied by policy "${d.policy}", rule "${d.rule}". The session goes on.` : 'The session goes on.',
+      hint: 'Run `sluice policy check` with the same statement to see why; ask the gateway owner if the policy is wrong.',
+    });
+    this.pending.set(m, { error, batch: this.forwardedSyncs });
+    const msg = build(m);
+    this.emit(msg);
+    this.forwarded(msg[0]!);
+    if (parseName) this.discarding = true;
+  }
+
+  /** True while a denial's error is on its way back. */
+  get awaitingError(): boolean {
+    return this.pending.size > 0;
+  }
+
+  /** A server ErrorResponse: Sluice's own error when it answers a marker, else null. */
+  replaceError(buf: Buffer, start: number, end: number): Buffer | null {
+    const fields = parseFields(buf, start + 5, end);
+    const m = /sluice_denied_[0-9a-f]{12}/.exec(fields.M ?? '');
+    if (!m) return null;
+    const p = this.pending.get(m[0]);
+    if (!p) return null;
+    this.pending.delete(m[0]);
+    return p.error;
+  }
+
+  /** ReadyForQuery: markers of finished batches that got no error (the server skipped them) are dropped. */
+  onReady(): void {
+    this.readyCount++;
+    if (this.pending.size === 0) return;
+    for (const [k, p] of this.pending) if (p.batch < this.readyCount) this.pending.delete(k);
+  }
+}
