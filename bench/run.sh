@@ -14,4 +14,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -d node_modules ] || npm ci
 npm run build
+node --import tsx bench/policy.ts
 node --import tsx bench/pgbench.ts "$@"
