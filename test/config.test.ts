@@ -106,7 +106,52 @@ log: { level: debug, file: logs/sluice.log }
     },
     limits: { max_message_bytes: 1024 * 1024, auth_timeout: 5000, max_unauthenticated: 10 },
     log: { level: 'debug', file: '/etc/sluice/logs/sluice.log' },
+    policies: [],
+    policy: { default: 'deny', on_parse_error: 'deny' },
   });
+});
+
+t.test('policies: rules, defaults and errors with lines', async (t) => {
+  const cfg = parseConfig(
+    `policies:
+  - name: ci
+    match: { groups: [ci] }
+    rules:
+      - deny: { kind: [drop], message: no }
+      - allow: {}
+  - name: ro
+    read_only: true
+`,
+    SRC,
+  );
+  t.same(cfg.policies[0], {
+    name: 'ci',
+    match: { groups: ['ci'] },
+    read_only: false,
+    rules: [
+      { action: 'deny', name: 'ci#1', when: { kind: ['drop'] }, message: 'no' },
+      { action: 'allow', name: 'ci#2', when: {} },
+    ],
+  });
+  t.same(cfg.policies[1], { name: 'ro', match: {}, read_only: true, rules: [] });
+  t.same(cfg.policy, { default: 'deny', on_parse_error: 'deny' });
+  const err = t.throws(() =>
+    parseConfig(
+      `policies:
+  - name: bad
+    rules:
+      - dney: { kind: [drop] }
+      - deny: { kind: [drp] }
+      - allow: { where: sometimes }
+  - name: empty
+`,
+      SRC,
+    ),
+  ) as Error;
+  t.match(err.message, /line 4: policies\[0\]\.rules\[0\]: unknown rule action "dney" \(did you mean "deny"\?\)/);
+  t.match(err.message, /line 5: .*unknown statement kind "drp" \(did you mean "drop"\?\)/);
+  t.match(err.message, /line 6: .*where: expected one of absent, present/);
+  t.match(err.message, /policies\[1\].*a policy needs rules or read_only: true/);
 });
 
 t.test('defaults', async (t) => {
