@@ -157,3 +157,35 @@ t.test('a large passthrough message streams without being buffered', async (t) =
   t.ok(Buffer.concat(out).equals(big), 'passthrough ignores the buffering limit because nothing is buffered');
   t.ok(f.idle);
 });
+
+t.test('pause holds the rest of the input in order, at every split, and resume continues', async (t) => {
+  // Pause after every Parse; resume at once after taking the output.
+  const expected = stream;
+  let bad = 0;
+  for (let k = 1; k < stream.length; k += 3) {
+    let f!: Framer;
+    const seen: number[] = [];
+    f = new Framer(
+      {
+        wantsMessage: (type) => type === P,
+        onMessage: (type) => {
+          seen.push(type);
+          f.pause();
+          return true;
+        },
+      },
+      1 << 20,
+    );
+    const out: Buffer[] = [];
+    for (const c of [stream.subarray(0, k), stream.subarray(k)]) {
+      f.push(c);
+      out.push(...f.take());
+    }
+    while (f.isPaused) {
+      f.resume();
+      out.push(...f.take());
+    }
+    if (!Buffer.concat(out).equals(expected) || seen.length !== 1) bad++;
+  }
+  t.equal(bad, 0);
+});

@@ -53,6 +53,9 @@ export class Framer {
   private assemblyLen = 0;
   private msgType = 0;
 
+  private paused = false;
+  private held: Buffer[] = [];
+
   constructor(
     private readonly handler: FrameHandler,
     private readonly maxMessage: number,
@@ -78,11 +81,46 @@ export class Framer {
     return this.remaining === 0 && this.hdrLen === 0;
   }
 
+  /**
+   * Stops at the end of the current message (called by the handler). Input that
+   * arrives meanwhile is held, in order, until `resume`. Used where a decision
+   * needs I/O: a catalog lookup, a human approval.
+   */
+  pause(): void {
+    this.paused = true;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  /** Processes held input; it may pause again. The caller then takes the output. */
+  resume(): void {
+    this.paused = false;
+    const q = this.held;
+    this.held = [];
+    for (let k = 0; k < q.length; k++) {
+      if (this.paused) {
+        for (; k < q.length; k++) this.held.push(q[k]!);
+        return;
+      }
+      this.push(q[k]!);
+    }
+  }
+
   push(chunk: Buffer): void {
+    if (this.paused) {
+      this.held.push(chunk);
+      return;
+    }
     this.chunk = chunk;
     const n = chunk.length;
     let i = 0;
     while (i < n) {
+      if (this.paused) {
+        this.held.push(chunk.subarray(i));
+        break;
+      }
       if (this.remaining > 0) {
         i = this.continueMessage(chunk, i, n);
         continue;
