@@ -35,7 +35,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ]; then
-  if [ -f package-lock.json ]; then npm ci; else npm install; fi
+  # npm install, not npm ci: npm 11 here writes lockfiles without the other
+  # platforms' optional packages (msgpackr-extract), which npm ci then rejects.
+  npm install --no-audit --no-fund
 fi
 
 if ! npm run build; then
