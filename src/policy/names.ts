@@ -28,7 +28,8 @@ export function foldIdentifierParts(pattern: string): string[] {
       cur = '';
       i++;
     } else {
-      cur += c.toLowerCase();
+      // Postgres folds only ASCII letters in unquoted names (Ärzte stays Ärzte).
+      cur += c >= 'A' && c <= 'Z' ? c.toLowerCase() : c;
       i++;
     }
   }

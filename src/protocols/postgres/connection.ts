@@ -23,6 +23,7 @@ import { ConnectionClosed, MessageReader } from './reader.js';
 import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
 import type { CancelKeys } from './cancel-keys.js';
+import { isUnsafeClientEncoding } from '../../policy/parser-safety.js';
 
 /**
  * Startup parameters passed to the target. Any other is dropped: a startup packet
@@ -33,7 +34,7 @@ import type { CancelKeys } from './cancel-keys.js';
 const FORWARDED_PARAMS = new Set([
   'application_name', 'client_encoding', 'DateStyle', 'datestyle', 'TimeZone', 'timezone',
   'extra_float_digits', 'IntervalStyle', 'intervalstyle', 'search_path', 'lc_messages',
-  'bytea_output', 'standard_conforming_strings', 'geqo',
+  'bytea_output', 'geqo',
 ]);
 
 export interface ListenerState {
@@ -194,6 +195,14 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
 
     const forward: Record<string, string> = {};
     for (const [k, v] of Object.entries(params)) if (FORWARDED_PARAMS.has(k)) forward[k] = v;
+    if (forward.client_encoding && isUnsafeClientEncoding(forward.client_encoding)) {
+      throw new Refusal({
+        severity: 'FATAL',
+        code: '22023',
+        message: `client_encoding ${forward.client_encoding} is not accepted by Sluice: its multibyte characters can hide SQL from the gateway's parser`,
+        hint: 'Use UTF8 (for example PGCLIENTENCODING=UTF8).',
+      });
+    }
     // A read-only policy also makes the server session read-only: a function that
     // writes behind a harmless-looking SELECT fails on the server.
     if (core.sessions.policies.resolve(identity, target.name, 'postgres')?.readOnly) forward.default_transaction_read_only = 'on';
