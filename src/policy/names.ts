@@ -37,6 +37,30 @@ export function foldIdentifierParts(pattern: string): string[] {
   return parts;
 }
 
+/** Splits a folded name on dots outside double quotes, unquoting parts ("" is a quote). */
+function splitQuoted(name: string): string[] {
+  const parts: string[] = [];
+  let cur = '';
+  for (let i = 0; i < name.length; i++) {
+    const c = name[i]!;
+    if (c === '"') {
+      for (i++; i < name.length; i++) {
+        if (name[i] === '"') {
+          if (name[i + 1] === '"') {
+            cur += '"';
+            i++;
+          } else break;
+        } else cur += name[i];
+      }
+    } else if (c === '.') {
+      parts.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  parts.push(cur);
+  return parts;
+}
+
 function globPart(p: string): (s: string) => boolean {
   if (!p.includes('*')) return (s) => s === p;
   const re = new RegExp('^' + p.split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*') + '$');
@@ -51,9 +75,10 @@ export function compileNamePatterns(patterns: string[]): NameMatcher {
     return { rel, schema };
   });
   return (name: string) => {
-    const dot = name.lastIndexOf('.');
-    const rel = dot < 0 ? name : name.slice(dot + 1);
-    const schema = dot < 0 ? undefined : name.slice(0, dot);
+    // Fact names are already folded; a part holding "." or '"' comes quoted.
+    const parts = name.includes('"') ? splitQuoted(name) : name.split('.');
+    const rel = parts[parts.length - 1]!;
+    const schema = parts.length > 1 ? parts[parts.length - 2] : undefined;
     return compiled.some((c) => c.rel(rel) && (!c.schema || schema === undefined || c.schema(schema)));
   };
 }

@@ -22,6 +22,12 @@
  *   discard, declare_cursor, fetch, move, close_cursor, checkpoint, load,
  *   comment, security_label, import_foreign_schema,
  *   other (anything else, and SQL that cannot be seen; changes_state true).
+ *   SET standard_conforming_strings to off and SET client_encoding / NAMES to
+ *   a client-only multibyte encoding (SJIS, BIG5, GBK, GB18030, UHC, JOHAB)
+ *   are kind other with dynamic: true: after them the server splits SQL text
+ *   differently from this parser. The same through set_config(), with an
+ *   unknown setting name, or by writing pg_settings adds a nested
+ *   {kind: 'other', dynamic: true, changes_state: true} statement.
  *
  * changes_state is false only for: select, values, show, explain, fetch, move,
  * close_cursor, declare_cursor, begin, start_transaction, commit, rollback,
@@ -32,7 +38,9 @@
  *   - a SELECT has SELECT INTO, or any FOR UPDATE / NO KEY UPDATE / SHARE /
  *     KEY SHARE clause (all take row locks, which write tuple headers, and
  *     Postgres rejects all four in a read-only transaction);
- *   - it calls a built-in with side effects (SIDE_EFFECT_* below);
+ *   - it calls a built-in with side effects (SIDE_EFFECT_* below, matched
+ *     unqualified or pg_catalog-qualified). Other functions are listed in
+ *     `functions` but cannot be judged from text, so they change nothing here;
  *   - it is SET/RESET of transaction_read_only or default_transaction_read_only
  *     to anything but a true value (RESET and DEFAULT included), SET
  *     TRANSACTION / SESSION CHARACTERISTICS … READ WRITE, or BEGIN/START … READ WRITE.
@@ -40,14 +48,26 @@
  * to its reset value, so the gateway must set it as a startup parameter.
  *
  * Nested statements: QueryFacts.statements lists the top-level statements,
- * then every nested one (pre-order). A parent also carries the union of its
- * children's tables_read and functions and, unless the child does not run
- * (the statement under a plain EXPLAIN), their tables_written, changes_state,
- * dynamic and set_role. So a top-level entry describes everything it does;
- * a nested entry describes its statement as if it ran on its own.
+ * then every nested one (pre-order). Each nested entry describes its statement
+ * as if it ran on its own (conservative: the INSERT under a plain EXPLAIN is
+ * still listed with changes_state true). A parent also carries the union of
+ * its children's tables_read and functions and, unless the child does not run
+ * (only the statement under EXPLAIN without ANALYZE), their tables_written,
+ * changes_state, dynamic and set_role; so a top-level entry describes all it
+ * does. Bodies that run later (PREPARE, CREATE FUNCTION/VIEW/RULE, DECLARE)
+ * count as running: they are what a later EXECUTE/call/FETCH does.
  * Set-operation arms (UNION …) and INSERT … VALUES lists are part of their
  * statement; elements of CREATE SCHEMA … CREATE … are merged into it.
  *
+ * dynamic marks SQL that cannot be seen: PL/pgSQL EXECUTE of a built string
+ * (a constant string is parsed instead), EXECUTE of a prepared statement,
+ * DO/function bodies in other languages or that do not compile, the
+ * query_to_xml/table_to_xml/…/dblink families, and trees cut off by the
+ * nesting limits (such places also add a {kind: 'other', dynamic: true,
+ * changes_state: true} statement).
+ *
+ * tables_read never holds a name that refers to a CTE in scope (a CTE without
+ * RECURSIVE does not see itself: `WITH t AS (SELECT * FROM t)` reads table t).
  * tables_written for DDL holds relations (tables, views, materialized views,
  * foreign tables, sequences) that are created, altered, dropped, truncated,
  * locked, vacuumed/analyzed/clustered/reindexed, granted on, commented on, or
@@ -65,16 +85,25 @@ export type Via =
 
 export interface StatementFacts {
   kind: string;
+  /**
+   * Relation names as Postgres folds them: "customers", "public.customers",
+   * "MixedCase"; a part containing '.' or '"' is written quoted: '"public.customers"'.
+   */
   tables_read: string[];
   tables_written: string[];
+  /** Every FuncCall, folded, schema-qualified if written so. */
   functions: string[];
+  /** update/delete only: a WHERE clause is present (WHERE CURRENT OF counts). */
   where?: boolean;
   copy?: { direction: 'from' | 'to'; target: 'stdin' | 'stdout' | 'file' | 'program' };
+  /** explain only: ANALYZE is on, so the inner statement runs. */
   explain_analyze?: boolean;
   set_role?: boolean;
   dynamic?: boolean;
   changes_state: boolean;
+  /** Where the statement was found (DECLARE … CURSOR FOR queries count as 'subquery'). */
   via: Via;
+  /** Top-level statements only: the statement's own text. */
   text?: string;
 }
 
@@ -113,6 +142,7 @@ const KINDS: Record<string, string> = {
   DeclareCursorStmt: 'declare_cursor', ClosePortalStmt: 'close_cursor',
   CheckPointStmt: 'checkpoint', LoadStmt: 'load', CommentStmt: 'comment',
   SecLabelStmt: 'security_label', ImportForeignSchemaStmt: 'import_foreign_schema',
+  RuleStmt: 'create_other',
   ReturnStmt: 'select', // `RETURN expr` body of a SQL function
 };
 
@@ -131,6 +161,15 @@ const TABLE_OBJTYPES = new Set(['OBJECT_TABLE', 'OBJECT_FOREIGN_TABLE']);
 
 const ROLE_GUCS = new Set(['role', 'session_authorization']);
 const READ_ONLY_GUCS = new Set(['transaction_read_only', 'default_transaction_read_only']);
+/**
+ * Client-only encodings (names as Postgres cleans them: lower case, letters
+ * and digits only) whose multibyte characters can end in an ASCII byte such as
+ * a backslash; the gateway reads text as UTF-8 and would split it differently.
+ */
+const CLIENT_ONLY_ENCODINGS = new Set([
+  'big5', 'gb18030', 'gbk', 'johab', 'mskanji', 'shiftjis', 'shiftjis2004', 'sjis', 'uhc',
+  'win932', 'win936', 'win949', 'win950', 'windows932', 'windows936', 'windows949', 'windows950',
+]);
 
 /** Built-ins with side effects, matched unqualified or pg_catalog-qualified. */
 const SIDE_EFFECT_FUNCTIONS = new Set([
@@ -155,7 +194,7 @@ const DYNAMIC_PREFIXES = [
 ];
 
 const MAX_STMT_DEPTH = 64;
-const MAX_NODE_DEPTH = 1000;
+const MAX_NODE_DEPTH = 2000; // objects along one path (~1000 chained operators)
 
 // ---------------------------------------------------------------- walker state
 
@@ -174,6 +213,7 @@ interface Frame {
   text: string | undefined;
   writes: boolean;
   childChanges: boolean;
+  truncated: boolean;
 }
 
 let ready: Promise<void> | undefined;
@@ -201,7 +241,7 @@ export function analyzeSql(sql: string): QueryFacts {
   const tops: StatementFacts[] = [];
   try {
     for (const { type, body, text } of statementsOf(tree, sql)) {
-      const f = statementFacts(type, body, 'top', undefined, 0, ctx, text, false);
+      const f = statementFacts(type, body, 'top', undefined, text, ctx);
       f.text = text;
       tops.push(f);
     }
@@ -241,7 +281,7 @@ class Facts implements QueryFacts {
 const cache = new LruCache<string, QueryFacts>({
   maxEntries: 10_000,
   maxWeight: 32 * 1024 * 1024,
-  weigh: (sql) => sql.length * 2, // UTF-16 bytes of the key; facts are of similar size
+  weigh: (sql) => sql.length * 2, // UTF-16 bytes of the text, as a proxy for the entry's size
 });
 
 /** Cached by exact SQL text; repeated text returns the same deeply frozen object. */
@@ -256,21 +296,23 @@ export function analyzeSqlCached(sql: string): QueryFacts {
 
 // ---------------------------------------------------------------- statements
 
+/** Facts of one statement; nested ones (parent given) are also appended to ctx.nested. */
 function statementFacts(
-  type: string, body: J, via: Via, scope: Scope | undefined, depth: number,
-  ctx: Ctx, text: string | undefined, isNested: boolean,
+  type: string, body: J, via: Via, scope: Scope | undefined, text: string | undefined,
+  ctx: Ctx, parent?: Frame,
 ): StatementFacts {
+  const depth = parent ? parent.depth + 1 : 0;
   if (depth > MAX_STMT_DEPTH) {
     const f = opaqueFacts(via);
-    if (isNested) ctx.nested.push(f);
+    if (parent) ctx.nested.push(f);
     return f;
   }
   const f: StatementFacts = {
     kind: kindOf(type, body), tables_read: [], tables_written: [], functions: [],
     changes_state: false, via,
   };
-  if (isNested) ctx.nested.push(f); // before children: pre-order
-  const fr: Frame = { f, ctx, depth, text, writes: false, childChanges: false };
+  if (parent) ctx.nested.push(f); // before children: pre-order
+  const fr: Frame = { f, ctx, depth, text, writes: false, childChanges: false, truncated: false };
   fill(type, body, fr, scope);
   if (!READ_ONLY_KINDS.has(f.kind) && f.kind !== 'copy') fr.writes = true;
   f.changes_state = fr.writes || fr.childChanges;
@@ -283,9 +325,12 @@ function kindOf(type: string, n: J): string {
       return hasInto(n) ? 'select_into' : n.valuesLists ? 'values' : 'select';
     case 'CreateTableAsStmt':
       return n.objtype === 'OBJECT_MATVIEW' ? 'create_matview' : 'create_table_as';
-    case 'VariableSetStmt':
-      if (ROLE_GUCS.has(String(n.name ?? '').toLowerCase())) return 'set_role';
+    case 'VariableSetStmt': {
+      const name = String(n.name ?? '').toLowerCase();
+      if (ROLE_GUCS.has(name)) return 'set_role';
+      if (n.kind === 'VAR_SET_VALUE' && desyncsParser(name, n.args?.[0])) return 'other';
       return n.kind === 'VAR_RESET' || n.kind === 'VAR_RESET_ALL' ? 'reset' : 'set';
+    }
     case 'TransactionStmt':
       return TXN_KINDS[n.kind] ?? 'other';
     case 'GrantStmt':
@@ -339,6 +384,7 @@ function fill(type: string, n: J, fr: Frame, scope: Scope | undefined): void {
       if (type !== 'MergeStmt') f.where = n.whereClause !== undefined;
       const inner = withClause(n.withClause, fr, scope);
       addWrite(fr, n.relation);
+      if (type === 'UpdateStmt' && isPgSettings(n.relation)) pgSettingsUpdate(n, fr);
       return walkExcept(n, fr, inner, ['withClause', 'relation']);
     }
     case 'CreateTableAsStmt':
@@ -478,7 +524,9 @@ function withClause(w: J, fr: Frame, scope: Scope | undefined): Scope | undefine
 
 function variableSet(n: J, fr: Frame): void {
   const name = String(n.name ?? '').toLowerCase();
-  if (ROLE_GUCS.has(name)) {
+  if (fr.f.kind === 'other') {
+    fr.f.dynamic = true; // see desyncsParser
+  } else if (ROLE_GUCS.has(name)) {
     fr.f.set_role = true;
   } else if (READ_ONLY_GUCS.has(name)) {
     const on = n.kind === 'VAR_SET_VALUE' && n.args?.length === 1 && truth(n.args[0]) === true;
@@ -486,6 +534,19 @@ function variableSet(n: J, fr: Frame): void {
   } else if (name === 'transaction' || name === 'session characteristics') {
     if (readWriteRequested(n.args)) fr.writes = true;
   }
+}
+
+/**
+ * Settings after which the server splits later SQL text differently from this
+ * parser, which assumes standard_conforming_strings on and UTF-8 text: with
+ * them, 'x\' ; drop table t; --' hides a statement. RESET/DEFAULT go back to
+ * the session's startup value, which the gateway controls.
+ */
+function desyncsParser(name: string, value: J): boolean {
+  if (name === 'standard_conforming_strings') return truth(value) !== true;
+  if (name !== 'client_encoding') return false;
+  const s: unknown = value?.A_Const?.sval?.sval ?? value?.String?.sval;
+  return typeof s !== 'string' || CLIENT_ONLY_ENCODINGS.has(s.toLowerCase().replace(/[^a-z0-9]/g, ''));
 }
 
 function readWriteRequested(options: J[] | undefined): boolean {
@@ -591,7 +652,7 @@ function analyzeText(fr: Frame, sql: string, via: Via): void {
 
 function analyzeTree(fr: Frame, tree: J, sql: string, via: Via): void {
   for (const { type, body, text } of statementsOf(tree, sql)) {
-    merge(fr, statementFacts(type, body, via, undefined, fr.depth + 1, fr.ctx, text, true), true);
+    merge(fr, statementFacts(type, body, via, undefined, text, fr.ctx, fr), true);
   }
 }
 
@@ -600,8 +661,7 @@ function analyzeTree(fr: Frame, tree: J, sql: string, via: Via): void {
 function nested(fr: Frame, via: Via, wrapper: J, scope: Scope | undefined, runs = true): void {
   const type = firstKey(wrapper);
   if (type === undefined) return;
-  const child = statementFacts(type, wrapper[type], via, scope, fr.depth + 1, fr.ctx, undefined, true);
-  merge(fr, child, runs);
+  merge(fr, statementFacts(type, wrapper[type], via, scope, undefined, fr.ctx, fr), runs);
 }
 
 function merge(fr: Frame, c: StatementFacts, runs: boolean): void {
@@ -645,7 +705,9 @@ function walk(v: J, fr: Frame, scope: Scope | undefined): void {
   const ctx = fr.ctx;
   if (++ctx.nodeDepth > MAX_NODE_DEPTH) {
     ctx.nodeDepth--;
-    return opaque(fr, 'subquery');
+    if (!fr.truncated) opaque(fr, 'subquery'); // the rest of this tree is not seen
+    fr.truncated = true;
+    return;
   }
   for (const key in v) {
     const c = v[key];
@@ -694,30 +756,61 @@ function addRead(fr: Frame, rv: J, scope: Scope | undefined): void {
 function addWrite(fr: Frame, rv: J): void {
   if (rv?.relname === undefined) return;
   addUnique(fr.f.tables_written, relName(rv));
-  // pg_settings has an update rule that calls set_config().
-  if (rv.relname === 'pg_settings' && (rv.schemaname ?? 'pg_catalog') === 'pg_catalog') {
-    fr.f.set_role = true;
+}
+
+function isPgSettings(rv: J): boolean {
+  return rv?.relname === 'pg_settings' && (rv.schemaname ?? 'pg_catalog') === 'pg_catalog';
+}
+
+/** pg_settings' update rule runs set_config(name, setting) for each row hit. */
+function pgSettingsUpdate(n: J, fr: Frame): void {
+  const names = settingNames(n.whereClause);
+  const value = (n.targetList as J[] | undefined)?.find((t) => t.ResTarget?.name === 'setting')?.ResTarget?.val;
+  if (names === undefined || names.some((s) => ROLE_GUCS.has(s))) fr.f.set_role = true;
+  if (names === undefined || names.some((s) => desyncsParser(s, value))) opaque(fr, 'subquery');
+}
+
+/** The setting names a WHERE pins with `name = 'x'` or `name IN (…)` (possibly under AND); undefined if it does not. */
+function settingNames(w: J): string[] | undefined {
+  if (w?.BoolExpr?.boolop === 'AND_EXPR') {
+    for (const arg of w.BoolExpr.args ?? []) {
+      const r = settingNames(arg);
+      if (r !== undefined) return r;
+    }
+    return undefined;
   }
+  const e = w?.A_Expr;
+  if (e?.lexpr?.ColumnRef?.fields?.at(-1)?.String?.sval !== 'name') return undefined;
+  if (e.name?.[0]?.String?.sval !== '=') return undefined;
+  const consts: J[] = e.kind === 'AEXPR_IN' ? e.rexpr?.List?.items ?? [] : e.kind === 'AEXPR_OP' ? [e.rexpr] : [];
+  const names = consts.map((c) => c?.A_Const?.sval?.sval);
+  if (names.length === 0 || names.some((x) => typeof x !== 'string')) return undefined;
+  return names.map((x: string) => x.toLowerCase());
 }
 
 /** DROP/COMMENT name lists: List of String, or a bare String. */
 function addWriteName(fr: Frame, o: J): void {
   const parts: J[] = o?.List?.items ?? (o?.String ? [o] : []);
-  const name = parts.map((p) => p.String?.sval).join('.');
+  const name = parts.map((p) => ident(String(p.String?.sval ?? ''))).join('.');
   if (name) addUnique(fr.f.tables_written, name);
 }
 
 function relName(rv: J): string {
-  const rel: string = rv.relname;
+  const rel = ident(rv.relname);
   if (rv.schemaname === undefined) return rel;
   return rv.catalogname === undefined
-    ? `${rv.schemaname}.${rel}` : `${rv.catalogname}.${rv.schemaname}.${rel}`;
+    ? `${ident(rv.schemaname)}.${rel}` : `${ident(rv.catalogname)}.${ident(rv.schemaname)}.${rel}`;
+}
+
+/** A name part as written in facts: quoted only if it contains '.' or '"', so `"a.b"` ≠ `a.b`. */
+function ident(part: string): string {
+  return part.includes('.') || part.includes('"') ? `"${part.replace(/"/g, '""')}"` : part;
 }
 
 function addFunc(fr: Frame, fc: J): void {
   const parts: string[] = (fc.funcname ?? []).map((p: J) => String(p.String?.sval ?? ''));
   const f = fr.f;
-  addUnique(f.functions, parts.join('.'));
+  addUnique(f.functions, parts.map(ident).join('.'));
   if (parts.length > 2 || (parts.length === 2 && parts[0] !== 'pg_catalog')) return;
   const base = parts[parts.length - 1] ?? '';
   if (SIDE_EFFECT_FUNCTIONS.has(base) || SIDE_EFFECT_PATTERN.test(base) ||
@@ -728,8 +821,11 @@ function addFunc(fr: Frame, fc: J): void {
   }
   if (DYNAMIC_PREFIXES.some((p) => base.startsWith(p))) f.dynamic = true;
   if (base === 'set_config') {
-    const guc = fc.args?.[0]?.A_Const?.sval?.sval;
-    if (typeof guc !== 'string' || ROLE_GUCS.has(guc.toLowerCase())) f.set_role = true;
+    const guc: unknown = fc.args?.[0]?.A_Const?.sval?.sval;
+    const name = typeof guc === 'string' ? guc.toLowerCase() : undefined;
+    if (name === undefined || ROLE_GUCS.has(name)) f.set_role = true;
+    // Later SQL can no longer be seen as the server sees it: like an EXECUTE of a built string.
+    if (name === undefined || desyncsParser(name, fc.args?.[1])) opaque(fr, 'subquery');
   }
 }
 
