@@ -8,7 +8,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { serialize } from 'pg-protocol';
+import pgProtocol from 'pg-protocol';
+
+const { serialize } = pgProtocol;
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/core/demo-target.js';
 
 const run = promisify(execFile);
