@@ -87,6 +87,8 @@ export interface SluiceConfig {
   /** Statement policies, in order. Empty: no statement policy (every statement is relayed). */
   policies: PolicyConfig[];
   policy: PolicySettings;
+  /** Masking rule sets, in order; every set whose match fits a session applies. */
+  masking: MaskingConfig[];
 }
 
 // ---------------------------------------------------------------------------
@@ -138,4 +140,37 @@ export interface PolicySettings {
   default: 'allow' | 'deny';
   /** SQL that does not parse. */
   on_parse_error: 'allow' | 'deny';
+}
+
+// ---------------------------------------------------------------------------
+// In-stream masking (src/policy/masking). Absent `masking` means no masking.
+
+export type MaskStrategy = 'redact' | 'partial' | 'hash' | 'null';
+
+export interface MaskColumnRule {
+  /** Column glob, optionally qualified: "email", "*.ssn", "customers.card", "public.customers.*". */
+  column: string;
+  strategy: MaskStrategy;
+}
+
+export interface MaskDetectorRule {
+  name: string;
+  strategy: MaskStrategy;
+}
+
+export interface MaskCustomRule {
+  name: string;
+  /** RE2 syntax. */
+  pattern: string;
+  strategy: MaskStrategy;
+}
+
+export interface MaskingConfig {
+  name: string;
+  match: PolicyMatch;
+  columns: MaskColumnRule[];
+  detectors: MaskDetectorRule[];
+  custom: MaskCustomRule[];
+  /** Binary COPY of results this rule set could mask is refused unless allowed. */
+  allow_binary_copy: boolean;
 }

@@ -9,7 +9,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import type { Node as YNode } from 'yaml';
-import type { PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import type { MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import { DETECTOR_NAMES } from '../policy/masking/types.js';
 import { STATEMENT_KINDS } from '../policy/kinds.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -437,6 +438,43 @@ const policyItem: Spec<PolicyConfig> = (node, path, ctx, at) => {
   )(node, path, ctx, at);
 };
 
+const STRATEGIES = ['redact', 'partial', 'hash', 'null'] as const;
+/** Default strategy per detector: keep what helps a human recognise the value, drop what is a secret. */
+const DETECTOR_DEFAULT: Record<string, (typeof STRATEGIES)[number]> = {
+  credit_card: 'partial', email: 'partial', us_ssn: 'partial', phone: 'partial', iban: 'partial',
+  aws_access_key: 'redact', jwt: 'redact', private_key: 'redact',
+};
+const detectorName = oneOf(DETECTOR_NAMES as readonly string[]);
+/** `credit_card` or `{ name: credit_card, strategy: hash }`. */
+const detectorRule: Spec<MaskDetectorRule> = (node, path, ctx, at) => {
+  if (isScalar(node)) {
+    const name = detectorName(node, path, ctx, at);
+    return name === undefined ? undefined : { name, strategy: DETECTOR_DEFAULT[name] ?? 'redact' };
+  }
+  const r = object({ name: req(detectorName), strategy: opt(oneOf(STRATEGIES)) })(node, path, ctx, at);
+  return r && { name: r.name, strategy: r.strategy ?? DETECTOR_DEFAULT[r.name] ?? 'redact' };
+};
+const maskingItem = object(
+  {
+    name: req(str()),
+    match: def(
+      object({
+        targets: opt(list(str(), true)),
+        groups: opt(list(str(), true)),
+        subs: opt(list(str(), true)),
+        protocols: opt(list(oneOf(['postgres']), true)),
+      }),
+    ), // default {}: every session
+    columns: def(list(object({ column: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),
+    detectors: def(list(detectorRule), []),
+    custom: def(list(object({ name: req(str()), pattern: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),
+    allow_binary_copy: def(bool(), false),
+  },
+  (v, fail) => {
+    if (!v.columns.length && !v.detectors.length && !v.custom.length) fail(null, 'a masking rule set needs columns, detectors or custom patterns');
+  },
+);
+
 const schema = object({
   state_dir: def(filePath(), './.sluice'), // default ./.sluice, relative to the config file's directory
   listeners: def(
@@ -475,7 +513,8 @@ const schema = object({
       max_unauthenticated: def(int(1, 1_000_000), 256), // default 256
     }),
   ),
-  policies: def(list(policyItem), []), // default []: no statement policy
+  policies: def(list(policyItem), []),
+  masking: def(list(maskingItem), []), // default []: no masking // default []: no statement policy
   policy: def(
     object({
       default: def(oneOf(['deny', 'allow']), 'deny'), // default deny: closed

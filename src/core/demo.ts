@@ -77,6 +77,20 @@ export async function runDemo(args: string[]): Promise<number> {
         allow: ['group:dba', 'group:ci', 'group:analysts'],
       },
     },
+    // Statement policy: analysts read, DBAs do anything; everything else is refused.
+    policies: [
+      { name: 'analysts-read-only', match: { groups: ['analysts'] }, read_only: true },
+      { name: 'dba', match: { groups: ['dba'] }, rules: [{ deny: { kind: ['alter_system'] } }, { allow: {} }] },
+    ],
+    // Masking: analysts see masked PII; the dba group sees clear text.
+    masking: [
+      {
+        name: 'pii',
+        match: { groups: ['analysts', 'ci'] },
+        columns: [{ column: 'customers.ssn', strategy: 'redact' }, { column: 'customers.phone', strategy: 'partial' }],
+        detectors: ['credit_card', 'email', 'us_ssn', 'phone', 'iban', 'aws_access_key', 'jwt', 'private_key'],
+      },
+    ],
     log: { level: 'info', file: 'sluice.log' },
   };
   await writeFile(
@@ -114,7 +128,8 @@ Connect with a token instead of a password (valid 8 hours, identity demo-user, g
 
   PGPASSWORD='${token}' psql "host=127.0.0.1 port=${listenPort} dbname=${DEMO_TARGET} user=demo-user sslmode=require"
 
-Then try:  \\dt    SELECT * FROM customers LIMIT 5;
+Then try:  \\dt    SELECT * FROM customers LIMIT 5;    (emails, cards, SSNs come back masked)
+           DELETE FROM customers;                      (refused: analysts are read-only)
 
 Mint another token:  npx sluice token mint --config ${rel} --sub you --groups dba --ttl 1h
 Press Ctrl-C to stop.

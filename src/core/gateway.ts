@@ -15,6 +15,9 @@ import { isAllowed } from './access.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
 import { PolicyResolver, type PolicySet } from '../policy/engine.js';
 import { initSqlAnalysis } from '../policy/sql-facts.js';
+import { MaskingResolver, type MaskingSet } from '../policy/masking/ruleset.js';
+import type { MaskContext } from '../policy/masking/strategies.js';
+import { loadOrCreateSecret } from './secret-key.js';
 import type { Identity } from './identity-types.js';
 import type { PolicyProvider } from './sessions.js';
 
@@ -29,6 +32,8 @@ export class Gateway implements Core, PolicyProvider {
   private readonly listeners = new Map<string, RunningListener>();
   private unauthenticated = 0;
   private resolver: PolicyResolver;
+  private maskingResolver: MaskingResolver;
+  maskContext: MaskContext = { hmacKey: Buffer.alloc(0) };
   /** Bumped on every reload; sessions re-resolve their policy when it changes. */
   generation = 0;
   private readonly secrets = new Map<string, { value: string; at: number }>();
@@ -43,6 +48,7 @@ export class Gateway implements Core, PolicyProvider {
     this.sessions = new SessionRegistry(this.log, this);
     this.verifier = new IdentityVerifier(cfg.identity, cfg.state_dir);
     this.resolver = new PolicyResolver(cfg.policies, cfg.policy);
+    this.maskingResolver = new MaskingResolver(cfg.masking);
   }
 
   config(): SluiceConfig {
@@ -53,6 +59,7 @@ export class Gateway implements Core, PolicyProvider {
   async start(): Promise<RunningListener[]> {
     await mkdir(this.cfg.state_dir, { recursive: true, mode: 0o700 });
     await loadOrCreateSigningKey(this.cfg.state_dir);
+    this.maskContext = { hmacKey: await loadOrCreateSecret(this.cfg.state_dir, 'masking.key') };
     await this.verifier.init();
     // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
     await initSqlAnalysis();
@@ -93,6 +100,7 @@ export class Gateway implements Core, PolicyProvider {
     this.cfg = next;
     this.verifier = verifier;
     this.resolver = new PolicyResolver(next.policies, next.policy);
+    this.maskingResolver = new MaskingResolver(next.masking);
     this.generation++;
     this.secrets.clear();
     this.log.info({ event: 'config.reload', targets: Object.keys(next.targets).length, live_sessions: this.sessions.size }, 'configuration reloaded');
@@ -100,6 +108,10 @@ export class Gateway implements Core, PolicyProvider {
 
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null {
     return this.resolver.resolve(identity, target, protocol);
+  }
+
+  resolveMasking(identity: Identity, target: string, protocol: string): MaskingSet | null {
+    return this.maskingResolver.resolve(identity, target, protocol);
   }
 
   async authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant> {

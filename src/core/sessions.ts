@@ -4,11 +4,22 @@ import type { Identity } from './identity-types.js';
 import type { ClientInfo } from './protocol.js';
 import type { Decision, PolicySet } from '../policy/engine.js';
 import type { QueryFacts } from '../policy/sql-facts.js';
+import type { MaskingSet } from '../policy/masking/ruleset.js';
+import type { MaskContext } from '../policy/masking/strategies.js';
 
 /** Where sessions get their statement policy; `generation` changes on every config reload. */
 export interface PolicyProvider {
   readonly generation: number;
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null;
+  resolveMasking(identity: Identity, target: string, protocol: string): MaskingSet | null;
+  /** The gateway's key for the `hash` strategy. */
+  readonly maskContext: MaskContext;
+}
+
+/** What masking did to one statement's results: counts per column rule and per detector, never values. */
+export interface MaskingCounts {
+  columns: Record<string, number>;
+  detectors: Record<string, number>;
 }
 
 export interface SessionInit {
@@ -66,6 +77,10 @@ export class Session {
   closeReason?: string;
   private policyGen = -1;
   private policySet: PolicySet | null = null;
+  private maskingGen = -1;
+  private maskingSet: MaskingSet | null = null;
+  /** Values masked over the whole session. */
+  masked = 0;
 
   constructor(
     readonly init: SessionInit,
@@ -84,6 +99,33 @@ export class Session {
       this.policyGen = p.generation;
     }
     return this.policySet;
+  }
+
+  /** The masking in force for this session (re-read after a config reload); null: none. */
+  masking(): MaskingSet | null {
+    const p = this.registry.policies;
+    if (this.maskingGen !== p.generation) {
+      this.maskingSet = p.resolveMasking(this.init.identity, this.init.target, this.init.protocol);
+      this.maskingGen = p.generation;
+    }
+    return this.maskingSet;
+  }
+
+  get maskContext(): MaskContext {
+    return this.registry.policies.maskContext;
+  }
+
+  /** Audit event for masking done on one statement's results. */
+  maskingApplied(counts: MaskingCounts): void {
+    let n = 0;
+    for (const v of Object.values(counts.columns)) n += v;
+    for (const v of Object.values(counts.detectors)) n += v;
+    if (n === 0) return;
+    this.masked += n;
+    this.registry.log.info(
+      { event: 'masking.applied', session: this.id, sub: this.init.identity.sub, target: this.init.target, values: n, columns: counts.columns, detectors: counts.detectors },
+      `masked ${n} value(s)`,
+    );
   }
 
   /**
@@ -137,7 +179,7 @@ export class SessionRegistry {
   private readonly live = new Map<string, Session>();
 
   constructor(
-    private readonly log: Logger,
+    readonly log: Logger,
     readonly policies: PolicyProvider,
   ) {}
 

@@ -10,7 +10,7 @@
 // - SQL that does not parse: `policy.on_parse_error` (deny unless configured).
 // - No applicable policy at all: `policy.default` for every statement.
 
-import type { PolicyAction, PolicyConfig, PolicyRule, PolicySettings, RuleCondition } from '../core/config-types.js';
+import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition } from '../core/config-types.js';
 import type { Identity } from '../core/identity-types.js';
 import { LruCache } from './lru.js';
 import { compileNamePatterns, type NameMatcher } from './names.js';
@@ -166,8 +166,8 @@ export class PolicySet {
   }
 }
 
-function matchFits(p: PolicyConfig, identity: Identity, target: string, protocol: string): boolean {
-  const m = p.match;
+/** Whether a `match` block fits a session: every list given must contain its value; groups need one in common. */
+export function matchFits(m: PolicyMatch, identity: Identity, target: string, protocol: string): boolean {
   if (m.targets && !m.targets.includes(target)) return false;
   if (m.protocols && !m.protocols.includes(protocol)) return false;
   if (m.subs && !m.subs.includes(identity.sub)) return false;
@@ -195,7 +195,7 @@ export class PolicyResolver {
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null {
     if (!this.enabled) return null;
     const idx: number[] = [];
-    this.policies.forEach((p, i) => matchFits(p, identity, target, protocol) && idx.push(i));
+    this.policies.forEach((p, i) => matchFits(p.match, identity, target, protocol) && idx.push(i));
     const key = idx.join(',');
     let set = this.sets.get(key);
     if (!set) {

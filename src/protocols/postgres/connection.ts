@@ -5,7 +5,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Core } from '../../core/protocol.js';
-import type { ListenerConfig } from '../../core/config-types.js';
+import type { ListenerConfig, TargetConfig } from '../../core/config-types.js';
+import { CatalogCache } from './catalog.js';
 import { AuthError } from '../../core/identity-types.js';
 import { CANCEL_REQUEST, F, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST } from './constants.js';
 import { ProtocolViolation } from './framer.js';
@@ -41,6 +42,17 @@ export interface ListenerState {
   cfg: ListenerConfig;
   secureContext?: tls.SecureContext;
   cancelKeys: CancelKeys;
+  /** One catalog cache (and side connection) per target config; a reload makes new ones. */
+  catalogs: Map<string, { target: TargetConfig; cache: CatalogCache }>;
+}
+
+function catalogFor(core: Core, state: ListenerState, target: TargetConfig): CatalogCache {
+  const e = state.catalogs.get(target.name);
+  if (e && e.target === target) return e.cache;
+  e?.cache.close();
+  const cache = new CatalogCache(target, () => core.targetPassword(target), core.config().limits.max_message_bytes);
+  state.catalogs.set(target.name, { target, cache });
+  return cache;
 }
 
 export function isLoopback(address: string | undefined): boolean {
@@ -261,6 +273,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         void sendCancel(target, up.pid, up.secret);
       },
       pids: { upstream: upstream.pid, client: key.pid },
+      catalog: catalogFor(core, state, target),
     });
     const hello = [authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')];
     socket.write(Buffer.concat(hello));

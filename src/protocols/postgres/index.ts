@@ -17,7 +17,7 @@ function secureContext(cfg: ListenerConfig): tls.SecureContext | undefined {
 export const postgres: ProtocolModule = {
   protocol: 'postgres',
   async listen(core: Core, cfg: ListenerConfig): Promise<RunningListener> {
-    const state: ListenerState = { cfg, secureContext: secureContext(cfg), cancelKeys: new CancelKeys() };
+    const state: ListenerState = { cfg, secureContext: secureContext(cfg), cancelKeys: new CancelKeys(), catalogs: new Map() };
     const server = net.createServer({ noDelay: true }, (sock) => {
       sock.on('error', () => {}); // errors are handled per phase; never crash the gateway
       void handleConnection(core, state, sock);
@@ -40,7 +40,11 @@ export const postgres: ProtocolModule = {
         state.secureContext = secureContext(next);
         state.cfg = next;
       },
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      close: () =>
+        new Promise<void>((resolve) => {
+          for (const c of state.catalogs.values()) c.cache.close();
+          server.close(() => resolve());
+        }),
     };
   },
 };

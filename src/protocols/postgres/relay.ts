@@ -7,8 +7,13 @@ import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse } from './messages.js';
 import { PolicyGate } from './policy-gate.js';
+import { PgMasker } from './masker.js';
+import type { CatalogCache } from './catalog.js';
 
 type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
+
+const HOLD_FULL = 1; // the other side's write buffer is full
+const HOLD_FRAMER = 2; // the framer waits for I/O (catalog lookup, approval)
 
 export interface RelayOptions {
   maxMessage: number;
@@ -22,6 +27,8 @@ export interface RelayOptions {
   cancelUpstream?(): void;
   /** The upstream backend pid and the pid the client was given in BackendKeyData. */
   pids?: { upstream: number; client: number };
+  /** Column names for masking rules; null when the target has none. */
+  catalog?: CatalogCache | null;
 }
 
 /**
@@ -79,15 +86,19 @@ class BackendHandler implements FrameHandler {
     private readonly state: Busy,
     private readonly pids: { upstream: number; client: number } | undefined,
     private readonly gate: PolicyGate,
-    private readonly emit: (buf: Buffer) => void,
+    private readonly masker: PgMasker,
+    private readonly framer: () => Framer,
+    private readonly onLookup: (p: Promise<void>) => void,
   ) {}
 
   wantsMessage(type: number): boolean {
     if (type === B.ReadyForQuery) {
       if (this.state.pendingSyncs > 0) this.state.pendingSyncs--;
       this.gate.onReady();
+      this.masker.flush();
       return false;
     }
+    if (this.masker.wants(type)) return true;
     if (type === B.ErrorResponse) return this.gate.awaitingError;
     // A notification from this very session carries the upstream pid; the client
     // knows itself by the pid in its BackendKeyData (libpq's documented way to
@@ -95,12 +106,33 @@ class BackendHandler implements FrameHandler {
     return type === B.NotificationResponse && this.pids !== undefined;
   }
 
+  /** Forwards the message unchanged (null) or a replacement instead. */
+  private replace(r: Buffer | null): boolean {
+    if (r === null) return true;
+    this.framer().emit(r);
+    return false;
+  }
+
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
-    if (type === B.ErrorResponse) {
-      const mine = this.gate.replaceError(buf, start, end);
-      if (!mine) return true;
-      this.emit(mine);
-      return false;
+    switch (type) {
+      case B.DataRow:
+        return this.replace(this.masker.onDataRow(buf, start, end));
+      case B.RowDescription: {
+        const lookup = this.masker.onRowDescription(buf, start);
+        if (lookup) {
+          // Rows wait until their columns are known; the description itself goes out now.
+          this.framer().pause();
+          this.onLookup(lookup);
+        }
+        return true;
+      }
+      case B.ErrorResponse: {
+        const mine = this.gate.awaitingError ? this.gate.replaceError(buf, start, end) : null;
+        if (mine) return this.replace(mine);
+        return this.replace(this.masker.onNotice(buf, start, end));
+      }
+      case B.NoticeResponse:
+        return this.replace(this.masker.onNotice(buf, start, end));
     }
     if (type === B.NotificationResponse && this.pids && end - start >= 9 && buf.readInt32BE(start + 5) === this.pids.upstream) {
       buf.writeInt32BE(this.pids.client, start + 5);
@@ -135,7 +167,11 @@ export class PgRelay {
     const gate = new PolicyGate(session, (b) => this.front.emit(b));
     this.front = new Framer(new FrontendHandler(session, this.state, gate), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
-    this.back = new Framer(new BackendHandler(this.state, opts.pids, gate, (b) => this.back.emit(b)), 0x7fffffff);
+    const masker = new PgMasker(session, opts.catalog ?? null);
+    this.back = new Framer(
+      new BackendHandler(this.state, opts.pids, gate, masker, () => this.back, (p) => this.afterLookup(p)),
+      0x7fffffff,
+    );
   }
 
   start(clientLeftover: Buffer, serverLeftover: Buffer): void {
@@ -171,19 +207,54 @@ export class PgRelay {
       this.close(`server protocol error: ${(err as Error).message}`);
       return;
     }
+    this.flushBack();
+  }
+
+  private flushBack(): void {
     const bytes = this.back.outBytes;
     const out = this.back.take();
     this.session.bytesToClient += bytes;
     if (out.length && !writeBatch(this.client, out)) this.throttle(this.server, this.client);
+    if (this.back.isPaused) this.hold(this.server, HOLD_FRAMER);
+  }
+
+  /** A catalog lookup paused the server stream; continue once it settles. */
+  private afterLookup(p: Promise<void>): void {
+    p.then(
+      () => {
+        if (this.closed) return;
+        this.back.resume();
+        this.flushBack();
+        if (!this.back.isPaused) this.release(this.server, HOLD_FRAMER);
+      },
+      (err: Error) => {
+        this.session.init.terminate(`masking could not resolve result columns (${err.message}); no unmasked data was sent`);
+      },
+    );
+  }
+
+  // Why a socket is not being read: bit flags, so backpressure and a pending
+  // lookup (or approval) never resume each other's pause.
+  private readonly holds = new Map<Sock, number>();
+
+  private hold(src: Sock, why: number): void {
+    const h = this.holds.get(src) ?? 0;
+    if (h & why) return;
+    this.holds.set(src, h | why);
+    if (h === 0) src.pause();
+  }
+
+  private release(src: Sock, why: number): void {
+    const h = (this.holds.get(src) ?? 0) & ~why;
+    this.holds.set(src, h);
+    if (h === 0 && !this.closed) src.resume();
   }
 
   /** Stops reading `src` until `dest` drains: a slow reader slows the sender, memory stays bounded. */
   private throttle(src: Sock, dest: Sock): void {
-    if (src.isPaused()) return;
-    src.pause();
-    dest.once('drain', () => {
-      if (!this.closed) src.resume();
-    });
+    if ((this.holds.get(src) ?? 0) & HOLD_FULL) return;
+    this.hold(src, HOLD_FULL);
+    dest.once('drain', () => this.release(src, HOLD_FULL));
   }
 
   private violation(err: Error): void {
