@@ -96,19 +96,40 @@ async function main() {
     await run('pgbench', ['-i', '-q', '-s', '10', 'orders'], {
       env: { ...process.env, PGHOST: pg.host, PGPORT: String(pg.port), PGUSER: 'app', PGPASSWORD: TARGET_PASSWORD, PGSSLMODE: 'disable' },
     });
-    const gw = await startSluice(t, {
-      cluster: pg,
-      tls: false,
-      config: { log: { level: 'info' }, targets: { orders: { protocol: 'postgres', host: pg.host, port: pg.port, user: 'app', password: { env: 'ORDERS_PG_PASSWORD' }, tls: { mode: 'disable' }, allow: ['group:ci'] } } },
-    });
-    const token = await gw.mint('bench', ['ci'], '2h');
+    // Sluice variants: bare, then each feature alone, then all of them.
+    const target = { protocol: 'postgres', host: pg.host, port: pg.port, user: 'app', password: { env: 'ORDERS_PG_PASSWORD' }, tls: { mode: 'disable' }, allow: ['group:ci'] };
+    const policies = [
+      {
+        name: 'bench',
+        match: { groups: ['ci'] },
+        rules: [
+          { deny: { kind: ['drop', 'truncate', 'alter_system', 'grant', 'revoke', 'create_role'] } },
+          { deny: { kind: ['update', 'delete'], where: 'absent' } },
+          { deny: { functions: ['pg_read_file', 'lo_export', 'dblink*'] } },
+          { allow: { kind: ['select', 'insert', 'update', 'begin', 'commit', 'set', 'show'] } },
+        ],
+      },
+    ];
+    const masking = [{ name: 'pii', match: { groups: ['ci'] }, columns: [{ column: '*.email', strategy: 'partial' }], detectors: ['credit_card', 'email', 'us_ssn'] }];
+    const variants: Record<string, Record<string, unknown>> = {
+      sluice: {},
+      'sluice+policy': { policies },
+      'sluice+masking': { masking },
+      'sluice+all': { policies, masking },
+    };
+    const only = process.env.BENCH_VARIANTS?.split(',');
     const paths: Path[] = [direct];
     const bouncer = await startPgbouncer(pg, fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-pgb-')));
     if (bouncer) {
       cleanups.push(() => bouncer.stop());
       paths.push({ name: 'pgbouncer', host: '127.0.0.1', port: bouncer.port, user: 'app', password: TARGET_PASSWORD, pid: bouncer.pid });
     } else process.stderr.write('pgbouncer not installed: skipping it (apt-get install pgbouncer)\n');
-    paths.push({ name: 'sluice', host: gw.host, port: gw.port, user: 'ci', password: token, pid: gw.proc.pid });
+    for (const [name, extra] of Object.entries(variants)) {
+      if (only && !only.includes(name)) continue;
+      const gw = await startSluice(t, { cluster: pg, tls: false, config: { log: { level: 'info' }, targets: { orders: target }, ...extra } });
+      const token = await gw.mint('bench', ['ci'], '2h');
+      paths.push({ name, host: gw.host, port: gw.port, user: 'ci', password: token, pid: gw.proc.pid });
+    }
 
     const results: Record<string, { tps: number[]; cpu_us_per_tx: number[]; failed: number }> = {};
     for (let round = 1; round <= ROUNDS; round++) {

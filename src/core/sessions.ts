@@ -185,7 +185,10 @@ export class SessionRegistry {
 
   /** One audit event per decision: who, where, what (normalised, literals removed) and why. */
   audit(s: Session, d: Decision, facts: QueryFacts | undefined): void {
-    this.log[d.action === 'allow' ? 'info' : 'warn'](
+    const level = d.action === 'allow' ? 'info' : 'warn';
+    // Fingerprint and normalised text each cost a parse: only when the line is written.
+    if (!this.log.isLevelEnabled(level)) return;
+    this.log[level](
       {
         event: 'policy.decision',
         session: s.id,
