@@ -6,7 +6,7 @@
 import type { MaskingCounts, Session } from '../../core/sessions.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
 import { maskFindings, maskValue } from '../../policy/masking/strategies.js';
-import type { Strategy } from '../../policy/masking/types.js';
+import type { Finding, Strategy } from '../../policy/masking/types.js';
 import type { CatalogCache } from './catalog.js';
 import { B } from './constants.js';
 
@@ -16,14 +16,14 @@ const VARCHAR = 1043;
 const BPCHAR = 1042;
 const NAME = 19;
 const CHAR = 18;
-const JSON_ = 114;
-const JSONB = 3802;
+export const JSON_ = 114;
+export const JSONB = 3802;
 const XML = 142;
 const UNKNOWN = 705;
 /** Types that may carry free text in binary format (jsonb with its version byte). */
 const BINARY_TEXTLIKE = new Set([TEXT, VARCHAR, BPCHAR, NAME, JSON_, JSONB, UNKNOWN, XML]);
 /** In text format also "char" and user-defined types (domains over text, citext, enums): OIDs from 16384 up. */
-const isTextLike = (oid: number, binary: boolean) =>
+export const isTextLike = (oid: number, binary: boolean) =>
   binary ? BINARY_TEXTLIKE.has(oid) : BINARY_TEXTLIKE.has(oid) || oid === CHAR || oid >= 16384;
 
 const enum Act {
@@ -72,6 +72,15 @@ function parseRowDescription(buf: Buffer, s: number): RawColumn[] {
 }
 
 const NULL_LEN = -1;
+const REDACTED = Buffer.from('****');
+
+/** Copies src[s, e) to dst at d; a byte loop for short spans, where Buffer#copy's call overhead dominates. */
+function copySpan(src: Buffer, s: number, e: number, dst: Buffer, d: number): number {
+  const n = e - s;
+  if (n > 48) src.copy(dst, d, s, e);
+  else for (let i = 0; i < n; i++) dst[d + i] = src[s + i]!;
+  return n;
+}
 const FIELD_SKIP = new Set([0x53, 0x56, 0x43, 0x50, 0x70, 0x46, 0x4c, 0x52, 0x73, 0x74, 0x63, 0x64, 0x6e]); // S V C P p F L R s t c d n
 const KEY_DETAIL = /^Key \((.+?)\)=\((.*)\)( .*)$/s;
 const FAILING_ROW = /^Failing row contains \(.*\)\.?$/s;
@@ -158,7 +167,7 @@ export class PgMasker {
   private columnValue(p: ColPlan, buf: Buffer, vs: number, ve: number): Buffer | null {
     if (!p.textLike || p.strategy === 'null') return null;
     const start = p.versionByte ? vs + 1 : vs;
-    const masked = maskValue(p.strategy, buf.subarray(start, ve), this.session.maskContext);
+    const masked = p.strategy === 'redact' ? REDACTED : maskValue(p.strategy, buf.subarray(start, ve), this.session.maskContext);
     if (masked === null) return null;
     if (!p.json) return masked;
     const asJson = Buffer.from(JSON.stringify(masked.toString('utf8')), 'utf8');
@@ -201,34 +210,32 @@ export class PgMasker {
       this.dirty = true;
     }
     if (!repl) return null;
-    // Rebuild: header, column count, then each column (replaced or copied).
+    // Rebuild: unchanged spans (length words and values) are copied in one go,
+    // replaced columns are written in between.
     const out = Buffer.allocUnsafe(e - s + delta);
     out[0] = B.DataRow;
     out.writeInt32BE(e - s - 1 + delta, 1);
     out.writeInt16BE(n, 5);
     let w = 7;
+    let spanStart = s + 7;
     o = s + 7;
     for (let i = 0; i < n; i++) {
+      const colStart = o;
       const len = buf.readInt32BE(o);
-      o += 4;
+      o += 4 + (len > 0 ? len : 0);
       const r = repl[i];
-      if (r === undefined) {
-        out.writeInt32BE(len, w);
-        w += 4;
-        if (len > 0) {
-          buf.copy(out, w, o, o + len);
-          w += len;
-        }
-      } else if (r === null) {
+      if (r === undefined) continue;
+      w += copySpan(buf, spanStart, colStart, out, w);
+      spanStart = o;
+      if (r === null) {
         out.writeInt32BE(NULL_LEN, w);
         w += 4;
       } else {
         out.writeInt32BE(r.length, w);
-        r.copy(out, w + 4);
-        w += 4 + r.length;
+        w += 4 + copySpan(r, 0, r.length, out, w + 4);
       }
-      if (len > 0) o += len;
     }
+    copySpan(buf, spanStart, e, out, w);
     return out;
   }
 
@@ -296,6 +303,18 @@ export class PgMasker {
     for (const x of f) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
     this.dirty = true;
     return maskFindings(v, 0, v.length, f, set.strategyFor, this.session.maskContext);
+  }
+
+  /** One value masked by a column rule elsewhere in this statement's results (COPY). */
+  countColumn(rule: string): void {
+    this.counts.columns[rule] = (this.counts.columns[rule] ?? 0) + 1;
+    this.dirty = true;
+  }
+
+  /** Detector findings masked elsewhere in this statement's results (COPY). */
+  countFindings(findings: readonly Finding[]): void {
+    for (const x of findings) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
+    if (findings.length) this.dirty = true;
   }
 
   /** End of a statement's results: one audit event with the counts. */
