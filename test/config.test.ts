@@ -108,6 +108,7 @@ log: { level: debug, file: logs/sluice.log }
     log: { level: 'debug', file: '/etc/sluice/logs/sluice.log' },
     policies: [],
     policy: { default: 'deny', on_parse_error: 'deny' },
+    masking: [],
   });
 });
 

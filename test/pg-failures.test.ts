@@ -261,6 +261,7 @@ t.test('a client that leaves while Sluice logs in upstream leaves nothing behind
   await sleep(SLOW_MS + 1000); // every upstream login has finished by now
   const backends = (await pgc.sql("select count(*) from pg_stat_activity where application_name = 'leaver'")).trim();
   t.equal(backends, '0', 'no upstream backend left for the departed clients');
+  await sleep(300); // log lines are flushed in batches every 100 ms
   const opens = gw.logs().filter((l) => l.event === 'session.open' && l.application === 'leaver');
   const ids = new Set(opens.map((l) => l.session));
   const closes = gw.logs().filter((l) => l.event === 'session.close' && ids.has(l.session));
@@ -432,6 +433,7 @@ t.test('garbage after authentication: 08P01 for that session, others unaffected'
     }
     t.equal(left, '0', `${name}: upstream backend closed`);
   }
+  await sleep(300); // log lines are flushed in batches every 100 ms
   const violations = gw.logs().filter((l) => l.event === 'session.close' && String(l.reason).startsWith('protocol violation'));
   t.equal(violations.length, garbage.length, 'each violation closed its session with that reason');
 });

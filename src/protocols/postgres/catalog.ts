@@ -13,6 +13,14 @@ import { connectUpstream, type Upstream } from './upstream.js';
 /** attnum → column, per table OID. */
 export type TableColumns = Map<number, ColumnRef>;
 
+/** One result column of a described statement, as its RowDescription gives it. */
+export interface DescribedColumn {
+  name: string;
+  tableOid: number;
+  attnum: number;
+  typeOid: number;
+}
+
 const CACHE_TTL_MS = 5 * 60_000;
 
 function query(sql: string): Buffer {
@@ -21,6 +29,35 @@ function query(sql: string): Buffer {
   out[0] = F.Query;
   out.writeInt32BE(4 + b.length, 1);
   b.copy(out, 5);
+  return out;
+}
+
+/** Parse(unnamed) + Describe(statement) + Sync: the result columns of `sql`, nothing executed. */
+function describeMessages(sql: string): Buffer {
+  const q = Buffer.from(sql + '\0', 'utf8');
+  const parse = Buffer.allocUnsafe(1 + 4 + 1 + q.length + 2);
+  parse[0] = F.Parse;
+  parse.writeInt32BE(parse.length - 1, 1);
+  parse[5] = 0; // unnamed statement
+  q.copy(parse, 6);
+  parse.writeInt16BE(0, 6 + q.length); // no parameter types
+  const describe = Buffer.from([F.Describe, 0, 0, 0, 6, 0x53 /* S */, 0]);
+  const sync = Buffer.from([F.Sync, 0, 0, 0, 4]);
+  return Buffer.concat([parse, describe, sync]);
+}
+
+/** RowDescription body → columns. */
+function rowDescriptionColumns(body: Buffer): DescribedColumn[] {
+  const n = body.readInt16BE(0);
+  const out: DescribedColumn[] = [];
+  let o = 2;
+  for (let i = 0; i < n; i++) {
+    const z = body.indexOf(0, o);
+    const name = body.toString('utf8', o, z);
+    o = z + 1;
+    out.push({ name, tableOid: body.readUInt32BE(o), attnum: body.readInt16BE(o + 4), typeOid: body.readUInt32BE(o + 6) });
+    o += 18;
+  }
   return out;
 }
 
@@ -43,6 +80,9 @@ function dataRowFields(body: Buffer): (string | null)[] {
 
 export class CatalogCache {
   private readonly tables = new Map<number, { cols: TableColumns; at: number }>();
+  /** Result columns by statement text (COPY masking); bounded. */
+  private readonly described = new Map<string, { cols: DescribedColumn[]; at: number }>();
+  private readonly generated = new Map<number, { attnums: Set<number>; at: number }>();
   private conn: Promise<{ up: Upstream; reader: MessageReader }> | null = null;
   private chain: Promise<unknown> = Promise.resolve();
 
@@ -63,6 +103,78 @@ export class CatalogCache {
     const run = this.chain.then(() => this.fetch(oids.filter((o) => !this.cached(o))));
     this.chain = run.catch(() => {});
     return run;
+  }
+
+  /** Cached result columns of a statement, or undefined when it must be described. */
+  describedCached(sql: string): DescribedColumn[] | undefined {
+    const e = this.described.get(sql);
+    return e && Date.now() - e.at < CACHE_TTL_MS ? e.cols : undefined;
+  }
+
+  /**
+   * The result columns of `sql` (Parse + Describe on the side connection; the
+   * statement is never executed), cached by text; `fresh` bypasses the cache
+   * (the table may have changed). Rejects when the server
+   * cannot parse it there (e.g. a temporary table of the client's session).
+   */
+  describe(sql: string, fresh = false): Promise<DescribedColumn[]> {
+    if (fresh) this.described.delete(sql);
+    const hit = this.describedCached(sql);
+    if (hit) return Promise.resolve(hit);
+    const run = this.chain.then(() => this.fetchDescribe(sql));
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  /** attnums of the stored/virtual generated columns of a table (COPY TO leaves them out). */
+  generatedColumns(oid: number): Promise<Set<number>> {
+    const e = this.generated.get(oid >>> 0);
+    if (e && Date.now() - e.at < CACHE_TTL_MS) return Promise.resolve(e.attnums);
+    const run = this.chain.then(async () => {
+      const rows = await this.rows(
+        `SELECT a.attnum FROM pg_catalog.pg_attribute a WHERE a.attrelid = ${oid >>> 0} AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''`,
+      );
+      const attnums = new Set(rows.map((r) => Number(r[0])));
+      this.generated.set(oid >>> 0, { attnums, at: Date.now() });
+      return attnums;
+    });
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  private async fetchDescribe(sql: string): Promise<DescribedColumn[]> {
+    const hit = this.describedCached(sql);
+    if (hit) return hit;
+    const { up, reader } = await this.connect();
+    up.socket.write(describeMessages(sql));
+    let cols: DescribedColumn[] = [];
+    let error: string | undefined;
+    for (;;) {
+      const m = await reader.readMessage();
+      if (m.type === B.RowDescription) cols = rowDescriptionColumns(m.body);
+      else if (m.type === B.ErrorResponse) error = parseFields(m.body, 0, m.body.length).M;
+      else if (m.type === B.ReadyForQuery) break;
+    }
+    if (error) throw new Error(`describe failed: ${error}`);
+    if (this.described.size >= 1000) this.described.delete(this.described.keys().next().value!);
+    this.described.set(sql, { cols, at: Date.now() });
+    return cols;
+  }
+
+  /** Runs one simple query on the side connection; text-format rows. */
+  private async rows(sql: string): Promise<(string | null)[][]> {
+    const { up, reader } = await this.connect();
+    up.socket.write(query(sql));
+    const out: (string | null)[][] = [];
+    let error: string | undefined;
+    for (;;) {
+      const m = await reader.readMessage();
+      if (m.type === B.DataRow) out.push(dataRowFields(m.body));
+      else if (m.type === B.ErrorResponse) error = parseFields(m.body, 0, m.body.length).M;
+      else if (m.type === B.ReadyForQuery) break;
+    }
+    if (error) throw new Error(`catalog query failed: ${error}`);
+    return out;
   }
 
   private connect(): Promise<{ up: Upstream; reader: MessageReader }> {

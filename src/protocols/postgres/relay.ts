@@ -8,6 +8,7 @@ import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse } from './messages.js';
 import { PolicyGate } from './policy-gate.js';
 import { PgMasker } from './masker.js';
+import { CopyMasker } from './copy-masker.js';
 import type { CatalogCache } from './catalog.js';
 
 type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
@@ -49,13 +50,17 @@ class Busy {
 
 /** Frontend (client → server) inspection. Issue-level features hook in here. */
 class FrontendHandler implements FrameHandler {
+  /** Whether the policy gate asked for the message in progress (the COPY masker may have asked instead). */
+  private gateWants = false;
+
   constructor(
     private readonly session: Session,
     private readonly state: Busy,
     private readonly gate: PolicyGate,
+    private readonly copy: CopyMasker,
   ) {}
 
-  wantsMessage(type: number): boolean {
+  wantsMessage(type: number, length: number): boolean {
     if (VALID_FRONTEND[type] !== 1) {
       throw new ProtocolViolation(`invalid frontend message type ${type} (0x${type.toString(16)})`);
     }
@@ -68,14 +73,17 @@ class FrontendHandler implements FrameHandler {
     } else if (type === F.Terminate) {
       this.state.terminated = true;
     }
-    if (this.gate.wants(type)) return true;
+    this.gateWants = this.gate.wants(type);
+    if (this.gateWants || this.copy.wantsFrontend(type, length)) return true;
     this.gate.forwarded(type);
+    this.copy.forwarded(type, null, 0, 0);
     return false;
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
-    if (!this.gate.onFrontend(type, buf, start, end)) return false;
+    if (this.gateWants && !this.gate.onFrontend(type, buf, start, end)) return false;
     this.gate.forwarded(type);
+    this.copy.forwarded(type, buf, start, end);
     return true;
   }
 }
@@ -87,11 +95,13 @@ class BackendHandler implements FrameHandler {
     private readonly pids: { upstream: number; client: number } | undefined,
     private readonly gate: PolicyGate,
     private readonly masker: PgMasker,
+    private readonly copy: CopyMasker,
     private readonly framer: () => Framer,
     private readonly onLookup: (p: Promise<void>) => void,
   ) {}
 
   wantsMessage(type: number): boolean {
+    if (this.copy.wantsBackend(type)) return true;
     if (type === B.ReadyForQuery) {
       if (this.state.pendingSyncs > 0) this.state.pendingSyncs--;
       this.gate.onReady();
@@ -114,6 +124,14 @@ class BackendHandler implements FrameHandler {
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (this.copy.owns) {
+      const r = this.copy.onBackend(type, buf, start, end);
+      if (typeof r === 'boolean') return r;
+      // The COPY's columns are being resolved: hold the stream (the masker emits the CopyOutResponse or an error).
+      this.framer().pause();
+      this.onLookup(r);
+      return false;
+    }
     switch (type) {
       case B.DataRow:
         return this.replace(this.masker.onDataRow(buf, start, end));
@@ -164,12 +182,17 @@ export class PgRelay {
     private readonly session: Session,
     private readonly opts: RelayOptions,
   ) {
-    const gate = new PolicyGate(session, (b) => this.front.emit(b));
-    this.front = new Framer(new FrontendHandler(session, this.state, gate), opts.maxMessage);
-    // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
     const masker = new PgMasker(session, opts.catalog ?? null);
+    const copy = new CopyMasker(session, opts.catalog ?? null, masker, (b) => this.back.emit(b), { maxMessage: opts.maxMessage });
+    // The gate's marker statements reach the server too: the COPY masker counts them.
+    const gate = new PolicyGate(session, (b) => {
+      copy.forwarded(b[0]!, b, 0, b.length);
+      this.front.emit(b);
+    });
+    this.front = new Framer(new FrontendHandler(session, this.state, gate, copy), opts.maxMessage);
+    // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
     this.back = new Framer(
-      new BackendHandler(this.state, opts.pids, gate, masker, () => this.back, (p) => this.afterLookup(p)),
+      new BackendHandler(this.state, opts.pids, gate, masker, copy, () => this.back, (p) => this.afterLookup(p)),
       0x7fffffff,
     );
   }
