@@ -1,6 +1,6 @@
 // Byte classes for the detectors. Everything here works on raw UTF-8 bytes:
-// bytes >= 0x80 (parts of multibyte characters) belong to no class, so they
-// act as boundaries, never as parts of a finding's ASCII core.
+// bytes >= 0x80 (parts of multibyte characters) are in no class but LOCAL
+// (email local parts may be UTF-8), so elsewhere they act as boundaries.
 
 export const DIGIT = 1;
 export const UPPER = 2;
@@ -8,7 +8,7 @@ export const LOWER = 4;
 export const ALNUM = DIGIT | UPPER | LOWER;
 /** base64url alphabet: [A-Za-z0-9_-] */
 export const B64URL = 8;
-/** email local part, without '.': letters, digits and ! # $ % & * + - / = ? ^ _ ~ */
+/** email local part, without '.': letters, digits, ! # $ % & * + - / = ? ^ _ ~ and UTF-8 */
 export const LOCAL = 16;
 /** domain label: [A-Za-z0-9-] */
 export const LABEL = 32;
@@ -22,6 +22,7 @@ for (let c = 0x61; c <= 0x7a; c++) CT[c] = LOWER | B64URL | LOCAL | LABEL;
 CT[0x2d] = B64URL | LOCAL | LABEL | NUMSEP; // -
 CT[0x5f] = B64URL | LOCAL; // _
 for (const ch of '!#$%&*+/=?^~') CT[ch.charCodeAt(0)] |= LOCAL;
+for (let c = 0x80; c <= 0xff; c++) CT[c] = LOCAL; // UTF-8 local parts (RFC 6531)
 for (const ch of ' .()') CT[ch.charCodeAt(0)] |= NUMSEP;
 
 export const SP = 0x20;
@@ -30,7 +31,6 @@ export const DOT = 0x2e;
 export const PLUS = 0x2b;
 export const LPAREN = 0x28;
 export const RPAREN = 0x29;
-export const AT = 0x40;
 
 export function isDigit(c: number): boolean {
   return c >= 0x30 && c <= 0x39;
@@ -39,13 +39,6 @@ export function isDigit(c: number): boolean {
 /** The byte at p, or -1 outside [lo, hi). Out-of-range reads act as boundaries. */
 export function at(buf: Buffer, p: number, lo: number, hi: number): number {
   return p >= lo && p < hi ? buf[p]! : -1;
-}
-
-/** Length of the run of ASCII digits starting at p (bounded by hi). */
-export function digitRun(buf: Buffer, p: number, hi: number): number {
-  let j = p;
-  while (j < hi && isDigit(buf[j]!)) j++;
-  return j - p;
 }
 
 export const CONT_DOT = 1;

@@ -21,10 +21,6 @@ const LENGTHS: Record<string, number> = {
 const LEN = new Uint8Array(65536);
 for (const [cc, n] of Object.entries(LENGTHS)) LEN[(cc.charCodeAt(0) << 8) | cc.charCodeAt(1)] = n;
 
-export function ibanLength(country: string): number | undefined {
-  return LENGTHS[country];
-}
-
 const MAX_BBAN = 30;
 const V = new Uint8Array(MAX_BBAN); // BBAN character values (0–35)
 const ENDS = new Int32Array(MAX_BBAN + 1); // byte end after k BBAN characters

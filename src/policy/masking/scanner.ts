@@ -1,16 +1,29 @@
-// The scanner: one pass over the bytes of a value with a per-scanner trigger
-// table. Almost every byte is a table lookup and a `continue`; the precise
-// validators (numeric.ts, text.ts, iban.ts) run only at candidates:
-//   digit       → the numeric span around it (digits joined by up to two of
-//                 space - . ( ) ); cards/SSNs/phones only when the span has
-//                 enough digits; IBAN when the span follows two capitals
-//   '@'         → email
-//   '-'         → "-----BEGIN …PRIVATE KEY-----"
-//   'A'         → AKIA/ASIA/ABIA/ACCA access key id
-//   'J'         → "eyJ" JWT
-// Custom RE2 detectors run over the whole value, only when configured.
+// The scanner: a cheap byte-level prefilter over a value, then the precise
+// validators (numeric.ts, text.ts, iban.ts) only around candidates. Values
+// with nothing sensitive (the common case) create no strings, run no regex
+// and allocate nothing.
+//
+// Prefilter: a small automaton (automaton.ts; 43 states with every detector
+// on), state = TABLE[state << 8 | byte], stepped two bytes at a time through a pair
+// table while nothing triggers; values of 64+ bytes also skip aligned 4-byte
+// words with no byte in 0x2b..0x5a (+ , - . / 0-9 : ; < = > ? @ A-Z). No
+// branch depends on digit-vs-letter, so random mixes (UUIDs, hashes,
+// timestamps) cost no branch mispredictions. A validator runs only when
+//   a run reaches 13 digits, or, after a separator (space - . ( )) between
+//     digit runs, 7 digits in runs of >= 3 → the numeric region around it
+//     (#region: cards, SSNs 3-2-4, NANP phones 3-3-4). Plain numbers up to 12
+//     digits, dates (4-2-2) and times (2:2:2) never get there.
+//   a digit 1-9 after '+'      → E.164 phone (its groups may be short)
+//   a digit after two capitals → IBAN ("DE89…")
+//   '@'                        → email
+//   "--"                       → "-----BEGIN …PRIVATE KEY-----"
+//   'A'                        → AKIA/ASIA/ABIA/ACCA access key id
+//   'J'                        → JWT, when after "ey"
+// Disabled detectors are left out of the automaton. Custom RE2 detectors run
+// over the whole value, only when configured (an RE2.Set pass first).
 import RE2 from 're2';
-import { ALNUM, CT, NUMSEP, PLUS, UPPER, DASH } from './bytes.js';
+import { ALNUM, CT, DASH, DIGIT, NUMSEP, PLUS } from './bytes.js';
+import * as automaton from './automaton.js';
 import { matchIban } from './iban.js';
 import { M, matchCard, matchE164, matchNanp, matchSsn } from './numeric.js';
 import { matchAwsKey, matchEmail, matchJwt, matchPrivateKey } from './text.js';
@@ -18,23 +31,15 @@ import { isDetectorName, isStrategy, DETECTOR_NAMES, type CustomDetector, type D
 
 const NONE: readonly Finding[] = Object.freeze([]);
 
-const T_DIGIT = 1;
-const T_AT = 2;
-const T_DASH = 3;
-const T_A = 4;
-const T_J = 5;
-
-// Span classes (a private copy of the table: module imports are slower to
-// read in hot loops than an object field).
-const DIGIT_SEP = 1;
-const NUM_SEP = 2;
-const UPPER_SEP = 3;
-const SPAN_CT = new Uint8Array(256);
-for (let c = 0; c < 256; c++) {
-  if (c >= 0x30 && c <= 0x39) SPAN_CT[c] = DIGIT_SEP;
-  else if ((CT[c]! & NUMSEP) !== 0) SPAN_CT[c] = NUM_SEP;
-  else if ((CT[c]! & UPPER) !== 0) SPAN_CT[c] = UPPER_SEP;
-}
+// Byte classes for #region (P table).
+const P_DIGIT = 1;
+const P_KEEP = 2; // digits and number separators
+// Values of LONG_VALUE bytes or more also use the word skip.
+const LONG_VALUE = 64;
+// Local copies: the hot loops read module-local constants faster than imports.
+const NSTATES = 64;
+const REGION = 64;
+if (NSTATES !== automaton.NSTATES || REGION !== automaton.REGION) throw new Error('masking: automaton constants differ');
 
 const CUSTOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
@@ -44,18 +49,23 @@ interface Compiled {
 }
 
 export class Scanner {
-  readonly #trig = new Uint8Array(256);
-  readonly #ct = SPAN_CT;
-  #ab: ArrayBufferLike | null = null;
+  readonly #p = new Uint8Array(256);
+  readonly #dfa = new Uint8Array(NSTATES * 256);
+  // The same automaton over byte pairs: bytes with identical columns share a
+  // class (< 16 classes), a pair indexes (class1 << 4 | class2).
+  readonly #dfa2 = new Uint8Array(NSTATES * 256);
+  readonly #clsHi = new Uint8Array(256);
+  readonly #clsLo = new Uint8Array(256);
+  #wbuf: Buffer | null = null;
   #w: Int32Array<ArrayBufferLike> = new Int32Array(0);
-  // Enabled detectors as plain booleans (hot-path reads).
   readonly #card: boolean;
   readonly #ssn: boolean;
   readonly #phone: boolean;
-  readonly #iban: boolean;
   readonly #custom: Compiled[] = [];
+  readonly #customSet: { test(s: Buffer): boolean } | null = null;
   #acc: Finding[] | null = null;
   #base = 0;
+  #st = 0;
 
   constructor(detectors: readonly DetectorName[], custom: readonly CustomDetector[]) {
     const on = Object.fromEntries(DETECTOR_NAMES.map((d) => [d, false])) as Record<DetectorName, boolean>;
@@ -66,89 +76,178 @@ export class Scanner {
     this.#card = on.credit_card;
     this.#ssn = on.us_ssn;
     this.#phone = on.phone;
-    this.#iban = on.iban;
-    if (on.credit_card || on.us_ssn || on.phone || on.iban) for (let c = 0x30; c <= 0x39; c++) this.#trig[c] = T_DIGIT;
-    if (on.email) this.#trig[0x40] = T_AT;
-    if (on.private_key) this.#trig[DASH] = T_DASH;
-    if (on.aws_access_key) this.#trig[0x41] = T_A;
-    if (on.jwt) this.#trig[0x4a] = T_J;
+    const P = this.#p;
+    for (let c = 0; c < 256; c++) {
+      if ((CT[c]! & DIGIT) !== 0) P[c] = P_DIGIT | P_KEEP;
+      else if ((CT[c]! & NUMSEP) !== 0) P[c] = P_KEEP;
+    }
+    automaton.buildAutomaton(on, this.#dfa);
+    automaton.buildPairs(this.#dfa, this.#dfa2, this.#clsHi, this.#clsLo);
     for (const c of custom) this.#custom.push(compileCustom(c));
+    // One automaton over all custom patterns answers "anything here?" in a
+    // single pass; the patterns run one by one only on values that match.
+    if (this.#custom.length > 0) this.#customSet = new RE2.Set(custom.map((c) => c.pattern));
   }
 
   /** Findings in buf[start, end), offsets relative to start, sorted, non-overlapping. */
   scan(buf: Buffer, start: number, end: number): readonly Finding[] {
     this.#acc = null;
     this.#base = start;
-    const T = this.#trig;
-    const ct = this.#ct;
-    const W = this.#words(buf);
-    const off = buf.byteOffset;
-    let i = start;
-    for (;;) {
-      // The hot loop: skip bytes that trigger nothing, four at a time on
-      // aligned words with no byte in 0x2d..0x4a (where every built-in
-      // trigger lives: - 0-9 @ A J).
-      while (i < end) {
-        if (((off + i) & 3) === 0 && end - i >= 4) {
-          const w = W[(off + i) >> 2]!;
-          const x7 = w & 0x7f7f7f7f;
-          if (((0xcacacaca - x7) & ~w & (x7 + 0x53535353) & 0x80808080) === 0) {
-            i += 4;
-            continue;
-          }
-        }
-        if (T[buf[i]!] !== 0) break;
-        i++;
-      }
-      if (i >= end) break;
-      const k = T[buf[i]!]!;
-      let e = -1;
-      if (k === T_DIGIT) {
-        // Numeric span: digit runs joined by one or two of space - . ( )
-        const s = i;
-        let digits = 0;
-        let big = 0; // runs of >= 3 digits
-        for (;;) {
-          const r = i;
-          while (i < end && ct[buf[i]!] === DIGIT_SEP) i++;
-          digits += i - r;
-          if (i - r >= 3) big++;
-          if (i >= end || ct[buf[i]!] !== NUM_SEP) break;
-          let q = i + 1;
-          if (q < end && ct[buf[q]!] === NUM_SEP) q++;
-          if (q >= end || ct[buf[q]!] !== DIGIT_SEP) break;
-          i = q;
-        }
-        if (s > start && ct[buf[s - 1]!] === UPPER_SEP) this.#ibanAt(buf, s, start, end);
-        // Cards need 13 digits in runs of >= 3; SSN and NANP phones need 9+
-        // digits with two runs of >= 3; E.164 needs the '+'.
-        if (digits >= 8 && ((digits >= 13 && big > 0) || (digits >= 9 && big > 1) || (s > start && buf[s - 1] === PLUS))) {
-          this.#numbers(buf, s, i, start, end, digits);
-        }
-        continue;
-      } else if (k === T_AT) {
-        if ((e = matchEmail(buf, i, start, end)) > 0) this.#add(M.start, e, 'email');
-      } else if (k === T_DASH) {
-        if (buf[i + 1] === DASH && (e = matchPrivateKey(buf, i, start, end)) > 0) this.#add(i, e, 'private_key');
-      } else if (k === T_A) {
-        if ((e = matchAwsKey(buf, i, start, end)) > 0) this.#add(i, e, 'aws_access_key');
-      } else if (i - 2 >= start && buf[i - 1] === 0x79 && buf[i - 2] === 0x65) {
-        if ((e = matchJwt(buf, i - 2, start, end)) > 0) this.#add(i - 2, e, 'jwt');
-      }
-      i = e > i ? e | 0 : i + 1;
-    }
-    if (this.#custom.length > 0) this.#scanCustom(buf, start, end);
+    if (end - start >= LONG_VALUE) this.#runLong(buf, start, end);
+    else this.#run(buf, start, end);
+    if (this.#customSet !== null) this.#scanCustom(buf, start, end);
     const acc = this.#acc as Finding[] | null;
     this.#acc = null;
     if (acc === null) return NONE;
     return acc.length === 1 ? acc : resolveOverlaps(acc);
   }
 
-  #ibanAt(buf: Buffer, s: number, lo: number, hi: number): void {
-    if (this.#iban && s - 2 >= lo && (CT[buf[s - 2]!]! & UPPER) !== 0) {
-      const e = matchIban(buf, s - 2, lo, hi);
-      if (e > 0) this.#add(s - 2, e, 'iban');
+  /** The prefilter over [start, end), two bytes per step while nothing triggers. */
+  #run(buf: Buffer, start: number, end: number): void {
+    const t = this.#dfa;
+    const t2 = this.#dfa2;
+    const hi = this.#clsHi;
+    const lo = this.#clsLo;
+    let st = 0;
+    let i = start;
+    while (i < end) {
+      if (i + 1 < end) {
+        const n2 = t2[(st << 8) | (hi[buf[i]!]! + lo[buf[i + 1]!]!)]!;
+        if (n2 < NSTATES) {
+          st = n2;
+          i += 2;
+          continue;
+        }
+      }
+      st = t[(st << 8) | buf[i]!]!;
+      if (st >= NSTATES) {
+        i = this.#fire(buf, i, st, start, end);
+        st = this.#st;
+      } else i++;
     }
+  }
+
+  /**
+   * #run for long values (free text, COPY lines, terminal output): also skips
+   * four bytes at once when an aligned word has no byte in 0x2b..0x5a
+   * (+ , - . / 0-9 : ; < = > ? @ A-Z). Nothing in such a word can trigger or
+   * count, and it breaks any number (no span has 3 separators in a row), so
+   * the state restarts at 0.
+   */
+  #runLong(buf: Buffer, start: number, end: number): void {
+    const t = this.#dfa;
+    const t2 = this.#dfa2;
+    const hi = this.#clsHi;
+    const lo = this.#clsLo;
+    const W = this.#words(buf);
+    const off = buf.byteOffset;
+    let st = 0;
+    let i = start;
+    while (i < end) {
+      if (((off + i) & 3) === 0 && i + 4 <= end) {
+        const w = W[(off + i) >> 2]!;
+        const x7 = w & 0x7f7f7f7f;
+        if (((0xdadadada - x7) & ~w & (x7 + 0x55555555) & 0x80808080) === 0) {
+          st = 0;
+          i += 4;
+          continue;
+        }
+      }
+      if (i + 1 < end) {
+        const n2 = t2[(st << 8) | (hi[buf[i]!]! + lo[buf[i + 1]!]!)]!;
+        if (n2 < NSTATES) {
+          st = n2;
+          i += 2;
+          continue;
+        }
+      }
+      st = t[(st << 8) | buf[i]!]!;
+      if (st >= NSTATES) {
+        i = this.#fire(buf, i, st, start, end);
+        st = this.#st;
+      } else i++;
+    }
+  }
+
+  /** Handles trigger state st at byte i; returns where to go on, leaves the state in #st. */
+  #fire(buf: Buffer, i: number, st: number, lo: number, hi: number): number {
+    let next: number;
+    if (st === REGION) {
+      next = this.#region(buf, i, lo, hi);
+      this.#st = 0;
+    } else {
+      next = this.#special(buf, i, lo, hi);
+      this.#st = st & (NSTATES - 1);
+    }
+    if (next > i) {
+      this.#st = 0;
+      return next;
+    }
+    return i + 1;
+  }
+
+  /** At a trigger byte: runs its validator; returns the end of a match, or -1. */
+  #special(buf: Buffer, i: number, lo: number, hi: number): number {
+    const c = buf[i]!;
+    let e = -1;
+    if (c === 0x40) {
+      if ((e = matchEmail(buf, i, lo, hi)) > 0) this.#add(M.start, e, 'email');
+    } else if (c === DASH) {
+      if ((e = matchPrivateKey(buf, i - 1, lo, hi)) > 0) this.#add(i - 1, e, 'private_key');
+    } else if (c === 0x41) {
+      if ((e = matchAwsKey(buf, i, lo, hi)) > 0) this.#add(i, e, 'aws_access_key');
+    } else if (c === 0x4a) {
+      if (i - 2 >= lo && buf[i - 1] === 0x79 && buf[i - 2] === 0x65 && (e = matchJwt(buf, i - 2, lo, hi)) > 0) {
+        this.#add(i - 2, e, 'jwt');
+      }
+    } else if (buf[i - 1] === PLUS) {
+      if ((e = matchE164(buf, i - 1, lo, hi)) > 0) this.#add(i - 1, e, 'phone');
+    } else if ((e = matchIban(buf, i - 2, lo, hi)) > 0) {
+      this.#add(i - 2, e, 'iban'); // a digit after two capitals
+    }
+    return e;
+  }
+
+  /**
+   * The numeric region around digit i (digits and separators, no other byte),
+   * split into spans: digit runs joined by at most two separators. Each span
+   * with enough digits goes to #numbers. Returns the region's end.
+   */
+  #region(buf: Buffer, i: number, lo: number, hi: number): number {
+    const P = this.#p;
+    let s = i;
+    while (s > lo && (P[buf[s - 1]!]! & P_KEEP) !== 0) s--;
+    while ((P[buf[s]!]! & P_DIGIT) === 0) s++;
+    let j = s;
+    for (;;) {
+      const ss = j;
+      let digits = 0;
+      let big = 0; // runs of >= 3 digits
+      for (;;) {
+        const r = j;
+        while (j < hi && (P[buf[j]!]! & P_DIGIT) !== 0) j++;
+        digits += j - r;
+        if (j - r >= 3) big++;
+        if (j >= hi || (CT[buf[j]!]! & NUMSEP) === 0) break;
+        let q = j + 1;
+        if (q < hi && (CT[buf[q]!]! & NUMSEP) !== 0) q++;
+        if (q >= hi || (P[buf[q]!]! & P_DIGIT) === 0) break;
+        j = q;
+      }
+      // Cards need 13 digits in runs of >= 3; SSN and NANP phones need 9+
+      // digits with two runs of >= 3.
+      if ((digits >= 13 && big > 0) || (digits >= 9 && big > 1)) {
+        this.#numbers(buf, ss, j, lo, hi, digits);
+      }
+      let q = j;
+      while (q < hi && (P[buf[q]!]! & (P_KEEP | P_DIGIT)) === P_KEEP) q++;
+      if (q < hi && (P[buf[q]!]! & P_DIGIT) !== 0) {
+        j = q;
+        continue;
+      }
+      break;
+    }
+    return j;
   }
 
   /**
@@ -160,8 +259,7 @@ export class Scanner {
   #numbers(buf: Buffer, s: number, e: number, lo: number, hi: number, digits: number): void {
     let x: number;
     let rem = digits;
-    const b = s > lo ? buf[s - 1]! : 0x20;
-    const blocked = (CT[b]! & ALNUM) !== 0;
+    const blocked = s > lo && (CT[buf[s - 1]!]! & ALNUM) !== 0;
     for (let g = s; g < e; ) {
       let r = g + 1;
       while (r < e && buf[r]! >= 0x30 && buf[r]! <= 0x39) r++;
@@ -169,32 +267,34 @@ export class Scanner {
       if (!(g === s && blocked)) {
         if (this.#card && rem >= 13 && run >= 3 && (x = matchCard(buf, g, lo, hi)) > 0) this.#add(g, x, 'credit_card');
         if (this.#ssn && run === 3 && rem >= 9 && buf[r] === DASH && (x = matchSsn(buf, g, lo, hi)) > 0) this.#add(g, x, 'us_ssn');
-        if (this.#phone) {
-          if (rem >= 10 && (run === 3 || (run === 1 && buf[g] === 0x31)) && (x = matchNanp(buf, g, lo, hi)) > 0) {
-            this.#add(M.start, x, 'phone');
-          }
-          if (g > lo && buf[g - 1] === PLUS && (x = matchE164(buf, g - 1, lo, hi)) > 0) this.#add(g - 1, x, 'phone');
+        if (this.#phone && rem >= 10 && (run === 3 || (run === 1 && buf[g] === 0x31)) && (x = matchNanp(buf, g, lo, hi)) > 0) {
+          this.#add(M.start, x, 'phone');
         }
       }
       rem -= run;
-      if (rem < 9 && !this.#phone) break;
+      if (rem < 9) break;
       g = r;
       while (g < e && !(buf[g]! >= 0x30 && buf[g]! <= 0x39)) g++;
     }
   }
 
-  /** An Int32Array over buf's memory (cached for the last ArrayBuffer seen). */
+  /**
+   * An Int32Array over buf's memory. Reading buf.buffer costs ~40 ns, so the
+   * view is cached for the last Buffer scanned (fields of one chunk share it);
+   * the scanner keeps a reference to that one Buffer.
+   */
   #words(buf: Buffer): Int32Array<ArrayBufferLike> {
-    const ab = buf.buffer;
-    if (ab !== this.#ab) {
-      this.#ab = ab;
-      this.#w = new Int32Array(ab, 0, ab.byteLength >>> 2);
+    if (buf !== this.#wbuf) {
+      const ab = buf.buffer;
+      if (ab !== this.#w.buffer) this.#w = new Int32Array(ab, 0, ab.byteLength >>> 2);
+      this.#wbuf = buf;
     }
     return this.#w;
   }
 
   #scanCustom(buf: Buffer, start: number, end: number): void {
     const sub = buf.subarray(start, end);
+    if (!this.#customSet!.test(sub)) return;
     for (const { name, re } of this.#custom) {
       re.lastIndex = 0;
       for (let m = re.exec(sub); m !== null; m = re.exec(sub)) {

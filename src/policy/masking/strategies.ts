@@ -20,7 +20,8 @@
 //            lowercase for email; the bytes as they are otherwise.
 //   null     maskValue returns null (SQL NULL); inside text maskFindings uses
 //            the redact marker.
-// Returned Buffers may be shared (markers are cached): treat them as read-only.
+// Returned Buffers may be shared (markers and hash tokens are cached): treat
+// them as read-only.
 import { createHmac } from 'node:crypto';
 import type { Finding, Strategy } from './types.js';
 
@@ -73,28 +74,73 @@ export function maskFindings(
   ctx: MaskContext,
 ): Buffer {
   if (findings.length === 0) return buf;
-  const parts: Buffer[] = [];
+  const reps: Buffer[] = new Array<Buffer>(findings.length);
+  let total = end - start;
   let cur = start;
-  for (const f of findings) {
+  for (let k = 0; k < findings.length; k++) {
+    const f = findings[k]!;
     const s = start + f.start;
     const e = start + f.end;
     if (s < cur || e <= s || e > end) {
       throw new RangeError('masking: findings must be sorted, non-overlapping and inside the range');
     }
-    if (s > cur) parts.push(buf.subarray(cur, s));
-    parts.push(maskValue(strategyFor(f.detector), buf.subarray(s, e), ctx, f.detector) ?? redactMarker(f.detector));
+    const strategy = strategyFor(f.detector);
+    const rep =
+      strategy === 'redact' || strategy === 'null'
+        ? redactMarker(f.detector)
+        : (maskValue(strategy, buf.subarray(s, e), ctx, f.detector) ?? redactMarker(f.detector));
+    reps[k] = rep;
+    total += rep.length - (e - s);
     cur = e;
   }
-  if (cur < end) parts.push(buf.subarray(cur, end));
-  return Buffer.concat(parts);
+  const out = Buffer.allocUnsafe(total);
+  let o = 0;
+  cur = start;
+  for (let k = 0; k < findings.length; k++) {
+    const f = findings[k]!;
+    o = copyBytes(buf, cur, start + f.start, out, o);
+    o = copyBytes(reps[k]!, 0, reps[k]!.length, out, o);
+    cur = start + f.end;
+  }
+  copyBytes(buf, cur, end, out, o);
+  return out;
+}
+
+/** Copies src[s, e) to dst at o, returns the new offset (a loop beats a native call for short runs). */
+function copyBytes(src: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+  if (e - s > 64) return o + src.copy(dst, o, s, e);
+  for (let i = s; i < e; i++) dst[o++] = src[i]!;
+  return o;
 }
 
 // ---- hash ----
 
+// An HMAC costs ~3 µs (OpenSSL context set-up), so tokens of short values are
+// cached per key (FIFO, bounded): repeated values (joins, group-bys, the same
+// customer on many rows) cost a Map lookup.
+const TOKEN_CACHE_MAX = 4096;
+const TOKEN_CACHE_VALUE_MAX = 256;
+const tokenCaches = new WeakMap<Buffer, Map<string, Buffer>>();
+
 function hashToken(value: Buffer, ctx: MaskContext, detector: string | undefined): Buffer {
   const key = ctx?.hmacKey;
   if (!Buffer.isBuffer(key) || key.length < 16) throw new Error('masking: hmacKey must be a Buffer of at least 16 bytes');
-  const hex = createHmac('sha256', key).update(normalize(value, detector)).digest('hex');
+  const norm = normalize(value, detector);
+  if (norm.length > TOKEN_CACHE_VALUE_MAX) return token(key, norm);
+  let cache = tokenCaches.get(key);
+  if (cache === undefined) tokenCaches.set(key, (cache = new Map()));
+  const k = norm.toString('latin1');
+  let t = cache.get(k);
+  if (t === undefined) {
+    t = token(key, norm);
+    if (cache.size >= TOKEN_CACHE_MAX) cache.delete(cache.keys().next().value!);
+    cache.set(k, t);
+  }
+  return t;
+}
+
+function token(key: Buffer, v: Buffer): Buffer {
+  const hex = createHmac('sha256', key).update(v).digest('hex');
   return Buffer.from(`h:${hex.slice(0, 12)}`, 'latin1');
 }
 
@@ -103,7 +149,7 @@ function normalize(v: Buffer, detector: string | undefined): Buffer {
     case 'credit_card':
     case 'us_ssn':
     case 'phone':
-      return keepBytes(v, (c) => c >= 0x30 && c <= 0x39);
+      return keepBytes(v, isDigitByte);
     case 'iban':
       return upper(keepBytes(v, isAlnum));
     case 'email':
@@ -126,8 +172,12 @@ function upper(v: Buffer): Buffer {
 function keepBytes(v: Buffer, keep: (c: number) => boolean): Buffer {
   const out = Buffer.allocUnsafe(v.length);
   let n = 0;
-  for (const c of v) if (keep(c)) out[n++] = c;
+  for (let i = 0; i < v.length; i++) if (keep(v[i]!)) out[n++] = v[i]!;
   return out.subarray(0, n);
+}
+
+function isDigitByte(c: number): boolean {
+  return c >= 0x30 && c <= 0x39;
 }
 
 function isAlnum(c: number): boolean {
@@ -141,7 +191,7 @@ function partial(v: Buffer, detector: string | undefined): Buffer {
     case 'credit_card':
     case 'us_ssn':
     case 'phone':
-      return starAllButLast(v, (c) => c >= 0x30 && c <= 0x39);
+      return starAllButLast(v, isDigitByte);
     case 'iban':
       return starAllButLast(v, isAlnum);
     case 'email':
@@ -149,7 +199,7 @@ function partial(v: Buffer, detector: string | undefined): Buffer {
     case 'private_key':
       return redactMarker(detector);
     case undefined:
-      return emailPartial(v) ?? (looksNumeric(v) ? starAllButLast(v, (c) => c >= 0x30 && c <= 0x39) : lastChars(v));
+      return emailPartial(v) ?? (looksNumeric(v) ? starAllButLast(v, isDigitByte) : lastChars(v));
     default:
       return lastChars(v);
   }
@@ -158,28 +208,41 @@ function partial(v: Buffer, detector: string | undefined): Buffer {
 /** Copy of v with every byte matching `is` but the last KEEP replaced by '*'; all of them when fewer than 2×KEEP. */
 function starAllButLast(v: Buffer, is: (c: number) => boolean): Buffer {
   let total = 0;
-  for (const c of v) if (is(c)) total++;
+  for (let i = 0; i < v.length; i++) if (is(v[i]!)) total++;
   const keepFrom = total >= 2 * KEEP ? total - KEEP : total;
-  const out = Buffer.from(v);
+  const out = Buffer.allocUnsafe(v.length);
   let seen = 0;
-  for (let i = 0; i < out.length; i++) {
-    if (is(out[i]!) && seen++ < keepFrom) out[i] = STAR;
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i]!;
+    out[i] = is(c) && seen++ < keepFrom ? STAR : c;
   }
   return out;
 }
 
 /** "****@domain" when v is local@domain with a dotted, space-free domain. */
 function emailPartial(v: Buffer): Buffer | null {
-  const a = v.lastIndexOf(0x40);
-  if (a <= 0 || a === v.length - 1) return null;
-  const domain = v.subarray(a + 1);
-  if (domain.indexOf(0x2e) <= 0 || domain.indexOf(0x20) >= 0 || v.indexOf(0x20) >= 0) return null;
-  return Buffer.concat([STARS, Buffer.from('@'), domain]);
+  let at = -1;
+  let dot = -1;
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i]!;
+    if (c === 0x20) return null;
+    if (c === 0x40) {
+      at = i;
+      dot = -1;
+    } else if (c === 0x2e && at >= 0 && dot < 0) dot = i;
+  }
+  if (at <= 0 || dot <= at + 1 || dot === v.length - 1) return null;
+  const out = Buffer.allocUnsafe(5 + v.length - at - 1);
+  for (let i = 0; i < 4; i++) out[i] = STAR;
+  out[4] = 0x40;
+  copyBytes(v, at + 1, v.length, out, 5);
+  return out;
 }
 
 function looksNumeric(v: Buffer): boolean {
   let digits = 0;
-  for (const c of v) {
+  for (let i = 0; i < v.length; i++) {
+    const c = v[i]!;
     if (c >= 0x30 && c <= 0x39) digits++;
     else if (!(c === 0x20 || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x2d || c === 0x2e || c === 0x2f)) return false;
   }
@@ -194,7 +257,11 @@ function lastChars(v: Buffer): Buffer {
     if ((v[i]! & 0xc0) === 0x80) continue; // continuation byte
     chars++;
     if (chars === KEEP) cut = i;
+    if (chars >= 2 * KEEP) break;
   }
   if (chars < 2 * KEEP) return STARS;
-  return Buffer.concat([STARS, v.subarray(cut)]);
+  const out = Buffer.allocUnsafe(4 + v.length - cut);
+  for (let i = 0; i < 4; i++) out[i] = STAR;
+  copyBytes(v, cut, v.length, out, 4);
+  return out;
 }

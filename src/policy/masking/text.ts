@@ -8,12 +8,13 @@ const MAX_LOCAL = 64;
 const MAX_DOMAIN = 253;
 
 /**
- * Email around the '@' at p. Local part: letters, digits, ! # $ % & * + - / = ? ^ _ ~
- * and single dots (not leading/trailing/doubled), at most 64 bytes; this is
- * RFC 5322 atext minus ' ` { | }, which delimit addresses in SQL, JSON and
- * templates. Domain: labels of [A-Za-z0-9-] (1–63, no leading/trailing '-'),
- * at least two labels, TLD of >= 2 letters, at most 253 bytes. Quoted local
- * parts, IP-literal domains and IDN (non-ASCII) domains are not matched.
+ * Email around the '@' at p. Local part: letters, digits, ! # $ % & * + - / = ? ^ _ ~,
+ * UTF-8 characters (RFC 6531) and single dots (not leading/trailing/doubled),
+ * at most 64 bytes; this is RFC 5322 atext minus ' ` { | }, which delimit
+ * addresses in SQL, JSON and templates. Domain: labels of [A-Za-z0-9-] (1–63,
+ * no leading/trailing '-'), at least two labels, TLD of >= 2 letters, at most
+ * 253 bytes. Quoted local parts, IP-literal domains and non-ASCII (IDN)
+ * domains are not matched.
  */
 export function matchEmail(buf: Buffer, p: number, lo: number, hi: number): number {
   // local part, backwards
@@ -137,7 +138,6 @@ export function matchPrivateKey(buf: Buffer, p: number, lo: number, hi: number):
   const label = buf.toString('latin1', ls, j);
   if (!label.endsWith(KEY_TAIL) && !label.endsWith(`${KEY_TAIL} BLOCK`)) return -1;
   const endMarker = `-----END ${label}-----`;
-  const e = buf.indexOf(endMarker, j + 5, 'latin1');
-  if (e < 0 || e + endMarker.length > hi) return hi;
-  return e + endMarker.length;
+  const e = buf.subarray(j + 5, hi).indexOf(endMarker, 0, 'latin1');
+  return e < 0 ? hi : j + 5 + e + endMarker.length;
 }
