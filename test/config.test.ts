@@ -109,6 +109,15 @@ log: { level: debug, file: logs/sluice.log }
     policies: [],
     policy: { default: 'deny', on_parse_error: 'deny' },
     masking: [],
+    recording: {
+      enabled: true,
+      key_id: 'k1',
+      old_keys: {},
+      retention: 30 * 86400_000,
+      max_size: 0,
+      map_size: 8 * 1024 ** 3,
+      on_failure: 'deny_new',
+    },
   });
 });
 

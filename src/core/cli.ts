@@ -16,6 +16,15 @@ Usage:
                                          validate a config file and exit
   sluice policy check --config sluice.yaml --as sub=ci,groups=ci --target orders "SQL"
                                          show the facts of a statement and the policy decision
+  sluice sessions list [--identity SUB --target T --since 2h --until DATE --decision deny]
+                                         recorded sessions, newest first
+  sluice replay <session> [--rows 20] [--raw] [--follow]
+                                         a recorded session as a timeline (or hexdump frames)
+  sluice export <session> --format jsonl [--out FILE]
+                                         machine-readable frames
+  sluice recordings verify <session>     check a recording's hash chain and signature
+  sluice audit [--identity SUB --target T --decision deny --since 1d]
+                                         the audit trail: sessions and policy decisions
   sluice --help | --version
 
 Every command that reads a config takes --config (default: ./sluice.yaml or $SLUICE_CONFIG).
@@ -101,6 +110,15 @@ export async function main(argv: string[]): Promise<number> {
       return token(rest);
     case 'config':
       return configCheck(rest);
+    case 'sessions':
+    case 'replay':
+    case 'export':
+    case 'recordings':
+    case 'audit': {
+      const m = await import('./recording-cli.js');
+      const fn = { sessions: m.sessionsCommand, replay: m.replayCommand, export: m.exportCommand, recordings: m.recordingsCommand, audit: m.auditCommand }[cmd];
+      return fn(rest, loadOrExplain, configPath);
+    }
     case 'policy': {
       const { policyCheck } = await import('./policy-cli.js');
       return policyCheck(rest, loadOrExplain, configPath, COMMAND_HELP.policy!);

@@ -89,6 +89,7 @@ export interface SluiceConfig {
   policy: PolicySettings;
   /** Masking rule sets, in order; every set whose match fits a session applies. */
   masking: MaskingConfig[];
+  recording: RecordingConfig;
 }
 
 // ---------------------------------------------------------------------------
@@ -173,4 +174,25 @@ export interface MaskingConfig {
   custom: MaskCustomRule[];
   /** Binary COPY of results this rule set could mask is refused unless allowed. */
   allow_binary_copy: boolean;
+}
+
+// ---------------------------------------------------------------------------
+// Session recording (src/recording).
+
+export interface RecordingConfig {
+  enabled: boolean;
+  /** Master key that wraps per-session data keys: 32 bytes, base64 or hex. Absent: generated into state_dir/keys/recording.key. */
+  master_key?: SecretRef;
+  /** Id stored with every session's wrapped key, so keys can rotate. */
+  key_id: string;
+  /** Older master keys, by id, still needed to read older sessions. */
+  old_keys: Record<string, SecretRef>;
+  /** Sessions older than this (ms) are pruned in the background; 0 keeps everything. */
+  retention: number;
+  /** Size budget in bytes; the oldest closed sessions are pruned beyond it. 0: no budget. */
+  max_size: number;
+  /** LMDB map size in bytes (the store's hard ceiling). */
+  map_size: number;
+  /** When the store cannot write: refuse new sessions and close live ones, or go on unrecorded (logged loudly). */
+  on_failure: 'deny_new' | 'continue_unrecorded';
 }

@@ -514,7 +514,19 @@ const schema = object({
     }),
   ),
   policies: def(list(policyItem), []),
-  masking: def(list(maskingItem), []), // default []: no masking // default []: no statement policy
+  masking: def(list(maskingItem), []), // default []: no masking
+  recording: def(
+    object({
+      enabled: def(bool(), true), // default true: every session is recorded
+      master_key: opt(secretRef), // absent: generated into state_dir/keys/recording.key
+      key_id: def(str(), 'k1'),
+      old_keys: def(record(() => secretRef, () => undefined)), // default {}
+      retention: def(duration('ms', 0), '30d'), // default 30 days; 0 keeps everything
+      max_size: def(size(0, 2 ** 50), 0), // default 0: no size budget
+      map_size: def(size(1 << 20, 2 ** 50), '8GiB'), // default 8 GiB
+      on_failure: def(oneOf(['deny_new', 'continue_unrecorded']), 'deny_new'), // default deny_new
+    }),
+  ), // default []: no statement policy
   policy: def(
     object({
       default: def(oneOf(['deny', 'allow']), 'deny'), // default deny: closed

@@ -18,13 +18,16 @@ import { initSqlAnalysis } from '../policy/sql-facts.js';
 import { MaskingResolver, type MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
 import { loadOrCreateSecret } from './secret-key.js';
+import { openRecordingStore, startRetention } from './recordings.js';
+import type { RecordingStore } from '../recording/store.js';
+import { join } from 'node:path';
 import type { Identity } from './identity-types.js';
-import type { PolicyProvider } from './sessions.js';
+import type { SessionHost } from './sessions.js';
 
 /** Stored credentials are re-read at most this often (rotation), and never logged. */
 const SECRET_TTL_MS = 30_000;
 
-export class Gateway implements Core, PolicyProvider {
+export class Gateway implements Core, SessionHost {
   readonly log: Logger;
   readonly sessions: SessionRegistry;
   private cfg: SluiceConfig;
@@ -34,6 +37,9 @@ export class Gateway implements Core, PolicyProvider {
   private resolver: PolicyResolver;
   private maskingResolver: MaskingResolver;
   maskContext: MaskContext = { hmacKey: Buffer.alloc(0) };
+  private store: RecordingStore | null = null;
+  private storeError: string | null = null;
+  private stopRetention?: () => void;
   /** Bumped on every reload; sessions re-resolve their policy when it changes. */
   generation = 0;
   private readonly secrets = new Map<string, { value: string; at: number }>();
@@ -63,6 +69,7 @@ export class Gateway implements Core, PolicyProvider {
     await this.verifier.init();
     // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
     await initSqlAnalysis();
+    if (this.cfg.recording.enabled) await this.openRecordings();
     for (const mod of this.modules) {
       const lc = this.cfg.listeners[mod.protocol as keyof SluiceConfig['listeners']];
       if (!lc) continue;
@@ -110,11 +117,49 @@ export class Gateway implements Core, PolicyProvider {
     return this.resolver.resolve(identity, target, protocol);
   }
 
+  private async openRecordings(): Promise<void> {
+    const rc = this.cfg.recording;
+    this.store = await openRecordingStore(this.cfg, {
+      onFailure: (err) => {
+        this.storeError = err.message;
+        this.log.error({ event: 'recording.failure', err: err.message, on_failure: this.cfg.recording.on_failure }, `RECORDING STORE CANNOT WRITE: ${err.message}`);
+        if (this.cfg.recording.on_failure === 'deny_new') {
+          const n = this.sessions.terminateWhere(() => true, `the recording store cannot write (${err.message}); sessions cannot continue unrecorded (recording.on_failure: deny_new)`);
+          if (n) this.log.error({ event: 'recording.sessions_closed', sessions: n }, 'live sessions closed because they can no longer be recorded');
+        } else {
+          this.log.error({ event: 'recording.unrecorded' }, 'sessions continue UNRECORDED (recording.on_failure: continue_unrecorded)');
+        }
+      },
+      onRecover: () => {
+        this.storeError = null;
+        this.log.warn({ event: 'recording.recovered' }, 'the recording store can write again');
+      },
+    });
+    this.stopRetention = startRetention(this.store, rc, (msg, n) => this.log.info({ event: 'recording.pruned', ...n }, msg));
+    this.log.info({ event: 'recording.open', dir: join(this.cfg.state_dir, 'recordings'), key_id: rc.key_id }, 'recording sessions');
+  }
+
+  recordingStore(): RecordingStore | null {
+    return this.store && !this.store.failed ? this.store : null;
+  }
+
+  /** The audit trail's queryable copy (the JSON log lines are the other). */
+  auditEvent(event: Record<string, unknown>): void {
+    if (this.store && !this.store.failed) this.store.appendAudit(event);
+  }
+
   resolveMasking(identity: Identity, target: string, protocol: string): MaskingSet | null {
     return this.maskingResolver.resolve(identity, target, protocol);
   }
 
   async authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant> {
+    if (this.cfg.recording.enabled && this.cfg.recording.on_failure === 'deny_new' && (!this.store || this.store.failed)) {
+      throw new AuthError(
+        'recording_unavailable',
+        `Sluice cannot record sessions right now (${this.storeError ?? 'recording store unavailable'}), so new sessions are refused (recording.on_failure: deny_new)`,
+        '53100',
+      );
+    }
     const identity = await this.verifier.verify(token);
     const target = this.cfg.targets[targetName];
     const who = `sub "${identity.sub}"`;
@@ -157,6 +202,8 @@ export class Gateway implements Core, PolicyProvider {
     this.listeners.clear();
     this.sessions.terminateWhere(() => true, reason);
     await Promise.all(closing);
+    this.stopRetention?.();
+    await this.store?.close().catch(() => {});
     this.log.flush?.();
   }
 }

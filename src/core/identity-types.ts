@@ -34,7 +34,8 @@ export type AuthErrorCode =
   | 'issuer_unreachable'
   | 'unknown_target'
   | 'target_not_allowed'
-  | 'insecure_transport';
+  | 'insecure_transport'
+  | 'recording_unavailable';
 
 export class AuthError extends Error {
   readonly code: AuthErrorCode;

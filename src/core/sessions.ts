@@ -6,14 +6,19 @@ import type { Decision, PolicySet } from '../policy/engine.js';
 import type { QueryFacts } from '../policy/sql-facts.js';
 import type { MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
+import type { RecordingStore, SessionRecorder } from '../recording/store.js';
 
-/** Where sessions get their statement policy; `generation` changes on every config reload. */
-export interface PolicyProvider {
+/** What sessions need from the core: policy, masking, recording; `generation` changes on every config reload. */
+export interface SessionHost {
   readonly generation: number;
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null;
   resolveMasking(identity: Identity, target: string, protocol: string): MaskingSet | null;
   /** The gateway's key for the `hash` strategy. */
   readonly maskContext: MaskContext;
+  /** The recording store, when recording is on and the store can write. */
+  recordingStore(): RecordingStore | null;
+  /** Keeps an audit event queryable (`sluice audit`); the log line is written separately. */
+  auditEvent(event: Record<string, unknown>): void;
 }
 
 /** What masking did to one statement's results: counts per column rule and per detector, never values. */
@@ -81,6 +86,8 @@ export class Session {
   private maskingSet: MaskingSet | null = null;
   /** Values masked over the whole session. */
   masked = 0;
+  /** Records both directions and events; absent when recording is off. */
+  recorder?: SessionRecorder;
 
   constructor(
     readonly init: SessionInit,
@@ -122,6 +129,7 @@ export class Session {
     for (const v of Object.values(counts.detectors)) n += v;
     if (n === 0) return;
     this.masked += n;
+    this.recorder?.event({ event: 'masking.applied', values: n, columns: counts.columns, detectors: counts.detectors });
     this.registry.log.info(
       { event: 'masking.applied', session: this.id, sub: this.init.identity.sub, target: this.init.target, values: n, columns: counts.columns, detectors: counts.detectors },
       `masked ${n} value(s)`,
@@ -136,9 +144,14 @@ export class Session {
     const set = this.policy();
     if (!set) return null;
     const r = set.decide(text, analyze);
-    if (r.decision.action === 'deny') this.denied++;
-    this.registry.audit(this, r.decision, r.facts);
-    return r.decision;
+    const d = r.decision;
+    if (d.action === 'deny') this.denied++;
+    this.registry.audit(this, d, r.facts);
+    if (this.recorder) {
+      this.recorder.count(d.action);
+      this.recorder.event({ event: 'policy.decision', decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, message: d.action === 'allow' ? undefined : d.message });
+    }
+    return d;
   }
 
   /** Asks the protocol module to end the session; it then calls close(). */
@@ -151,6 +164,10 @@ export class Session {
     if (this.endedAt) return;
     this.endedAt = new Date();
     this.closeReason = reason;
+    if (this.recorder) {
+      this.recorder.event({ event: 'session.close', reason });
+      void this.recorder.close({ reason, bytes_from_client: this.bytesFromClient, bytes_to_client: this.bytesToClient }).catch(() => {});
+    }
     this.registry.closed(this);
   }
 
@@ -180,36 +197,54 @@ export class SessionRegistry {
 
   constructor(
     readonly log: Logger,
-    readonly policies: PolicyProvider,
+    readonly policies: SessionHost,
   ) {}
 
   /** One audit event per decision: who, where, what (normalised, literals removed) and why. */
   audit(s: Session, d: Decision, facts: QueryFacts | undefined): void {
     const level = d.action === 'allow' ? 'info' : 'warn';
-    // Fingerprint and normalised text each cost a parse: only when the line is written.
-    if (!this.log.isLevelEnabled(level)) return;
-    this.log[level](
-      {
-        event: 'policy.decision',
-        session: s.id,
-        sub: s.init.identity.sub,
-        target: s.init.target,
-        protocol: s.init.protocol,
-        decision: d.action,
-        policy: d.policy,
-        rule: d.rule,
-        kind: d.kind,
-        fingerprint: facts?.fingerprint,
-        query: facts?.normalized,
-      },
-      d.action === 'allow' ? 'statement allowed' : `statement ${d.action === 'deny' ? 'denied' : 'held for review'}: ${d.message}`,
-    );
+    const denied = d.action !== 'allow';
+    // Fingerprint and normalised text each cost a parse: only when they are written.
+    const logged = this.log.isLevelEnabled(level);
+    if (!logged && !denied) return;
+    const event = {
+      event: 'policy.decision',
+      time: new Date().toISOString(),
+      session: s.id,
+      sub: s.init.identity.sub,
+      target: s.init.target,
+      protocol: s.init.protocol,
+      decision: d.action,
+      policy: d.policy,
+      rule: d.rule,
+      kind: d.kind,
+      fingerprint: facts?.fingerprint,
+      query: facts?.normalized,
+    };
+    // Denials and reviews are kept queryable; allowed statements only in the log stream.
+    if (denied) this.policies.auditEvent(event);
+    if (logged) this.log[level](event, denied ? `statement ${d.action === 'deny' ? 'denied' : 'held for review'}: ${d.message}` : 'statement allowed');
   }
 
   open(init: SessionInit): Session {
     const s = new Session(init, this);
     this.live.set(s.id, s);
     const { identity, client } = init;
+    const store = this.policies.recordingStore();
+    if (store) {
+      s.recorder = store.start({
+        id: s.id,
+        protocol: init.protocol,
+        target: init.target,
+        sub: identity.sub,
+        groups: identity.groups,
+        issuer: identity.issuer,
+        claims: identity.claims,
+        client: `${client.address}:${client.port}`,
+        started_at: s.startedAt.toISOString(),
+      });
+      s.recorder.event({ event: 'session.open', sub: identity.sub, groups: identity.groups, issuer: identity.issuer, jti: identity.jti, client: `${client.address}:${client.port}`, tls: client.secure, application: client.application });
+    }
     this.log.info(
       {
         event: 'session.open',
@@ -228,6 +263,7 @@ export class SessionRegistry {
       },
       'session opened',
     );
+    this.policies.auditEvent({ event: 'session.open', time: s.startedAt.toISOString(), session: s.id, protocol: init.protocol, target: init.target, sub: identity.sub, groups: identity.groups, client: `${client.address}:${client.port}` });
     return s;
   }
 
@@ -250,6 +286,7 @@ export class SessionRegistry {
       },
       'session closed',
     );
+    this.policies.auditEvent({ event: 'session.close', time: s.endedAt!.toISOString(), session: s.id, protocol: sum.protocol, target: sum.target, sub: sum.sub, reason: sum.close_reason, bytes_from_client: sum.bytes_from_client, bytes_to_client: sum.bytes_to_client, statements: sum.statements });
   }
 
   get(id: string): Session | undefined {

@@ -7,6 +7,7 @@ import tls from 'node:tls';
 import type { Core } from '../../core/protocol.js';
 import type { ListenerConfig, TargetConfig } from '../../core/config-types.js';
 import { CatalogCache } from './catalog.js';
+import { Dir } from '../../recording/types.js';
 import { AuthError } from '../../core/identity-types.js';
 import { CANCEL_REQUEST, F, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST } from './constants.js';
 import { ProtocolViolation } from './framer.js';
@@ -275,8 +276,9 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       pids: { upstream: upstream.pid, client: key.pid },
       catalog: catalogFor(core, state, target),
     });
-    const hello = [authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')];
-    socket.write(Buffer.concat(hello));
+    const hello = Buffer.concat([authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')]);
+    session.recorder?.record(Dir.GatewayToClient, hello);
+    socket.write(hello);
     relay.start(clientLeftover, upstream.leftover);
   } catch (err) {
     fail(err);

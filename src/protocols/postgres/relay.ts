@@ -7,6 +7,7 @@ import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse } from './messages.js';
 import { PolicyGate } from './policy-gate.js';
+import { Dir } from '../../recording/types.js';
 import { PgMasker } from './masker.js';
 import { CopyMasker } from './copy-masker.js';
 import type { CatalogCache } from './catalog.js';
@@ -15,6 +16,7 @@ type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 
 const HOLD_FULL = 1; // the other side's write buffer is full
 const HOLD_FRAMER = 2; // the framer waits for I/O (catalog lookup, approval)
+const HOLD_RECORDER = 4; // the recording writer is behind: slow both sides to its pace, drop nothing
 
 export interface RelayOptions {
   maxMessage: number;
@@ -213,6 +215,12 @@ export class PgRelay {
 
   private fromClient(chunk: Buffer): void {
     this.session.bytesFromClient += chunk.length;
+    // Exactly the bytes the client sent (copied into the recorder's batch).
+    const rec = this.session.recorder;
+    if (rec) {
+      rec.record(Dir.ClientToGateway, chunk);
+      if (rec.pressure) this.waitForRecorder();
+    }
     try {
       this.front.push(chunk);
     } catch (err) {
@@ -237,6 +245,12 @@ export class PgRelay {
     const bytes = this.back.outBytes;
     const out = this.back.take();
     this.session.bytesToClient += bytes;
+    // Exactly the bytes the client receives: after masking and policy errors.
+    const rec = this.session.recorder;
+    if (rec) {
+      for (const b of out) rec.record(Dir.GatewayToClient, b);
+      if (rec.pressure) this.waitForRecorder();
+    }
     if (out.length && !writeBatch(this.client, out)) this.throttle(this.server, this.client);
     if (this.back.isPaused) this.hold(this.server, HOLD_FRAMER);
   }
@@ -254,6 +268,17 @@ export class PgRelay {
         this.session.init.terminate(`masking could not resolve result columns (${err.message}); no unmasked data was sent`);
       },
     );
+  }
+
+  /** The recorder's buffer is filling: stop reading both sides until the writer catches up. */
+  private waitForRecorder(): void {
+    if ((this.holds.get(this.server) ?? 0) & HOLD_RECORDER) return;
+    this.hold(this.server, HOLD_RECORDER);
+    this.hold(this.client, HOLD_RECORDER);
+    this.session.recorder!.whenDrained(() => {
+      this.release(this.server, HOLD_RECORDER);
+      this.release(this.client, HOLD_RECORDER);
+    });
   }
 
   // Why a socket is not being read: bit flags, so backpressure and a pending
@@ -294,7 +319,9 @@ export class PgRelay {
   terminate(reason: string, sqlstate = '57P01'): void {
     if (this.closed) return;
     if (this.back.idle) {
-      this.client.end(errorResponse({ severity: 'FATAL', code: sqlstate, message: `terminating connection: ${reason}` }));
+      const fatal = errorResponse({ severity: 'FATAL', code: sqlstate, message: `terminating connection: ${reason}` });
+      this.session.recorder?.record(Dir.GatewayToClient, fatal);
+      this.client.end(fatal);
     } else {
       this.client.end();
     }
