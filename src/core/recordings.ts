@@ -44,6 +44,8 @@ export async function openRecordingStore(
       verify: (data, sig) => verify(null, data, publicKey, sig),
     },
     mapSize: rc.map_size,
+    // With backpressure on the data path a small buffer suffices; it is resident memory.
+    bufferBytes: 8 << 20,
     ...hooks,
   });
 }
