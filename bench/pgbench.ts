@@ -111,10 +111,12 @@ async function main() {
       },
     ];
     const masking = [{ name: 'pii', match: { groups: ['ci'] }, columns: [{ column: '*.email', strategy: 'partial' }], detectors: ['credit_card', 'email', 'us_ssn'] }];
+    const off = { recording: { enabled: false } };
     const variants: Record<string, Record<string, unknown>> = {
-      sluice: {},
-      'sluice+policy': { policies },
-      'sluice+masking': { masking },
+      sluice: off,
+      'sluice+policy': { ...off, policies },
+      'sluice+masking': { ...off, masking },
+      'sluice+recording': {},
       'sluice+all': { policies, masking },
     };
     const only = process.env.BENCH_VARIANTS?.split(',');

@@ -118,7 +118,7 @@ export class PolicyGate {
       message: review
         ? `sluice: statement needs approval, and approvals are not enabled on this gateway: ${d.message}`
         : `sluice: statement denied: ${d.message}`,
-      detail: d.policy ? `Denied by policy "${d.policy}", rule "${d.rule}". The session goes on.` : 'The session goes on.',
+      detail: 'The statement was not run; the session goes on.',
       hint: 'Run `sluice policy check` with the same statement to see why; ask the gateway owner if the policy is wrong.',
     });
     this.pending.set(m, { error, batch: this.forwardedSyncs });
