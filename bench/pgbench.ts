@@ -128,7 +128,7 @@ async function main() {
     } else process.stderr.write('pgbouncer not installed: skipping it (apt-get install pgbouncer)\n');
     for (const [name, extra] of Object.entries(variants)) {
       if (only && !only.includes(name)) continue;
-      const gw = await startSluice(t, { cluster: pg, tls: false, config: { log: { level: 'info' }, targets: { orders: target }, ...extra } });
+      const gw = await startSluice(t, { cluster: pg, tls: false, quiet: true, config: { log: { level: 'info' }, targets: { orders: target }, ...extra } });
       const token = await gw.mint('bench', ['ci'], '2h');
       paths.push({ name, host: gw.host, port: gw.port, user: 'ci', password: token, pid: gw.proc.pid });
     }

@@ -6,7 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
+import net from 'node:net';
 import { issueCert, makeCA, type KeyPair } from './certs.js';
+import { freePort } from './ports.js';
 import type { PgCluster } from './pg-cluster.js';
 
 const run = promisify(execFile);
@@ -22,6 +24,11 @@ export interface SluiceOptions {
   tls?: boolean;
   /** Environment for the gateway (target passwords). */
   env?: Record<string, string>;
+  /**
+   * Log to a file instead of the pipe this process reads (benchmarks: parsing every
+   * audit line here would compete with the gateway for CPU). logs() is then empty.
+   */
+  quiet?: boolean;
 }
 
 export interface Sluice {
@@ -66,10 +73,10 @@ export async function prepareOrders(cluster: PgCluster): Promise<void> {
   await cluster.createDatabase('orders', 'app');
 }
 
-function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyPair): Record<string, unknown> {
+function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyPair, port = 0): Record<string, unknown> {
   const base: Record<string, unknown> = {
     state_dir: path.join(dir, 'state'),
-    listeners: { postgres: { host: '127.0.0.1', port: 0, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) } },
+    listeners: { postgres: { host: '127.0.0.1', port, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) } },
     targets: opts.cluster ? { orders: ordersTarget(opts.cluster) } : {},
     log: { level: 'debug' },
   };
@@ -91,7 +98,10 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     cert = issueCert(ca, dir, 'gateway', { dns: ['localhost'], ip: ['127.0.0.1'] });
   }
   const configPath = path.join(dir, 'sluice.yaml');
-  fs.writeFileSync(configPath, stringify(buildConfig(dir, opts, ca, cert)));
+  const fixedPort = opts.quiet ? await freePort() : 0;
+  const cfgObj = buildConfig(dir, opts, ca, cert, fixedPort);
+  if (opts.quiet) cfgObj.log = { ...(cfgObj.log as object), file: path.join(dir, 'sluice.log') };
+  fs.writeFileSync(configPath, stringify(cfgObj));
   const env = { ...process.env, ORDERS_PG_PASSWORD: TARGET_PASSWORD, ...(opts.env ?? {}) };
   // Run the bin itself, so its shebang's V8 flags apply as they do for users.
   const proc = spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -133,7 +143,7 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
       proc.once('exit', (code) => reject(new Error(`sluice exited with ${code}:\n${out.slice(-3000)}`)));
     });
 
-  const started = await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'postgres', 20_000);
+  const started = opts.quiet ? { port: await waitForPort(fixedPort, proc) } : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'postgres', 20_000);
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -171,6 +181,20 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     },
     stop,
   };
+}
+
+async function waitForPort(port: number, proc: ChildProcess): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`sluice exited with ${proc.exitCode}`);
+    const ok = await new Promise<boolean>((r) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), r(true)));
+      s.once('error', () => r(false));
+    });
+    if (ok) return port;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`sluice did not listen on ${port}`);
 }
 
 /** libpq connection string for psql/pgbench through the gateway. */
