@@ -97,6 +97,7 @@ async function run(size: number, frames: number, round: number): Promise<Result>
   };
 }
 
+const load0 = os.loadavg()[0]!.toFixed(1);
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const rows: string[] = [];
@@ -123,7 +124,7 @@ for (const c of CASES) {
 fs.rmSync(root, { recursive: true, force: true });
 
 const md = [
-  `# Recording store (${SESSIONS} concurrent sessions, medians of ${ROUNDS}; ${os.cpus().length} cores, Node ${process.version})`,
+  `# Recording store (${SESSIONS} concurrent sessions, medians of ${ROUNDS}; ${os.cpus().length} cores, load average ${load0} at start, Node ${process.version})`,
   '',
   '| frames | count | record() µs/frame (calling thread) | other main-thread µs/frame | frames/s to durable | MB/s | process CPU µs/frame (all threads) | stored bytes / payload byte | dropped | verify frames/s |',
   '|---|---|---|---|---|---|---|---|---|---|',

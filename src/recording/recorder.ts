@@ -62,7 +62,6 @@ export class SessionRecorder {
     this.entry = entry;
   }
 
-  /** Records bytes [offset, end) of payload; the bytes are copied, so payload may be reused at once. */
   /** The store's buffer is filling: the data path should pause until `whenDrained`. */
   get pressure(): boolean {
     return this.host.pressure;
@@ -72,6 +71,7 @@ export class SessionRecorder {
     this.host.whenDrained(cb);
   }
 
+  /** Records bytes [offset, end) of payload; the bytes are copied, so payload may be reused at once. Never throws. */
   record(dir: Dir, payload: Buffer, offset = 0, end = payload.length): void {
     if (this.closing !== null) return;
     if (offset < 0 || end > payload.length || end < offset) {

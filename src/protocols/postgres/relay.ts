@@ -100,9 +100,18 @@ class BackendHandler implements FrameHandler {
     private readonly copy: CopyMasker,
     private readonly framer: () => Framer,
     private readonly onLookup: (p: Promise<void>) => void,
+    /** A FATAL waiting for the next message boundary (kill switch mid-result), or null. */
+    private readonly pendingKill: () => Buffer | null,
   ) {}
 
+  /** The message being framed is the one a pending kill replaces. */
+  private killing = false;
+
   wantsMessage(type: number): boolean {
+    if (this.pendingKill()) {
+      this.killing = true;
+      return true;
+    }
     if (this.copy.wantsBackend(type)) return true;
     if (type === B.ReadyForQuery) {
       if (this.state.pendingSyncs > 0) this.state.pendingSyncs--;
@@ -126,6 +135,16 @@ class BackendHandler implements FrameHandler {
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (this.killing) {
+      // The previous message is complete: the client gets the FATAL instead of this one.
+      this.killing = false;
+      const kill = this.pendingKill();
+      if (kill) {
+        this.framer().emit(kill);
+        this.framer().pause();
+      }
+      return false;
+    }
     if (this.copy.owns) {
       const r = this.copy.onBackend(type, buf, start, end);
       if (typeof r === 'boolean') return r;
@@ -176,6 +195,9 @@ export class PgRelay {
   private readonly back: Framer;
   private closed = false;
   private serverGone = false;
+  /** Set by terminate() while a server message is half relayed: sent at the next boundary. */
+  private killAt: Buffer | null = null;
+  private killReason = '';
   private readonly state = new Busy();
 
   constructor(
@@ -194,7 +216,7 @@ export class PgRelay {
     this.front = new Framer(new FrontendHandler(session, this.state, gate, copy), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
     this.back = new Framer(
-      new BackendHandler(this.state, opts.pids, gate, masker, copy, () => this.back, (p) => this.afterLookup(p)),
+      new BackendHandler(this.state, opts.pids, gate, masker, copy, () => this.back, (p) => this.afterLookup(p), () => this.killAt),
       0x7fffffff,
     );
   }
@@ -249,9 +271,16 @@ export class PgRelay {
     const rec = this.session.recorder;
     if (rec) {
       for (const b of out) rec.record(Dir.GatewayToClient, b);
-      if (rec.pressure) this.waitForRecorder();
+      if (rec.pressure && !this.killAt) this.waitForRecorder();
     }
     if (out.length && !writeBatch(this.client, out)) this.throttle(this.server, this.client);
+    if (this.killAt && this.back.isPaused) {
+      // The FATAL went out at a message boundary: end the session now.
+      this.killAt = null;
+      this.client.end();
+      this.close(this.killReason);
+      return;
+    }
     if (this.back.isPaused) this.hold(this.server, HOLD_FRAMER);
   }
 
@@ -318,14 +347,28 @@ export class PgRelay {
    */
   terminate(reason: string, sqlstate = '57P01'): void {
     if (this.closed) return;
+    const fatal = errorResponse({ severity: 'FATAL', code: sqlstate, message: `terminating connection: ${reason}` });
     if (this.back.idle) {
-      const fatal = errorResponse({ severity: 'FATAL', code: sqlstate, message: `terminating connection: ${reason}` });
       this.session.recorder?.record(Dir.GatewayToClient, fatal);
       this.client.end(fatal);
-    } else {
-      this.client.end();
+      this.close(reason);
+      return;
     }
-    this.close(reason);
+    // Mid-message: let the server's current message finish, then send the FATAL
+    // in place of the next one. Reading resumes so that boundary comes; if it
+    // does not come within a second, the connection is cut without a message.
+    if (this.killAt) return;
+    this.killAt = fatal;
+    this.killReason = reason;
+    for (const src of [this.server, this.client]) {
+      this.holds.set(src, 0);
+      src.resume();
+    }
+    setTimeout(() => {
+      if (this.closed) return;
+      this.client.end();
+      this.close(reason);
+    }, 1000).unref();
   }
 
   private serverClosed(reason: string): void {
