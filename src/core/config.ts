@@ -388,6 +388,16 @@ const condition = {
   name: opt(str()),
 };
 const ACTIONS = ['deny', 'review', 'allow'] as const;
+
+/** Which sessions a policy or masking rule set applies to; every list given must match. */
+const matchSpec = def(
+  object({
+    targets: opt(list(str(), true)),
+    groups: opt(list(str(), true)),
+    subs: opt(list(str(), true)),
+    protocols: opt(list(oneOf(['postgres']), true)),
+  }),
+);
 const ruleBody = object(condition);
 
 /** `- deny: { kind: [drop], message: "..." }`: exactly one of deny, review, allow. */
@@ -421,14 +431,7 @@ const policyItem: Spec<PolicyConfig> = (node, path, ctx, at) => {
   return object(
     {
       name: req(str()),
-      match: def(
-        object({
-          targets: opt(list(str(), true)),
-          groups: opt(list(str(), true)),
-          subs: opt(list(str(), true)),
-          protocols: opt(list(oneOf(['postgres']), true)),
-        }),
-      ), // default {}: every session
+      match: matchSpec, // default {}: every session
       read_only: def(bool(), false),
       rules: def(rules, []),
     },
@@ -457,14 +460,7 @@ const detectorRule: Spec<MaskDetectorRule> = (node, path, ctx, at) => {
 const maskingItem = object(
   {
     name: req(str()),
-    match: def(
-      object({
-        targets: opt(list(str(), true)),
-        groups: opt(list(str(), true)),
-        subs: opt(list(str(), true)),
-        protocols: opt(list(oneOf(['postgres']), true)),
-      }),
-    ), // default {}: every session
+    match: matchSpec, // default {}: every session
     columns: def(list(object({ column: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),
     detectors: def(list(detectorRule), []),
     custom: def(list(object({ name: req(str()), pattern: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),

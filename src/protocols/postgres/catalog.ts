@@ -6,7 +6,7 @@
 import type { TargetConfig } from '../../core/config-types.js';
 import type { ColumnRef } from '../../policy/masking/ruleset.js';
 import { B, F } from './constants.js';
-import { parseFields } from './messages.js';
+import { parseFields, queryMessage as query } from './messages.js';
 import { MessageReader } from './reader.js';
 import { connectUpstream, type Upstream } from './upstream.js';
 
@@ -23,14 +23,6 @@ export interface DescribedColumn {
 
 const CACHE_TTL_MS = 5 * 60_000;
 
-function query(sql: string): Buffer {
-  const b = Buffer.from(sql + '\0', 'utf8');
-  const out = Buffer.allocUnsafe(5 + b.length);
-  out[0] = F.Query;
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
 
 /** Parse(unnamed) + Describe(statement) + Sync: the result columns of `sql`, nothing executed. */
 function describeMessages(sql: string): Buffer {

@@ -112,3 +112,13 @@ export function parseFields(buf: Buffer, start: number, end: number): Record<str
   }
   return out;
 }
+
+/** A simple-protocol Query message (Sluice's own: catalog lookups, policy markers). */
+export function queryMessage(text: string): Buffer {
+  const b = Buffer.from(text + '\0', 'utf8');
+  const out = Buffer.allocUnsafe(5 + b.length);
+  out[0] = 0x51; // Q
+  out.writeInt32BE(4 + b.length, 1);
+  b.copy(out, 5);
+  return out;
+}

@@ -14,7 +14,7 @@ import type { Session } from '../../core/sessions.js';
 import type { Decision } from '../../policy/engine.js';
 import { analyzeSql, type QueryFacts } from '../../policy/sql-facts.js';
 import { F } from './constants.js';
-import { errorResponse, parseFields } from './messages.js';
+import { errorResponse, parseFields, queryMessage } from './messages.js';
 
 interface Pending {
   error: Buffer;
@@ -26,14 +26,6 @@ function marker(): string {
   return `sluice_denied_${randomBytes(6).toString('hex')}`;
 }
 
-function queryMessage(text: string): Buffer {
-  const b = Buffer.from(text + '\0', 'utf8');
-  const out = Buffer.allocUnsafe(5 + b.length);
-  out[0] = F.Query;
-  out.writeInt32BE(4 + b.length, 1);
-  b.copy(out, 5);
-  return out;
-}
 
 function parseMessage(name: Buffer, text: string): Buffer {
   const q = Buffer.from(text + '\0', 'utf8');
