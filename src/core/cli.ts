@@ -55,6 +55,32 @@ found (statement kinds, tables, functions, nested statements) and the decision w
 policy and rule that made it. Reads SQL from stdin when no SQL argument is given.
 Exit status: 0 allow, 1 deny, 3 review, 2 usage or config error.
 `,
+  sessions: `Usage: sluice sessions list [--config sluice.yaml] [--identity SUB] [--target T] [--since 2h|DATE] [--until DATE]
+                           [--decision deny|review|allow] [--status live|closed|interrupted] [--limit 50] [--json]
+
+Recorded sessions, newest first, read from state_dir/recordings (also while the gateway runs).
+`,
+  replay: `Usage: sluice replay <session> [--config sluice.yaml] [--rows 20] [--raw] [--follow]
+
+Renders a recorded session from the recording alone: each statement with its time, duration,
+decision and rule, its result as a table (first --rows rows and the row count), errors and
+notices. --raw prints every frame as a hexdump; --follow tails a live session.
+`,
+  export: `Usage: sluice export <session> --format jsonl [--config sluice.yaml] [--out FILE]
+
+One JSON object per line: the session's index entry, then every frame
+({seq, t_us, dir: client|server|event, data_b64 | event}).
+`,
+  recordings: `Usage: sluice recordings verify <session> [--config sluice.yaml]
+
+Decrypts every batch, recomputes the hash chain and checks the signed head.
+Prints "intact" (exit 0) or the first bad frame (exit 1).
+`,
+  audit: `Usage: sluice audit [--config sluice.yaml] [--identity SUB] [--target T] [--decision deny|review] [--since 1d] [--until DATE] [--limit 100] [--json]
+
+The queryable audit trail: session opens and closes, denied and held statements.
+Every event (allowed statements too) is also a JSON log line.
+`,
   config: `Usage: sluice config check --config sluice.yaml
 
 Validates the file and prints every problem with its line, or "ok".
