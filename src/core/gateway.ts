@@ -153,6 +153,8 @@ export class Gateway implements Core, SessionHost {
   }
 
   async authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant> {
+    const identity = await this.verifier.verify(token);
+    // Only a verified caller learns that recording is failing.
     if (this.cfg.recording.enabled && this.cfg.recording.on_failure === 'deny_new' && (!this.store || this.store.failed)) {
       throw new AuthError(
         'recording_unavailable',
@@ -160,7 +162,7 @@ export class Gateway implements Core, SessionHost {
         '53100',
       );
     }
-    const identity = await this.verifier.verify(token);
+
     const target = this.cfg.targets[targetName];
     const who = `sub "${identity.sub}"`;
     if (!target) {
