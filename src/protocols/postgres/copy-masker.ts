@@ -41,7 +41,7 @@ import { LruCache } from '../../policy/lru.js';
 import { isUnsafeClientEncoding } from '../../policy/parser-safety.js';
 import type { CatalogCache, DescribedColumn } from './catalog.js';
 import { B, F } from './constants.js';
-import { isTextLike, JSON_, JSONB, type PgMasker } from './masker.js';
+import { Act, isTextLike, JSON_, JSONB, type ColumnPlan, type PgMasker } from './masker.js';
 import { errorResponse } from './messages.js';
 
 // ---------------------------------------------------------------- COPY statements
@@ -529,18 +529,7 @@ export function escapeCsv(v: Buffer, o: CopyOptions, force: boolean, singleColum
 
 // ---------------------------------------------------------------- the protocol side
 
-const enum Act {
-  None,
-  Detect,
-  Column,
-}
-
-interface ColPlan {
-  act: Act;
-  strategy: Strategy;
-  rule: string;
-  textLike: boolean;
-  json: boolean;
+interface ColPlan extends ColumnPlan {
   forceQuote: boolean;
 }
 

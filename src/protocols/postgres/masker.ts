@@ -26,19 +26,23 @@ const BINARY_TEXTLIKE = new Set([TEXT, VARCHAR, BPCHAR, NAME, JSON_, JSONB, UNKN
 export const isTextLike = (oid: number, binary: boolean) =>
   binary ? BINARY_TEXTLIKE.has(oid) : BINARY_TEXTLIKE.has(oid) || oid === CHAR || oid >= 16384;
 
-const enum Act {
+/** What masking does to one result column (shared with the COPY masker). */
+export const enum Act {
   None,
   Detect,
   Column,
 }
 
-interface ColPlan {
+export interface ColumnPlan {
   act: Act;
   strategy: Strategy;
   /** For accounting: the column rule pattern. */
   rule: string;
   textLike: boolean;
   json: boolean;
+}
+
+interface ColPlan extends ColumnPlan {
   /** jsonb in binary: one version byte before the text. */
   versionByte: boolean;
 }
