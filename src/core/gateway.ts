@@ -1,16 +1,16 @@
 // The core: configuration, identity, targets, credentials, sessions and the
 // listeners of every protocol module. Protocol modules see it only as `Core`.
 
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { SluiceConfig, TargetConfig } from './config-types.js';
 import { loadConfig } from './config.js';
-import { AuthError } from './identity-types.js';
+import { AuthError, type Identity } from './identity-types.js';
 import { IdentityVerifier } from './identity.js';
 import { createLogger, type Logger } from './log.js';
 import type { AuthGrant, ClientInfo, Core, ProtocolModule, RunningListener } from './protocol.js';
 import { resolveSecret } from './secrets.js';
-import { SessionRegistry } from './sessions.js';
+import { SessionRegistry, type SessionHost } from './sessions.js';
 import { isAllowed } from './access.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
 import { PolicyResolver, type PolicySet } from '../policy/engine.js';
@@ -20,9 +20,6 @@ import type { MaskContext } from '../policy/masking/strategies.js';
 import { loadOrCreateSecret } from './secret-key.js';
 import { openRecordingStore, startRetention } from './recordings.js';
 import type { RecordingStore } from '../recording/store.js';
-import { join } from 'node:path';
-import type { Identity } from './identity-types.js';
-import type { SessionHost } from './sessions.js';
 
 /** Stored credentials are re-read at most this often (rotation), and never logged. */
 const SECRET_TTL_MS = 30_000;

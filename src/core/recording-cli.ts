@@ -22,6 +22,31 @@ function when(v: string | undefined, flag: string): Date | undefined {
   return d;
 }
 
+/** Options shared by `sessions list` and `audit`: which identity, target, decision and time window. */
+function filterOptions(limit: string) {
+  return {
+    config: { type: 'string', short: 'c' },
+    identity: { type: 'string' },
+    target: { type: 'string' },
+    decision: { type: 'string' },
+    since: { type: 'string' },
+    until: { type: 'string' },
+    limit: { type: 'string', default: limit },
+    json: { type: 'boolean', default: false },
+  } as const;
+}
+
+function filterFrom(v: { identity?: string; target?: string; decision?: string; since?: string; until?: string; limit: string }) {
+  return {
+    sub: v.identity,
+    target: v.target,
+    decision: v.decision,
+    since: when(v.since, '--since'),
+    until: when(v.until, '--until'),
+    limit: Number(v.limit),
+  };
+}
+
 function printTable(rows: string[][]): void {
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd() + '\n');
@@ -60,33 +85,10 @@ export async function sessionsCommand(args: string[], load: Load, configPath: (v
     process.stderr.write('Usage: sluice sessions list [--identity SUB] [--target T] [--since 2h|DATE] [--until DATE] [--decision deny|review|allow] [--status live|closed|interrupted] [--limit N] [--json]\n');
     return 2;
   }
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      config: { type: 'string', short: 'c' },
-      identity: { type: 'string' },
-      target: { type: 'string' },
-      since: { type: 'string' },
-      until: { type: 'string' },
-      decision: { type: 'string' },
-      status: { type: 'string' },
-      limit: { type: 'string', default: '50' },
-      json: { type: 'boolean', default: false },
-    },
-  });
+  const { values } = parseArgs({ args: rest, options: { ...filterOptions('50'), status: { type: 'string' } } });
   const cfg = await load(configPath(values.config));
   if (!cfg) return 2;
-  const list = await withStore(cfg, (store) =>
-    store.list({
-      sub: values.identity,
-      target: values.target,
-      since: when(values.since, '--since'),
-      until: when(values.until, '--until'),
-      decision: values.decision,
-      status: values.status,
-      limit: Number(values.limit),
-    }),
-  );
+  const list = await withStore(cfg, (store) => store.list({ ...filterFrom(values), status: values.status }));
   if (values.json) {
     process.stdout.write(JSON.stringify(list, (k, v) => (k === 'wrapped_key' ? undefined : v), 2) + '\n');
     return 0;
@@ -221,31 +223,10 @@ export async function recordingsCommand(args: string[], load: Load, configPath: 
 }
 
 export async function auditCommand(args: string[], load: Load, configPath: (v?: string) => string): Promise<number> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      config: { type: 'string', short: 'c' },
-      identity: { type: 'string' },
-      target: { type: 'string' },
-      decision: { type: 'string' },
-      since: { type: 'string' },
-      until: { type: 'string' },
-      limit: { type: 'string', default: '100' },
-      json: { type: 'boolean', default: false },
-    },
-  });
+  const { values } = parseArgs({ args, options: filterOptions('100') });
   const cfg = await load(configPath(values.config));
   if (!cfg) return 2;
-  const events = await withStore(cfg, (store) =>
-    store.audit({
-      sub: values.identity,
-      target: values.target,
-      decision: values.decision,
-      since: when(values.since, '--since'),
-      until: when(values.until, '--until'),
-      limit: Number(values.limit),
-    }),
-  );
+  const events = await withStore(cfg, (store) => store.audit(filterFrom(values)));
   if (values.json) {
     for (const ev of events) process.stdout.write(JSON.stringify(ev) + '\n');
     return 0;
