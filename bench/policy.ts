@@ -1,11 +1,10 @@
 // Policy decision cost per statement: uncached (parse + facts + rules) and
 // cached (decision cache hit), for a pgbench statement and psql's \d query.
 //   node --import tsx bench/policy.ts
-import fs from 'node:fs';
-import path from 'node:path';
 import { configFromObject } from '../src/core/config.js';
 import { PolicyResolver } from '../src/policy/engine.js';
 import { analyzeSql, initSqlAnalysis } from '../src/policy/sql-facts.js';
+import { machineLine, writeResult } from './lib/env.js';
 
 await initSqlAnalysis();
 const cfg = configFromObject(
@@ -53,9 +52,5 @@ for (const [name, sql] of Object.entries(cases)) {
   rows.push(`| ${name} | ${uncached.toFixed(1)} | ${cached.toFixed(2)} |`);
   json.push({ statement: name, uncached_us: uncached, cached_us: cached });
 }
-const md = `Policy decision cost, ${new Date().toISOString().slice(0, 10)}, Node ${process.version}\n\n${rows.join('\n')}\n`;
-const out = path.resolve(import.meta.dirname, 'results');
-fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'policy.md'), md);
-fs.writeFileSync(path.join(out, 'policy.json'), JSON.stringify({ date: new Date().toISOString(), results: json }, null, 2));
-process.stdout.write(md);
+const md = `Policy decision cost per statement, one core; ${machineLine()}\n\n${rows.join('\n')}\n`;
+writeResult('policy', md, { results: json });

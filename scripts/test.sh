@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the e2e tests use. Add new ones here, plus a probe in have().
-PACKAGES="postgresql postgresql-client postgresql-contrib openssl"
+PACKAGES="postgresql postgresql-client postgresql-contrib openssl openssh-server openssh-client sshpass"
 
 # True when a package's payload is already usable. Probing for the binary
 # first matters: e.g. psql can come from postgresql-client-15 without the
@@ -18,6 +18,8 @@ have() {
     postgresql-contrib) compgen -G '/usr/share/postgresql/*/extension/sslinfo.control' >/dev/null && return 0 ;;
     openssl) command -v openssl >/dev/null && return 0 ;;
     openssh-server) [ -x /usr/sbin/sshd ] && return 0 ;;
+    openssh-client) command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null && return 0 ;;
+    sshpass) command -v sshpass >/dev/null && return 0 ;;
     mariadb-server) { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null && return 0 ;;
     pgbouncer) command -v pgbouncer >/dev/null && return 0 ;;
   esac

@@ -118,6 +118,8 @@ log: { level: debug, file: logs/sluice.log }
       map_size: 8 * 1024 ** 3,
       on_failure: 'deny_new',
     },
+    admin: { groups: ['sluice-admins'], public_metrics: false },
+    approvals: { approvers: ['sluice-approvers'], min_approvals: 1, timeout: 600_000, fingerprint_window: 1_800_000, webhooks: [] },
   });
 });
 
@@ -161,7 +163,7 @@ t.test('policies: rules, defaults and errors with lines', async (t) => {
   t.match(err.message, /line 4: policies\[0\]\.rules\[0\]: unknown rule action "dney" \(did you mean "deny"\?\)/);
   t.match(err.message, /line 5: .*unknown statement kind "drp" \(did you mean "drop"\?\)/);
   t.match(err.message, /line 6: .*where: expected one of absent, present/);
-  t.match(err.message, /policies\[1\].*a policy needs rules or read_only: true/);
+  t.match(err.message, /policies\[1\].*a policy needs rules, read_only: true or an ssh block/);
 });
 
 t.test('defaults', async (t) => {
@@ -220,7 +222,7 @@ t.test('wrong types name key and line', async (t) => {
   t.match(problems('listeners: { postgres: { allow_insecure_auth: yes } }').message, /expected true or false, got "yes"/);
   t.match(problems('targets: [a]').message, /line 1: targets: expected a map, got a list/);
   t.match(problems('log: { level: loud }').message, /log\.level: expected one of trace, debug, info, warn, error, fatal, silent, got "loud"/);
-  t.match(problems(MINIMAL_TARGET.replace('protocol: postgres', 'protocol: mysql')).message, /targets\.orders\.protocol: expected one of postgres, got "mysql"/);
+  t.match(problems(MINIMAL_TARGET.replace('protocol: postgres', 'protocol: mysql')).message, /targets\.orders\.protocol: expected one of postgres, ssh, got "mysql"/);
 });
 
 t.test('missing required keys name the parent line', async (t) => {
@@ -351,4 +353,36 @@ t.test('secrets', async (t) => {
   const started = Date.now();
   await t.rejects(resolveSecret({ command: 'echo s3cret; sleep 5' }, dir, { timeoutMs: 200 }), /timed out after 200 ms/);
   t.ok(Date.now() - started < 3000, 'does not wait for the pipeline');
+});
+
+t.test('admin listener and approvals: defaults and errors', async (t) => {
+  const cfg = parseConfig(
+    `listeners:
+  admin: { port: 0 }
+approvals:
+  approvers: [dba-leads]
+  min_approvals: 2
+  timeout: 30s
+  webhooks:
+    - url: https://hooks.example/sluice
+      secret: { env: HOOK_SECRET }
+    - { url: "http://127.0.0.1:9/x", format: slack, retries: 0 }
+`,
+    SRC,
+  );
+  t.same(cfg.listeners.admin, { host: '127.0.0.1', port: 0, allow_insecure_auth: false });
+  t.same(cfg.approvals, {
+    approvers: ['dba-leads'],
+    min_approvals: 2,
+    timeout: 30_000,
+    fingerprint_window: 1_800_000,
+    webhooks: [
+      { url: 'https://hooks.example/sluice', secret: { env: 'HOOK_SECRET' }, format: 'json', timeout: 5000, retries: 5 },
+      { url: 'http://127.0.0.1:9/x', format: 'slack', timeout: 5000, retries: 0 },
+    ],
+  });
+  t.match(problems('approvals: { min_approvals: 0 }').message, /approvals\.min_approvals: expected an integer from 1 to 10/);
+  t.match(problems('approvals: { webhooks: [{ url: "ftp://x" }] }').message, /approvals\.webhooks\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/);
+  t.match(problems('approvals: { webhooks: [{ url: "https://x", secret: "plain" }] }').message, /plain-text secrets are not allowed/);
+  t.match(problems('approvals: { aprovers: [x] }').message, /unknown key "aprovers".*did you mean "approvers"/);
 });

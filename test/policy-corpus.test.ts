@@ -5,15 +5,19 @@
 // strings, COPY PROGRAM, dangerous functions...) and the exact catalog queries
 // psql 15 sends for \d, \dt, \df, \l, \du, \dn, \di are all here.
 //
+// fixtures/policy/shell.yaml is the same for shell commands (SSH sessions,
+// analyzeShell), decided against the same reference policies.
+//
 // An entry whose expectation the engine gets wrong today carries
 // `known_bug: "<reason>"`: it is reported as a todo (with what the engine said)
 // instead of failing, and flagged when it starts to pass.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { parse } from 'yaml';
 import { configFromObject } from '../src/core/config.js';
 import type { Identity } from '../src/core/identity-types.js';
-import { PolicyResolver, type PolicySet } from '../src/policy/engine.js';
+import { PolicyResolver, sshOptions, type Decision, type PolicySet } from '../src/policy/engine.js';
+import { analyzeShell } from '../src/policy/shell-facts.js';
 import { analyzeSql, initSqlAnalysis } from '../src/policy/sql-facts.js';
 
 interface Entry {
@@ -96,7 +100,7 @@ function show(sql: string): string {
 t.test('the reference policies', async (t) => {
   t.same(
     cfg.policies.map((p) => p.name),
-    ['ci-read-mostly', 'analysts', 'dba'],
+    ['ci-read-mostly', 'analysts', 'dba', 'ssh-guard', 'ci-shell', 'dba-forwarding'],
   );
   const ci = cfg.policies[0]!;
   t.same(
@@ -135,34 +139,50 @@ t.test('the corpus is well formed', async (t) => {
   for (const g of GROUPS) t.ok(corpus.some((e) => e.as === g), `some entry is decided as ${g}`);
 });
 
-const counts = { total: corpus.length, pass: 0, fail: 0, known: 0, knownNowPassing: 0, allow: 0, deny: 0, review: 0 };
+type Counts = { total: number; pass: number; fail: number; known: number; knownNowPassing: number; allow: number; deny: number; review: number };
+const newCounts = (total: number): Counts => ({ total, pass: 0, fail: 0, known: 0, knownNowPassing: 0, allow: 0, deny: 0, review: 0 });
+const counts = newCounts(corpus.length);
+
+/** Checks one corpus entry's decision (SQL or shell); known bugs become todos. */
+function checkEntry(
+  t: Test,
+  g: string,
+  text: string,
+  e: { expect: 'allow' | 'deny' | 'review'; rule?: string; why?: string; known_bug?: string },
+  r: { decision: Decision; facts: unknown },
+  counts: Counts,
+  detail: string,
+): void {
+  const { decision, facts } = r;
+  counts[e.expect]++;
+  const ok = decision.action === e.expect && (e.rule === undefined || decision.rule === e.rule);
+  const got = `${decision.action} by ${decision.rule}${detail}`;
+  const want = `${e.expect}${e.rule ? ` by ${e.rule}` : ''}`;
+  if (e.known_bug !== undefined) {
+    counts.known++;
+    if (ok) {
+      counts.knownNowPassing++;
+      t.comment(`known_bug entry now decides as expected, remove known_bug: ${show(text)} (${want})`);
+    }
+    // A todo subtest is listed, not run: its name carries what the engine said.
+    t.todo(`${show(text)}: expected ${want}, engine: ${got} [known bug: ${e.known_bug}]`, (t) => {
+      t.equal(decision.action, e.expect);
+    });
+    return;
+  }
+  if (ok) counts.pass++;
+  else counts.fail++;
+  const diag = { why: e.why, got, message: decision.message, facts };
+  t.equal(decision.action, e.expect, `${g}: ${show(text)} -> ${e.expect}`, ok ? {} : diag);
+  if (e.rule !== undefined) t.equal(decision.rule, e.rule, `${g}: ${show(text)} decided by ${e.rule}`, ok ? {} : diag);
+}
 
 for (const g of GROUPS) {
   t.test(`decisions as ${g}`, async (t) => {
     const set = sets.get(g)!;
     for (const e of corpus.filter((x) => x.as === g)) {
-      const { decision, facts } = set.decide(e.sql, analyzeSql);
-      counts[e.expect]++;
-      const ok = decision.action === e.expect && (e.rule === undefined || decision.rule === e.rule);
-      const got = `${decision.action} by ${decision.rule}${decision.kind ? ` (kind ${decision.kind})` : ''}`;
-      const want = `${e.expect}${e.rule ? ` by ${e.rule}` : ''}`;
-      if (e.known_bug !== undefined) {
-        counts.known++;
-        if (ok) {
-          counts.knownNowPassing++;
-          t.comment(`known_bug entry now decides as expected, remove known_bug: ${show(e.sql)} (${want})`);
-        }
-        // A todo subtest is listed, not run: its name carries what the engine said.
-        t.todo(`${show(e.sql)}: expected ${want}, engine: ${got} [known bug: ${e.known_bug}]`, (t) => {
-          t.equal(decision.action, e.expect);
-        });
-        continue;
-      }
-      if (ok) counts.pass++;
-      else counts.fail++;
-      const diag = { why: e.why, got, message: decision.message, facts };
-      t.equal(decision.action, e.expect, `${g}: ${show(e.sql)} -> ${e.expect}`, ok ? {} : diag);
-      if (e.rule !== undefined) t.equal(decision.rule, e.rule, `${g}: ${show(e.sql)} decided by ${e.rule}`, ok ? {} : diag);
+      const r = set.decide(e.sql, analyzeSql);
+      checkEntry(t, g, e.sql, e, r, counts, r.decision.kind ? ` (kind ${r.decision.kind})` : '');
     }
   });
 }
@@ -174,5 +194,130 @@ t.test('summary', async (t) => {
     `policy corpus: ${counts.total} entries (${counts.allow} allow, ${counts.review} review, ${counts.deny} deny expected); ` +
       `${counts.pass} agree, ${counts.fail} disagree, ${counts.known} known bugs (todo)` +
       (counts.knownNowPassing ? `, ${counts.knownNowPassing} known bugs now pass` : ''),
+  );
+});
+
+// ---------------------------------------------------------------- shell commands (SSH)
+
+interface ShellEntry {
+  command: string;
+  as: 'ci' | 'analysts' | 'dba';
+  expect: 'allow' | 'deny' | 'review';
+  why: string;
+  rule?: string;
+  tags?: string[];
+  known_bug?: string;
+}
+
+/** Every evasion category the shell corpus must exercise at least once. */
+const REQUIRED_SHELL_TAGS = [
+  'quoting', // r\m, "rm", $'\x72m', /bin/rm
+  'pipe_to_shell',
+  'redirect',
+  'wrapper', // sudo, env, nice, timeout, ...
+  'sh_c',
+  'substitution', // $( ), backticks
+  'procsub',
+  'heredoc',
+  'dynamic',
+  'eval',
+  'env_prefix',
+  'xargs',
+  'find',
+  'comment',
+  'multi_command',
+  'compound', // if, for, case, functions
+  'subshell',
+  'cd',
+  'path_normalisation',
+  'brace_expansion',
+  'glob',
+  'ssh_remote',
+  'parse_error',
+  'empty',
+  'review',
+  'read_only_write',
+  'read_only_read',
+];
+
+const shellCorpus = parse(fs.readFileSync(new URL('shell.yaml', root), 'utf8')) as ShellEntry[];
+const sshSets = new Map<string, PolicySet>();
+for (const g of GROUPS) {
+  const set = resolver.resolve(identity(g), 'web01', 'ssh');
+  if (!set) throw new Error('the reference policies resolved to no policy set for ssh');
+  sshSets.set(g, set);
+}
+
+t.test('the shell corpus is well formed', async (t) => {
+  t.ok(Array.isArray(shellCorpus), 'a YAML list');
+  t.ok(shellCorpus.length >= 60, `at least 60 entries (has ${shellCorpus.length})`);
+  const seen = new Set<string>();
+  const tags = new Set<string>();
+  for (const [i, e] of shellCorpus.entries()) {
+    const where = `entry ${i + 1} ${show(String(e.command))}`;
+    t.equal(typeof e.command, 'string', `${where}: command is a string`);
+    t.ok(GROUPS.includes(e.as), `${where}: as is one of ${GROUPS.join(', ')}`);
+    t.ok(ACTIONS.includes(e.expect), `${where}: expect is one of ${ACTIONS.join(', ')}`);
+    t.ok(typeof e.why === 'string' && e.why.length > 0, `${where}: has a why`);
+    const key = `${e.as}\u0000${e.command}`;
+    t.notOk(seen.has(key), `${where}: not a duplicate`);
+    seen.add(key);
+    for (const tag of e.tags ?? []) tags.add(tag);
+  }
+  for (const tag of REQUIRED_SHELL_TAGS) t.ok(tags.has(tag), `some entry is tagged ${tag}`);
+  for (const g of GROUPS) t.ok(shellCorpus.some((e) => e.as === g), `some entry is decided as ${g}`);
+  for (const a of ACTIONS) t.ok(shellCorpus.some((e) => e.expect === a), `some entry expects ${a}`);
+});
+
+t.test('SSH sessions get their own policy sets', async (t) => {
+  t.same(sshSets.get('ci')!.names, ['ci-read-mostly', 'ssh-guard', 'ci-shell']);
+  t.same(sshSets.get('analysts')!.names, ['analysts', 'ssh-guard']);
+  t.same(sshSets.get('dba')!.names, ['dba', 'ssh-guard', 'dba-forwarding']);
+  for (const g of GROUPS) t.not(sshSets.get(g), sets.get(g), `${g}: the ssh set is not the postgres set`);
+  // a policy matching both protocols alone still gives two sets (and so two caches)
+  const both = new PolicyResolver([{ name: 'any', match: {}, read_only: true, rules: [] }], cfg.policy);
+  const pg = both.resolve(identity('x'), 't', 'postgres')!;
+  const ssh = both.resolve(identity('x'), 't', 'ssh')!;
+  t.not(pg, ssh, 'resolved per protocol');
+  t.equal(both.resolve(identity('y'), 't', 'ssh'), ssh, 'and shared by sessions of one protocol');
+  // even one PolicySet never mixes SQL and shell text in its cache
+  const a = pg.decide('ls', analyzeSql);
+  const b = pg.decide('ls', analyzeShell);
+  t.ok(a.facts.parse_error !== undefined, '"ls" as SQL does not parse');
+  t.same(b.facts.statements.map((s) => s.kind), ['command'], '"ls" as a shell line is a command');
+  t.equal(b.decision.action, 'allow', 'and read_only allows it');
+  t.equal(pg.decide('ls', analyzeSql).decision.rule, 'on_parse_error', 'the SQL entry is still there');
+});
+
+t.test('SSH options from the reference policies', async (t) => {
+  t.same(sshOptions(sshSets.get('ci')!), { shell: 'deny', sftp: 'read_write', forwarding: { local: false, remote: false, agent: false, x11: false } }, 'ci: exec only');
+  t.same(sshOptions(sshSets.get('analysts')!), { shell: 'allow', sftp: 'read_only', forwarding: { local: false, remote: false, agent: false, x11: false } }, 'analysts: read_only means sftp read_only');
+  t.same(sshOptions(sshSets.get('dba')!), { shell: 'allow', sftp: 'read_write', forwarding: { local: true, remote: false, agent: false, x11: false } }, 'dba: local forwarding granted; agent granted but refused by ssh-guard');
+  t.same(sshOptions(null), { shell: 'allow', sftp: 'read_write', forwarding: { local: false, remote: false, agent: false, x11: false } }, 'no statement policy: forwarding still closed');
+  const none = resolver.resolve({ sub: 'x', groups: ['nobody'], issuer: 't', claims: {} }, 'web01', 'ssh')!;
+  t.same(none.names, ['ssh-guard']);
+  const nothing = new PolicyResolver(cfg.policies, cfg.policy).resolve({ sub: 'x', groups: [] , issuer: 't', claims: {} }, 'web01', 'postgres')!;
+  t.same(nothing.names, []);
+  t.same(sshOptions(nothing), { shell: 'deny', sftp: 'deny', forwarding: { local: false, remote: false, agent: false, x11: false } }, 'no policy applies and policy.default is deny: no shell, no sftp');
+});
+
+const shellCounts = newCounts(shellCorpus.length);
+
+for (const g of GROUPS) {
+  t.test(`shell decisions as ${g}`, async (t) => {
+    const set = sshSets.get(g)!;
+    for (const e of shellCorpus.filter((x) => x.as === g)) {
+      const r = set.decide(e.command, analyzeShell);
+      checkEntry(t, g, e.command, e, r, shellCounts, r.decision.program !== undefined ? ` (command ${JSON.stringify(r.decision.program)})` : '');
+    }
+  });
+}
+
+t.test('shell summary', async (t) => {
+  t.pass(`${shellCounts.total} shell entries decided`);
+  t.comment(
+    `shell corpus: ${shellCounts.total} entries (${shellCounts.allow} allow, ${shellCounts.review} review, ${shellCounts.deny} deny expected); ` +
+      `${shellCounts.pass} agree, ${shellCounts.fail} disagree, ${shellCounts.known} known bugs (todo)` +
+      (shellCounts.knownNowPassing ? `, ${shellCounts.knownNowPassing} known bugs now pass` : ''),
   );
 });

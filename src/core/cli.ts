@@ -4,6 +4,11 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from './config.js';
 import { mintToken } from './identity.js';
 import { parseDuration } from './units.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { ADMIN_HELP } from './admin-cli.js';
+
+const DEMO_CONFIG = join('.sluice-demo', 'sluice.yaml');
 
 const HELP = `sluice — identity-aware access gateway
 
@@ -18,16 +23,23 @@ Usage:
                                          show the facts of a statement and the policy decision
   sluice sessions list [--identity SUB --target T --since 2h --until DATE --decision deny]
                                          recorded sessions, newest first
-  sluice replay <session> [--rows 20] [--raw] [--follow]
+  sluice sessions list --live | sessions kill <session> [--reason TEXT]
+                                         live sessions, and ending one (admin API)
+  sluice approvals list | approve <id> | deny <id> [--reason TEXT] [--scope once|fingerprint]
+                                         statements waiting for approval (admin API)
+  sluice revoke --sub SUB [--until 2h] [--reason TEXT] | --jti ID | --list | --lift --sub SUB
+                                         the kill switch: cut an identity's sessions, refuse its logins
+  sluice replay <session> [--rows 20] [--raw] [--follow] [--speed N] [--no-wait]
                                          a recorded session as a timeline (or hexdump frames)
-  sluice export <session> --format jsonl [--out FILE]
+  sluice export <session> --format jsonl|asciicast [--out FILE]
                                          machine-readable frames
   sluice recordings verify <session>     check a recording's hash chain and signature
   sluice audit [--identity SUB --target T --decision deny --since 1d]
                                          the audit trail: sessions and policy decisions
   sluice --help | --version
 
-Every command that reads a config takes --config (default: ./sluice.yaml or $SLUICE_CONFIG).
+Every command that reads a config takes --config (default: $SLUICE_CONFIG, ./sluice.yaml, or
+the demo's .sluice-demo/sluice.yaml when it is the only one there).
 Run "sluice <command> --help" for the options of one command.
 `;
 
@@ -57,19 +69,29 @@ Exit status: 0 allow, 1 deny, 3 review, 2 usage or config error.
 `,
   sessions: `Usage: sluice sessions list [--config sluice.yaml] [--identity SUB] [--target T] [--since 2h|DATE] [--until DATE]
                            [--decision deny|review|allow] [--status live|closed|interrupted] [--limit 50] [--json]
+       sluice sessions list --live [--identity SUB] [--target T] [--json]
+       sluice sessions kill <session> [--reason TEXT]
 
-Recorded sessions, newest first, read from state_dir/recordings (also while the gateway runs).
+Without --live: recorded sessions, newest first, read from state_dir/recordings (also while
+the gateway runs). With --live, and for kill: the running gateway's admin API (listeners.admin;
+see \`sluice approvals --help\` for --admin, --token and --ca).
 `,
-  replay: `Usage: sluice replay <session> [--config sluice.yaml] [--rows 20] [--raw] [--follow]
+  approvals: ADMIN_HELP.approvals,
+  revoke: ADMIN_HELP.revoke,
+  replay: `Usage: sluice replay <session> [--config sluice.yaml] [--rows 20] [--raw] [--follow] [--speed N] [--no-wait]
 
 Renders a recorded session from the recording alone: each statement with its time, duration,
 decision and rule, its result as a table (first --rows rows and the row count), errors and
 notices. --raw prints every frame as a hexdump; --follow tails a live session.
+An SSH session is played back in the terminal at the recorded pace (--speed 4 plays four
+times as fast, --no-wait all at once): shells as the user saw them, each exec as its
+command, output and exit status, sftp and forwarding as lines of what happened.
 `,
-  export: `Usage: sluice export <session> --format jsonl [--config sluice.yaml] [--out FILE]
+  export: `Usage: sluice export <session> --format jsonl|asciicast [--config sluice.yaml] [--out FILE]
 
-One JSON object per line: the session's index entry, then every frame
+jsonl: one JSON object per line: the session's index entry, then every frame
 ({seq, t_us, dir: client|server|event, data_b64 | event}).
+asciicast: an SSH session as asciicast v2, for \`asciinema play\`.
 `,
   recordings: `Usage: sluice recordings verify <session> [--config sluice.yaml]
 
@@ -88,7 +110,11 @@ Validates the file and prints every problem with its line, or "ok".
 };
 
 function configPath(v: string | undefined): string {
-  return v ?? process.env.SLUICE_CONFIG ?? 'sluice.yaml';
+  if (v) return v;
+  if (process.env.SLUICE_CONFIG) return process.env.SLUICE_CONFIG;
+  // In a second terminal next to `sluice demo`, commands find the demo's config.
+  if (!existsSync('sluice.yaml') && existsSync(DEMO_CONFIG)) return DEMO_CONFIG;
+  return 'sluice.yaml';
 }
 
 export async function loadOrExplain(path: string) {
@@ -125,6 +151,10 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
   }
+  if (cmd === 'sessions' && (rest[0] === 'kill' || (rest[0] === 'list' && rest.includes('--live')))) {
+    const { liveSessionsCommand } = await import('./admin-cli.js');
+    return liveSessionsCommand(rest, loadOrExplain, configPath);
+  }
   switch (cmd) {
     case 'serve':
       return serve(rest);
@@ -136,6 +166,14 @@ export async function main(argv: string[]): Promise<number> {
       return token(rest);
     case 'config':
       return configCheck(rest);
+    case 'approvals': {
+      const { approvalsCommand } = await import('./admin-cli.js');
+      return approvalsCommand(rest, loadOrExplain, configPath);
+    }
+    case 'revoke': {
+      const { revokeCommand } = await import('./admin-cli.js');
+      return revokeCommand(rest, loadOrExplain, configPath);
+    }
     case 'sessions':
     case 'replay':
     case 'export':

@@ -17,6 +17,14 @@ export interface ListenerConfig {
   allow_insecure_auth: boolean;
 }
 
+/** `listeners.ssh`: the SSH transport is always encrypted, so no TLS and no insecure-auth flag. */
+export interface SshListenerConfig {
+  host: string;
+  port: number;
+  /** Absolute path of the host key (OpenSSH or PEM private key); absent: state_dir/keys/ssh_host_ed25519_key, generated on first start. */
+  host_key?: string;
+}
+
 export interface IssuerConfig {
   issuer: string;
   audience: string[];
@@ -45,20 +53,41 @@ export interface IdentityConfig {
 
 export type UpstreamTlsMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
 
-export interface TargetConfig {
+/** What every target has, whatever its protocol. */
+export interface TargetCommon {
   name: string;
-  protocol: 'postgres';
   host: string;
   port: number;
-  database: string;
+  /** The account Sluice logs in as. */
   user: string;
   password?: SecretRef;
-  tls: { mode: UpstreamTlsMode; ca?: string; servername?: string };
   /** Access rules: "group:<g>", "sub:<s>", "claim:<name>=<value>" or "*". */
   allow: string[];
   /** Milliseconds to wait for the target to accept and authenticate. */
   connect_timeout: number;
 }
+
+export interface PostgresTargetConfig extends TargetCommon {
+  protocol: 'postgres';
+  database: string;
+  tls: { mode: UpstreamTlsMode; ca?: string; servername?: string };
+}
+
+/** How Sluice recognises an SSH target's host key; absent: connections are refused (closed default). */
+export type SshHostKeyConfig = { fingerprint: string } | { known_hosts: string };
+
+export interface SshTargetConfig extends TargetCommon {
+  protocol: 'ssh';
+  /** Private key (PEM or OpenSSH format) Sluice authenticates with; with `password`, both are tried. */
+  private_key?: SecretRef;
+  host_key?: SshHostKeyConfig;
+  /** Environment variables a client may pass (`env` requests); globs such as "LC_*". */
+  env_allow: string[];
+}
+
+/** A target, discriminated by `protocol`. */
+export type TargetConfig = PostgresTargetConfig | SshTargetConfig;
+export type TargetProtocol = TargetConfig['protocol'];
 
 export interface LimitsConfig {
   /** Largest frontend message accepted, in bytes. */
@@ -79,7 +108,9 @@ export interface SluiceConfig {
   /** Absolute path to the config file it was loaded from (or '' if built in memory). */
   source: string;
   state_dir: string; // absolute
-  listeners: { postgres?: ListenerConfig };
+  listeners: { postgres?: ListenerConfig; admin?: ListenerConfig; ssh?: SshListenerConfig };
+  admin: AdminConfig;
+  approvals: ApprovalsConfig;
   identity: IdentityConfig;
   targets: Record<string, TargetConfig>;
   limits: LimitsConfig;
@@ -110,6 +141,16 @@ export interface RuleCondition {
   set_role?: boolean;
   dynamic?: boolean;
   changes_state?: boolean;
+  // Shell commands (SSH exec and shell lines, src/policy/shell-facts.ts). A rule with any of these
+  // matches only commands; a rule with tables/functions/where/copy/explain_analyze/set_role only SQL.
+  /** Program globs: the program's basename, or its path as written when the glob holds '/'. */
+  commands?: string[];
+  /** Argument globs (`*` matches any characters): some argument matches one. */
+  args?: string[];
+  /** Path globs (`*` within a segment, `**` across): some path the command writes matches one. */
+  writes?: string[];
+  /** A shell or interpreter runs code produced by another command (`curl … | sh`). */
+  pipe_to_shell?: boolean;
 }
 
 export interface PolicyRule {
@@ -134,6 +175,15 @@ export interface PolicyConfig {
   /** No state change of any kind: denies every statement that changes state, allows the rest, and opens the upstream session read-only. */
   read_only: boolean;
   rules: PolicyRule[];
+  /** SSH session options; absent fields abstain (see SshOptions for how policies combine). */
+  ssh?: SshPolicyConfig;
+}
+
+/** `ssh:` in a policy: what an SSH session may do besides exec commands. */
+export interface SshPolicyConfig {
+  shell?: 'allow' | 'deny';
+  sftp?: 'read_write' | 'read_only' | 'deny';
+  forwarding?: { local?: boolean; remote?: boolean; agent?: boolean; x11?: boolean };
 }
 
 export interface PolicySettings {
@@ -195,4 +245,36 @@ export interface RecordingConfig {
   map_size: number;
   /** When the store cannot write: refuse new sessions and close live ones, or go on unrecorded (logged loudly). */
   on_failure: 'deny_new' | 'continue_unrecorded';
+}
+
+// ---------------------------------------------------------------------------
+// Admin API and just-in-time approvals (src/core/admin-*.ts, src/core/approvals.ts).
+
+export interface AdminConfig {
+  /** Identities in these groups may use the whole admin API (sessions, kill, revocations). */
+  groups: string[];
+  /** Serve /metrics without a token. */
+  public_metrics: boolean;
+}
+
+export interface WebhookConfig {
+  url: string;
+  /** Key for the HMAC-SHA256 signature header; absent: unsigned. */
+  secret?: SecretRef;
+  format: 'json' | 'slack';
+  /** Milliseconds per attempt. */
+  timeout: number;
+  retries: number;
+}
+
+export interface ApprovalsConfig {
+  /** Groups whose members may approve or deny held statements. */
+  approvers: string[];
+  /** Distinct approvers a request needs. */
+  min_approvals: number;
+  /** Milliseconds a request waits before it fails. */
+  timeout: number;
+  /** Milliseconds a `fingerprint` approval lasts. */
+  fingerprint_window: number;
+  webhooks: WebhookConfig[];
 }

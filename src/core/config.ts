@@ -13,6 +13,7 @@ import type { MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRe
 import { DETECTOR_NAMES } from '../policy/masking/types.js';
 import { STATEMENT_KINDS } from '../policy/kinds.js';
 import { parseDuration, parseSize } from './units.js';
+import { checkFingerprint, parseKnownHostsLine } from '../protocols/ssh/known-hosts.js';
 
 export interface ConfigIssue {
   /** Dotted key path, e.g. "targets.orders.port" ('' for the whole file). */
@@ -340,9 +341,23 @@ const issuer = object(
   },
 );
 
-const target = (name: string): Spec<TargetConfig> => {
-  const fields = object({
-    protocol: req(oneOf(['postgres'])), // required; more protocols later
+/** targets.*.allow: required, non-empty. */
+const allowRules = req(
+  list(
+    str((s) =>
+      ALLOW_RULE.test(s)
+        ? undefined
+        : `${JSON.stringify(s)} is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "*"`,
+    ),
+    true,
+  ),
+);
+
+const TARGET_PROTOCOLS = ['postgres', 'ssh'] as const;
+
+const postgresTarget = (name: string) =>
+  object({
+    protocol: req(oneOf(['postgres'])), // required
     host: req(str()), // required
     port: def(int(1, 65535), 5432), // default 5432
     database: def(str(), name), // default: the target's name
@@ -355,21 +370,58 @@ const target = (name: string): Spec<TargetConfig> => {
         servername: opt(str()),
       }),
     ),
-    allow: req(
-      list(
-        str((s) =>
-          ALLOW_RULE.test(s)
-            ? undefined
-            : `${JSON.stringify(s)} is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "*"`,
-        ),
-        true,
-      ),
-    ), // required, non-empty
+    allow: allowRules,
     connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
   });
+
+/** `{ fingerprint: "SHA256:..." }` or `{ known_hosts: "<one known_hosts line>" }`. */
+const sshHostKey = object(
+  {
+    fingerprint: opt(str(checkFingerprint)),
+    known_hosts: opt(
+      str((s) => {
+        const k = parseKnownHostsLine(s);
+        return 'error' in k ? k.error : undefined;
+      }),
+    ),
+  },
+  (v, fail) => {
+    if (!!v.fingerprint === !!v.known_hosts) fail(null, 'set exactly one of fingerprint or known_hosts');
+  },
+);
+
+const sshTarget = object(
+  {
+    protocol: req(oneOf(['ssh'])), // required
+    host: req(str()), // required
+    port: def(int(1, 65535), 22), // default 22
+    user: req(str()), // required: the account Sluice logs in as
+    password: opt(secretRef), // password and/or private_key
+    private_key: opt(secretRef), // PEM or OpenSSH private key (unencrypted)
+    host_key: opt(sshHostKey), // absent: connections are refused with what to configure (closed default)
+    env_allow: def(list(str()), ['LANG', 'LC_*']), // env requests passed on (globs)
+    allow: allowRules,
+    connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
+  },
+  (v, fail) => {
+    if (!v.password && !v.private_key) fail(null, 'an ssh target needs private_key or password: the credential Sluice logs in with');
+  },
+);
+
+const target = (name: string): Spec<TargetConfig> => {
+  const pg = postgresTarget(name);
   return (node, path, ctx, at) => {
-    const t = fields(node, path, ctx, at);
-    return t && { name, ...t };
+    const proto = isMap(node) ? node.get('protocol') : undefined;
+    if (proto === 'ssh') {
+      const t = sshTarget(node, path, ctx, at);
+      return t && ({ name, ...t } as TargetConfig);
+    }
+    if (proto !== undefined && proto !== 'postgres' && proto !== null) {
+      const p = isMap(node) ? (node.get('protocol', true) as YNode) : node;
+      return report(ctx, p, `${path}.protocol`, `expected one of ${TARGET_PROTOCOLS.join(', ')}, got ${describe(p)}`);
+    }
+    const t = pg(node, path, ctx, at);
+    return t && ({ name, ...t } as TargetConfig);
   };
 };
 
@@ -384,9 +436,21 @@ const condition = {
   set_role: opt(bool()),
   dynamic: opt(bool()),
   changes_state: opt(bool()),
+  commands: opt(list(str(), true)), // shell commands (SSH): program globs
+  args: opt(list(str(), true)), // shell: argument globs
+  writes: opt(list(str(), true)), // shell: path globs
+  pipe_to_shell: opt(bool()), // shell: `curl … | sh`
   message: opt(str()),
   name: opt(str()),
 };
+const SQL_ONLY = ['tables', 'functions', 'where', 'copy', 'explain_analyze', 'set_role'] as const;
+const SHELL_ONLY = ['commands', 'args', 'writes', 'pipe_to_shell'] as const;
+/** SSH session options of a policy; every field optional (an absent one abstains). */
+const sshPolicy = object({
+  shell: opt(oneOf(['allow', 'deny'])),
+  sftp: opt(oneOf(['read_write', 'read_only', 'deny'])),
+  forwarding: opt(object({ local: opt(bool()), remote: opt(bool()), agent: opt(bool()), x11: opt(bool()) })),
+});
 const ACTIONS = ['deny', 'review', 'allow'] as const;
 
 /** Which sessions a policy or masking rule set applies to; every list given must match. */
@@ -395,7 +459,7 @@ const matchSpec = def(
     targets: opt(list(str(), true)),
     groups: opt(list(str(), true)),
     subs: opt(list(str(), true)),
-    protocols: opt(list(oneOf(['postgres']), true)),
+    protocols: opt(list(oneOf(TARGET_PROTOCOLS), true)),
   }),
 );
 const ruleBody = object(condition);
@@ -410,6 +474,9 @@ const rule = (policy: string, index: number): Spec<PolicyRule> => (node, path, c
   const body = ruleBody(value, `${path}.${k}`, ctx, key);
   if (!body) return undefined;
   const { message, name, ...when } = body;
+  const sql = SQL_ONLY.find((c) => when[c] !== undefined);
+  const sh = SHELL_ONLY.find((c) => when[c] !== undefined);
+  if (sql && sh) return report(ctx, value, `${path}.${k}`, `${sql} (SQL) and ${sh} (shell commands) never hold for the same statement; write two rules`);
   return { action: k as PolicyAction, name: name ?? `${policy}#${index + 1}`, when, ...(message && { message }) };
 };
 
@@ -434,9 +501,10 @@ const policyItem: Spec<PolicyConfig> = (node, path, ctx, at) => {
       match: matchSpec, // default {}: every session
       read_only: def(bool(), false),
       rules: def(rules, []),
+      ssh: opt(sshPolicy), // SSH session options (shell, sftp, forwarding)
     },
     (v, fail) => {
-      if (!v.read_only && v.rules.length === 0) fail('rules', 'a policy needs rules or read_only: true');
+      if (!v.read_only && v.rules.length === 0 && !v.ssh) fail('rules', 'a policy needs rules, read_only: true or an ssh block');
     },
   )(node, path, ctx, at);
 };
@@ -471,20 +539,54 @@ const maskingItem = object(
   },
 );
 
+/** One listener: address, optional TLS, and whether tokens may cross plain TCP from non-loopback clients. */
+function listener(defaultPort: number) {
+  return object({
+    host: def(str(), '127.0.0.1'), // default 127.0.0.1
+    port: def(int(0, 65535), defaultPort), // 0 picks a free port
+    tls: opt(object({ cert: req(filePath()), key: req(filePath()) })), // both required if present
+    allow_insecure_auth: def(bool(), false), // default false
+  });
+}
+
+const webhook = object({
+  url: req(str((s) => (/^https?:\/\/[^\s]+$/.test(s) ? undefined : `expected an http:// or https:// URL, got ${JSON.stringify(s)}`))),
+  secret: opt(secretRef), // HMAC-SHA256 key for the X-Sluice-Signature header
+  format: def(oneOf(['json', 'slack']), 'json'), // slack: a Slack-compatible { text, blocks } message
+  timeout: def(duration('ms', 100), '5s'),
+  retries: def(int(0, 20), 5), // with exponential backoff from 0.5 s
+});
+
 const schema = object({
   state_dir: def(filePath(), './.sluice'), // default ./.sluice, relative to the config file's directory
   listeners: def(
     object({
-      postgres: opt(
+      postgres: opt(listener(6432)),
+      admin: opt(listener(6480)), // the admin API (HTTP, HTTPS with tls)
+      ssh: opt(
         object({
           host: def(str(), '127.0.0.1'), // default 127.0.0.1
-          port: def(int(0, 65535), 6432), // default 6432; 0 picks a free port
-          tls: opt(object({ cert: req(filePath()), key: req(filePath()) })), // both required if present
-          allow_insecure_auth: def(bool(), false), // default false
+          port: def(int(0, 65535), 2222), // default 2222; 0 picks a free port
+          host_key: opt(filePath()), // absent: state_dir/keys/ssh_host_ed25519_key, generated on first start
         }),
       ),
     }),
   ), // default: no listeners
+  admin: def(
+    object({
+      groups: def(list(str(), true), ['sluice-admins']), // identities in these groups may use the whole admin API
+      public_metrics: def(bool(), false), // serve /metrics without a token (for a scraper on a private network)
+    }),
+  ),
+  approvals: def(
+    object({
+      approvers: def(list(str(), true), ['sluice-approvers']), // groups whose members may approve or deny
+      min_approvals: def(int(1, 10), 1), // distinct approvers a held statement needs
+      timeout: def(duration('ms', 1000), '10m'), // a request not decided by then fails with a clear error
+      fingerprint_window: def(duration('ms', 1000), '30m'), // how long a `fingerprint` approval lasts
+      webhooks: def(list(webhook), []),
+    }),
+  ),
   identity: def(
     object({
       clock_skew: def(duration('s', 0), '30s'), // default 30 s

@@ -43,14 +43,18 @@ export async function runDemo(args: string[]): Promise<number> {
     args,
     options: {
       port: { type: 'string', default: '6432' },
+      'admin-port': { type: 'string', default: '6480' },
       'state-dir': { type: 'string', default: '.sluice-demo' },
       'in-memory': { type: 'boolean', default: false },
     },
   });
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    process.stderr.write(`sluice demo: --port must be a port number, got "${values.port}"\n`);
-    return 2;
+  const adminPort = Number(values['admin-port']);
+  for (const [flag, v, raw] of [['--port', port, values.port], ['--admin-port', adminPort, values['admin-port']]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 65535) {
+      process.stderr.write(`sluice demo: ${flag} must be a port number, got "${raw}"\n`);
+      return 2;
+    }
   }
   const stateDir = resolve(values['state-dir']);
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
@@ -64,7 +68,10 @@ export async function runDemo(args: string[]): Promise<number> {
   const configPath = join(stateDir, 'sluice.yaml');
   const config = {
     state_dir: '.',
-    listeners: { postgres: { host: '127.0.0.1', port, tls: { cert: 'gateway.crt', key: 'gateway.key' } } },
+    listeners: {
+      postgres: { host: '127.0.0.1', port, tls: { cert: 'gateway.crt', key: 'gateway.key' } },
+      admin: { host: '127.0.0.1', port: adminPort, tls: { cert: 'gateway.crt', key: 'gateway.key' } },
+    },
     targets: {
       [DEMO_TARGET]: {
         protocol: 'postgres',
@@ -77,9 +84,18 @@ export async function runDemo(args: string[]): Promise<number> {
         allow: ['group:dba', 'group:ci', 'group:analysts'],
       },
     },
-    // Statement policy: analysts read, DBAs do anything; everything else is refused.
+    // Statement policy: analysts read; deleting or updating customers waits for an
+    // approver; other changes are refused. DBAs do anything; everything else is refused.
     policies: [
-      { name: 'analysts-read-only', match: { groups: ['analysts'] }, read_only: true },
+      {
+        name: 'analysts',
+        match: { groups: ['analysts'] },
+        rules: [
+          { allow: { name: 'reads', changes_state: false } },
+          { review: { name: 'customers-writes', kind: ['delete', 'update'], tables: ['customers'], message: 'changes to customers need a second pair of eyes' } },
+          // Any other change matches no rule: policy.default (deny) refuses it.
+        ],
+      },
       { name: 'dba', match: { groups: ['dba'] }, rules: [{ deny: { kind: ['alter_system'] } }, { allow: {} }] },
     ],
     // Masking: analysts see masked PII; the dba group sees clear text.
@@ -91,12 +107,13 @@ export async function runDemo(args: string[]): Promise<number> {
         detectors: ['credit_card', 'email', 'us_ssn', 'phone', 'iban', 'aws_access_key', 'jwt', 'private_key'],
       },
     ],
+    // Approvers: the dba group, and operators on this machine (the CLI mints itself a token).
+    approvals: { approvers: ['dba', 'sluice-approvers'], timeout: '10m' },
     log: { level: 'info', file: 'sluice.log' },
   };
-  await writeFile(
-    configPath,
-    `# Written by \`sluice demo\`; the embedded database listens on a new port each run.\n${stringify(config)}`,
-  );
+  const save = () =>
+    writeFile(configPath, `# Written by \`sluice demo\`; the embedded database listens on a new port each run.\n${stringify(config)}`);
+  await save();
   const cfg = await loadConfig(configPath);
   const log = createLogger(cfg.log);
   const { startGateway } = await import('./server.js');
@@ -106,12 +123,18 @@ export async function runDemo(args: string[]): Promise<number> {
   } catch (err) {
     await db.stop();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      process.stderr.write(`sluice demo: port ${port} is in use; pick another with --port 6433\n`);
+      process.stderr.write(`sluice demo: port ${port} or ${adminPort} is in use; pick others with --port 6433 --admin-port 6481\n`);
       return 1;
     }
     throw err;
   }
   const listenPort = gw.listener('postgres')!.port;
+  if (port === 0 || adminPort === 0) {
+    // Ports picked by the system: write them down for the CLI in other terminals.
+    config.listeners.postgres.port = listenPort;
+    config.listeners.admin.port = gw.adminApi()?.port ?? adminPort;
+    await save();
+  }
   const token = await mintToken(cfg.identity, cfg.state_dir, { sub: 'demo-user', groups: ['analysts'], ttlSeconds: 8 * 3600 });
   const show = (p: string) => {
     const r = relative(process.cwd(), p);
@@ -129,7 +152,11 @@ Connect with a token instead of a password (valid 8 hours, identity demo-user, g
   PGPASSWORD='${token}' psql "host=127.0.0.1 port=${listenPort} dbname=${DEMO_TARGET} user=demo-user sslmode=require"
 
 Then try:  \\dt    SELECT * FROM customers LIMIT 5;    (emails, cards, SSNs come back masked)
-           DELETE FROM customers;                      (refused: analysts are read-only)
+           DROP TABLE orders;                          (refused: analysts may only read)
+           DELETE FROM customers WHERE id = 16;        (waits for approval; in a second terminal:
+                                                        npx sluice approvals list
+                                                        npx sluice approvals approve <id>)
+  admin API ${gw.adminApi()?.url ?? '(off)'}   (sluice sessions list --live, sluice revoke --sub demo-user)
 
 Mint another token:  npx sluice token mint --config ${rel} --sub you --groups dba --ttl 1h
 Press Ctrl-C to stop.

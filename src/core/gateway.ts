@@ -8,7 +8,7 @@ import { loadConfig } from './config.js';
 import { AuthError, type Identity } from './identity-types.js';
 import { IdentityVerifier } from './identity.js';
 import { createLogger, type Logger } from './log.js';
-import type { AuthGrant, ClientInfo, Core, ProtocolModule, RunningListener } from './protocol.js';
+import type { AuthGrant, ClientInfo, Core, ProtocolModule, RunningListener, TargetFor } from './protocol.js';
 import { resolveSecret } from './secrets.js';
 import { SessionRegistry, type SessionHost } from './sessions.js';
 import { isAllowed } from './access.js';
@@ -20,6 +20,11 @@ import type { MaskContext } from '../policy/masking/strategies.js';
 import { loadOrCreateSecret } from './secret-key.js';
 import { openRecordingStore, startRetention } from './recordings.js';
 import type { RecordingStore } from '../recording/store.js';
+import { ApprovalBroker, type ApprovalOutcome, type ApprovalView } from './approvals.js';
+import { Metrics, Tallies } from './metrics.js';
+import { RevocationStore, revokes, type Revocation } from './revocations.js';
+import { startAdminApi, type AdminApi } from './admin-api.js';
+import { WebhookSender } from './webhooks.js';
 
 /** Stored credentials are re-read at most this often (rotation), and never logged. */
 const SECRET_TTL_MS = 30_000;
@@ -40,6 +45,12 @@ export class Gateway implements Core, SessionHost {
   /** Bumped on every reload; sessions re-resolve their policy when it changes. */
   generation = 0;
   private readonly secrets = new Map<string, { value: string; at: number }>();
+  readonly tallies = new Tallies();
+  readonly approvals: ApprovalBroker;
+  readonly metrics: Metrics;
+  private webhooks: WebhookSender;
+  revocations: RevocationStore | null = null;
+  private admin: AdminApi | null = null;
 
   constructor(
     cfg: SluiceConfig,
@@ -52,6 +63,13 @@ export class Gateway implements Core, SessionHost {
     this.verifier = new IdentityVerifier(cfg.identity, cfg.state_dir);
     this.resolver = new PolicyResolver(cfg.policies, cfg.policy);
     this.maskingResolver = new MaskingResolver(cfg.masking);
+    this.webhooks = new WebhookSender(cfg, this.log);
+    this.approvals = new ApprovalBroker(cfg.approvals, {
+      requested: (v) => this.approvalEvent('approval.requested', v),
+      voted: (v, vote) => this.approvalEvent(`approval.${vote.action === 'approve' ? 'approved_by' : 'denied_by'}`, v, { vote }),
+      decided: (v, o, ms) => this.approvalDecided(v, o, ms),
+    });
+    this.metrics = new Metrics({ sessions: this.sessions, tallies: this.tallies, pendingApprovals: () => this.approvals.pendingCount });
   }
 
   config(): SluiceConfig {
@@ -60,26 +78,47 @@ export class Gateway implements Core, SessionHost {
 
   /** Creates the state dir and keys, loads issuer keys, starts every configured listener. */
   async start(): Promise<RunningListener[]> {
+    try {
+      return await this.startAll();
+    } catch (err) {
+      // Whatever did start (listeners, stores) must not keep a half-started gateway alive.
+      await this.stop(`start failed: ${(err as Error).message}`).catch(() => {});
+      throw err;
+    }
+  }
+
+  private async startAll(): Promise<RunningListener[]> {
     await mkdir(this.cfg.state_dir, { recursive: true, mode: 0o700 });
     await loadOrCreateSigningKey(this.cfg.state_dir);
     this.maskContext = { hmacKey: await loadOrCreateSecret(this.cfg.state_dir, 'masking.key') };
     await this.verifier.init();
     // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
     await initSqlAnalysis();
+    this.revocations = await RevocationStore.open(this.cfg.state_dir);
     if (this.cfg.recording.enabled) await this.openRecordings();
     for (const mod of this.modules) {
+      if (mod.protocol === 'admin') continue;
       const lc = this.cfg.listeners[mod.protocol as keyof SluiceConfig['listeners']];
       if (!lc) continue;
       const l = await mod.listen(this, lc);
       this.listeners.set(mod.protocol, l);
-      this.log.info({ event: 'listener.start', protocol: l.protocol, host: l.host, port: l.port, tls: !!lc.tls }, `${l.protocol} listening on ${l.host}:${l.port}`);
+      this.log.info({ event: 'listener.start', protocol: l.protocol, host: l.host, port: l.port, tls: 'tls' in lc && !!lc.tls }, `${l.protocol} listening on ${l.host}:${l.port}`);
     }
-    if (this.listeners.size === 0) this.log.warn({ event: 'listener.none' }, 'no listener is configured (listeners.*)');
+    if (this.cfg.listeners.admin) {
+      this.admin = await startAdminApi(this, this.cfg.listeners.admin);
+      this.log.info({ event: 'listener.start', protocol: 'admin', host: this.admin.host, port: this.admin.port, tls: !!this.cfg.listeners.admin.tls }, `admin API listening on ${this.admin.url}`);
+    }
+    if (this.listeners.size === 0 && !this.admin) this.log.warn({ event: 'listener.none' }, 'no listener is configured (listeners.*)');
     return [...this.listeners.values()];
   }
 
   listener(protocol: string): RunningListener | undefined {
     return this.listeners.get(protocol);
+  }
+
+  /** The admin API's address, when listeners.admin is configured. */
+  adminApi(): AdminApi | null {
+    return this.admin;
   }
 
   /**
@@ -105,6 +144,9 @@ export class Gateway implements Core, SessionHost {
     this.verifier = verifier;
     this.resolver = new PolicyResolver(next.policies, next.policy);
     this.maskingResolver = new MaskingResolver(next.masking);
+    this.approvals.reload(next.approvals);
+    this.webhooks = new WebhookSender(next, this.log);
+    this.admin?.reload(next.listeners.admin);
     this.generation++;
     this.secrets.clear();
     this.log.info({ event: 'config.reload', targets: Object.keys(next.targets).length, live_sessions: this.sessions.size }, 'configuration reloaded');
@@ -149,8 +191,14 @@ export class Gateway implements Core, SessionHost {
     return this.maskingResolver.resolve(identity, target, protocol);
   }
 
-  async authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant> {
-    const identity = await this.verifier.verify(token);
+  async authenticate<P extends TargetConfig['protocol']>(token: string, targetName: string, protocol: P, client: ClientInfo): Promise<AuthGrant<TargetFor<P>>> {
+    let identity: Identity;
+    try {
+      identity = await this.verifyIdentity(token);
+    } catch (err) {
+      this.tallies.logins.refused++;
+      throw err;
+    }
     // Only a verified caller learns that recording is failing.
     if (this.cfg.recording.enabled && this.cfg.recording.on_failure === 'deny_new' && (!this.store || this.store.failed)) {
       throw new AuthError(
@@ -163,7 +211,8 @@ export class Gateway implements Core, SessionHost {
     const target = this.cfg.targets[targetName];
     const who = `sub "${identity.sub}"`;
     if (!target) {
-      throw new AuthError('unknown_target', `unknown target "${targetName}": ask for one of the configured targets by database name`, '3D000');
+      const how = protocol === 'ssh' ? 'as the SSH user name (ssh TARGET@sluice-host)' : 'by database name';
+      throw new AuthError('unknown_target', `unknown target "${targetName}": ask for one of the configured targets ${how}`, '3D000');
     }
     if (target.protocol !== protocol) {
       throw new AuthError('unknown_target', `target "${targetName}" is a ${target.protocol} target, not ${protocol}`, '3D000');
@@ -172,15 +221,100 @@ export class Gateway implements Core, SessionHost {
       this.log.info({ event: 'auth.denied', target: targetName, sub: identity.sub, groups: identity.groups, client: `${client.address}:${client.port}` }, 'identity not allowed for target');
       throw new AuthError('target_not_allowed', `${who} is not allowed to use target "${targetName}" (targets.${targetName}.allow)`);
     }
-    return { identity, target };
+    this.tallies.logins.ok++;
+    // Narrowed by the protocol check above.
+    return { identity, target: target as TargetFor<P> };
+  }
+
+  /** Verifies a token and refuses revoked identities and tokens (also for the admin API). */
+  async verifyIdentity(token: string): Promise<Identity> {
+    const identity = await this.verifier.verify(token);
+    const r = this.revocations?.find(identity);
+    if (r) {
+      const what = r.kind === 'sub' ? `identity "${r.value}"` : 'this token';
+      throw new AuthError('token_revoked', `${what} was revoked${r.until ? ` until ${r.until}` : ''}${r.reason ? `: ${r.reason}` : ''}; ask a Sluice admin`);
+    }
+    return identity;
+  }
+
+  /**
+   * The kill switch: persists the revocation, then ends every live session it
+   * covers, on every protocol. Returns how many sessions were ended.
+   */
+  async revoke(r: Revocation): Promise<number> {
+    if (!this.revocations) throw new Error('the gateway is not started');
+    await this.revocations.add(r);
+    const reason = `${r.kind === 'sub' ? `identity "${r.value}"` : 'this token'} was revoked by ${r.by}${r.reason ? `: ${r.reason}` : ''}`;
+    const n = this.sessions.terminateWhere((s) => revokes(r, s.identity), reason);
+    this.tallies.kills.revocation += n;
+    const event = { event: 'identity.revoked', time: r.at, kind: r.kind, value: r.value, until: r.until, by: r.by, reason: r.reason, sessions_closed: n };
+    this.log.warn(event, `${r.kind} ${r.value} revoked by ${r.by}; ${n} live session(s) closed`);
+    this.auditEvent(event);
+    return n;
+  }
+
+  async unrevoke(kind: 'sub' | 'jti', value: string, by: string): Promise<boolean> {
+    const had = (await this.revocations?.remove(kind, value)) ?? false;
+    if (had) {
+      const event = { event: 'identity.unrevoked', time: new Date().toISOString(), kind, value, by };
+      this.log.warn(event, `${kind} ${value} no longer revoked (by ${by})`);
+      this.auditEvent(event);
+    }
+    return had;
+  }
+
+  /** Ends one live session (admin kill). */
+  kill(id: string, by: string, reason?: string): boolean {
+    const s = this.sessions.get(id);
+    if (!s) return false;
+    const why = `session killed by ${by}${reason ? `: ${reason}` : ''}`;
+    this.tallies.kills.admin++;
+    const event = { event: 'session.killed', time: new Date().toISOString(), session: id, sub: s.identity.sub, target: s.init.target, protocol: s.init.protocol, by, reason };
+    this.log.warn(event, why);
+    this.auditEvent(event);
+    s.terminate(why);
+    return true;
+  }
+
+  private approvalEvent(name: string, v: ApprovalView, extra: Record<string, unknown> = {}): void {
+    const s = this.sessions.get(v.session);
+    const event = {
+      event: name,
+      time: new Date().toISOString(),
+      approval: v.id,
+      session: v.session,
+      sub: v.sub,
+      target: v.target,
+      protocol: v.protocol,
+      policy: v.policy,
+      rule: v.rule,
+      fingerprint: v.fingerprint,
+      query: s?.lastFacts?.normalized,
+      expires_at: v.expires_at,
+      ...extra,
+    };
+    this.log.warn(event, name === 'approval.requested' ? `approval ${v.id} requested by ${v.sub} on ${v.target}` : `approval ${v.id}: ${name}`);
+    this.auditEvent(event);
+    s?.recorder?.event({ event: name, approval: v.id, rule: v.rule, statement: name === 'approval.requested' ? v.statement : undefined, ...extra });
+    this.webhooks.send(name, v);
+  }
+
+  private approvalDecided(v: ApprovalView, o: ApprovalOutcome, waitedMs: number): void {
+    this.metrics.approvalWait.observe({ outcome: o.status }, waitedMs / 1000);
+    this.approvalEvent(`approval.${o.status}`, v, { waited_ms: waitedMs, reason: v.reason, approvers: o.status === 'approved' ? o.approvers : undefined, grant: o.status === 'approved' ? o.grant : undefined });
   }
 
   async targetPassword(target: TargetConfig): Promise<string | undefined> {
-    if (!target.password) return undefined;
-    const key = JSON.stringify(target.password);
+    return this.targetSecret(target, 'password');
+  }
+
+  async targetSecret(target: TargetConfig, field: 'password' | 'private_key'): Promise<string | undefined> {
+    const ref = field === 'password' ? target.password : target.protocol === 'ssh' ? target.private_key : undefined;
+    if (!ref) return undefined;
+    const key = JSON.stringify(ref);
     const hit = this.secrets.get(key);
     if (hit && Date.now() - hit.at < SECRET_TTL_MS) return hit.value;
-    const value = await resolveSecret(target.password, dirname(this.cfg.source || '.'), { label: `targets.${target.name}.password` });
+    const value = await resolveSecret(ref, dirname(this.cfg.source || '.'), { label: `targets.${target.name}.${field}` });
     this.secrets.set(key, { value, at: Date.now() });
     return value;
   }
@@ -198,11 +332,14 @@ export class Gateway implements Core, SessionHost {
   /** Stops listening, ends live sessions with `reason`, flushes logs. */
   async stop(reason = 'gateway shutting down'): Promise<void> {
     const closing = [...this.listeners.values()].map((l) => l.close());
+    if (this.admin) closing.push(this.admin.close());
+    this.approvals.close(reason);
     this.listeners.clear();
     this.sessions.terminateWhere(() => true, reason);
     await Promise.all(closing);
     this.stopRetention?.();
     await this.store?.close().catch(() => {});
+    await this.revocations?.close().catch(() => {});
     this.log.flush?.();
   }
 }

@@ -6,6 +6,7 @@ import type { SluiceConfig } from './config-types.js';
 import type { Identity } from './identity-types.js';
 import { PolicyResolver } from '../policy/engine.js';
 import { analyzeSql, initSqlAnalysis } from '../policy/sql-facts.js';
+import { analyzeShell } from '../policy/shell-facts.js';
 
 /** Parses `sub=ci,groups=ci+dba,repository=org/app` into an identity. */
 function parseAs(spec: string): Identity {
@@ -68,8 +69,10 @@ export async function policyCheck(
   const sql = positionals.length ? positionals.join(' ') : await readStdin();
   await initSqlAnalysis();
   const set = new PolicyResolver(cfg.policies, cfg.policy).resolve(identity, target.name, target.protocol);
-  const facts = analyzeSql(sql);
-  const decision = set ? set.decide(sql, () => facts).decision : { action: 'allow' as const, rule: 'none', message: 'no statement policy is configured (policies)' };
+  // SSH targets take shell command lines; every other target takes SQL.
+  const analyze = target.protocol === 'ssh' ? analyzeShell : analyzeSql;
+  const facts = analyze(sql);
+  const decision = set ? set.decide(sql, analyze).decision : { action: 'allow' as const, rule: 'none', message: 'no statement policy is configured (policies)' };
   const out = {
     identity: { sub: identity.sub, groups: identity.groups },
     target: target.name,

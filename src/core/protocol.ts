@@ -3,7 +3,10 @@
 // identity, targets, credentials, sessions, limits and (later) policy and recording.
 
 import type { Logger } from './log.js';
-import type { ListenerConfig, SluiceConfig, TargetConfig } from './config-types.js';
+import type { SluiceConfig, TargetConfig } from './config-types.js';
+
+/** Any protocol listener's config (`listeners.<protocol>`). */
+export type AnyListenerConfig = NonNullable<SluiceConfig['listeners'][keyof SluiceConfig['listeners']]>;
 import type { Identity } from './identity-types.js';
 import type { Session, SessionRegistry } from './sessions.js';
 
@@ -19,10 +22,13 @@ export interface ClientInfo {
   application?: string;
 }
 
-export interface AuthGrant {
+export interface AuthGrant<T extends TargetConfig = TargetConfig> {
   identity: Identity;
-  target: TargetConfig;
+  target: T;
 }
+
+/** The target config of one protocol: TargetFor<'ssh'> is SshTargetConfig. */
+export type TargetFor<P extends TargetConfig['protocol']> = Extract<TargetConfig, { protocol: P }>;
 
 export interface Core {
   readonly log: Logger;
@@ -32,9 +38,11 @@ export interface Core {
    * Verifies `token`, checks that `targetName` exists, speaks `protocol` and
    * allows the identity. Throws AuthError with a message fit for the client.
    */
-  authenticate(token: string, targetName: string, protocol: string, client: ClientInfo): Promise<AuthGrant>;
+  authenticate<P extends TargetConfig['protocol']>(token: string, targetName: string, protocol: P, client: ClientInfo): Promise<AuthGrant<TargetFor<P>>>;
   /** The stored credential for a target (never shown to a client, never logged). */
   targetPassword(target: TargetConfig): Promise<string | undefined>;
+  /** Any stored credential of a target by its key (`password`, an SSH target's `private_key`); cached and rotated like the password. */
+  targetSecret(target: TargetConfig, key: 'password' | 'private_key'): Promise<string | undefined>;
   /** Live sessions. */
   readonly sessions: SessionRegistry;
   /**
@@ -50,14 +58,14 @@ export interface RunningListener {
   readonly host: string;
   readonly port: number;
   /** Applies a reloaded listener config (certificates, flags) to new connections. */
-  reload(cfg: ListenerConfig): void;
+  reload(cfg: AnyListenerConfig): void;
   /** Stops accepting; live sessions continue. */
   close(): Promise<void>;
 }
 
 export interface ProtocolModule {
   readonly protocol: string;
-  listen(core: Core, cfg: ListenerConfig): Promise<RunningListener>;
+  listen(core: Core, cfg: AnyListenerConfig): Promise<RunningListener>;
 }
 
 export type { Session };

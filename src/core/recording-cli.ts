@@ -5,11 +5,14 @@
 import { createWriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { SluiceConfig } from './config-types.js';
+import { printTable } from './cli-table.js';
 import { openRecordingStore } from './recordings.js';
 import { parseDuration } from './units.js';
 import { Dir, type Frame, type SessionIndexEntry } from '../recording/types.js';
 import type { RecordingStore } from '../recording/store.js';
 import { renderSession } from '../recording/replay.js';
+import { playSsh } from '../protocols/ssh/replay.js';
+import { toAsciicast } from '../protocols/ssh/asciicast.js';
 
 type Load = (path: string) => Promise<SluiceConfig | null>;
 
@@ -47,10 +50,6 @@ function filterFrom(v: { identity?: string; target?: string; decision?: string; 
   };
 }
 
-function printTable(rows: string[][]): void {
-  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  for (const r of rows) process.stdout.write(r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd() + '\n');
-}
 
 const fmtBytes = (n: number) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} kB` : `${(n / (1 << 20)).toFixed(1)} MB`);
 
@@ -138,8 +137,15 @@ export async function replayCommand(args: string[], load: Load, configPath: (v?:
       rows: { type: 'string', default: '20' },
       raw: { type: 'boolean', default: false },
       follow: { type: 'boolean', short: 'f', default: false },
+      speed: { type: 'string', default: '1' },
+      'no-wait': { type: 'boolean', default: false },
     },
   });
+  const speed = Number(values.speed);
+  if (!(speed > 0)) {
+    process.stderr.write(`sluice replay: --speed must be a positive number, got "${values.speed}"\n`);
+    return 2;
+  }
   const cfg = await load(configPath(values.config));
   if (!cfg) return 2;
   return withStore(cfg, async (store) => {
@@ -150,6 +156,11 @@ export async function replayCommand(args: string[], load: Load, configPath: (v?:
         `started ${e.started_at}${e.ended_at ? `  ended ${e.ended_at} (${e.close_reason ?? ''})` : `  ${e.status}`}\n\n`,
     );
     const frames: Frame[] = [...store.frames(e.id)];
+    if (e.protocol === 'ssh' && !values.raw && !values.follow) {
+      // Terminal playback at the recorded pace (SSH shells are best watched, not read).
+      await playSsh(frames, { speed, wait: !values['no-wait'] }, (s) => process.stdout.write(s));
+      return 0;
+    }
     let printed = 0;
     const emit = () => {
       const lines = values.raw ? frames.flatMap(hexdump) : renderSession(e.protocol, frames, { rows: Number(values.rows), startedAt: new Date(e.started_at) });
@@ -175,8 +186,8 @@ export async function exportCommand(args: string[], load: Load, configPath: (v?:
     allowPositionals: true,
     options: { config: { type: 'string', short: 'c' }, format: { type: 'string', default: 'jsonl' }, out: { type: 'string', short: 'o' } },
   });
-  if (values.format !== 'jsonl') {
-    process.stderr.write(`sluice export: unknown --format "${values.format}" (supported: jsonl)\n`);
+  if (values.format !== 'jsonl' && values.format !== 'asciicast') {
+    process.stderr.write(`sluice export: unknown --format "${values.format}" (supported: jsonl, asciicast)\n`);
     return 2;
   }
   const cfg = await load(configPath(values.config));
@@ -184,7 +195,18 @@ export async function exportCommand(args: string[], load: Load, configPath: (v?:
   return withStore(cfg, async (store) => {
     const e = sessionOrFail(store, positionals[0]);
     if (!e) return 1;
+    if (values.format === 'asciicast' && e.protocol !== 'ssh') {
+      process.stderr.write(`sluice export: --format asciicast is for SSH sessions; ${e.id} is a ${e.protocol} session (use jsonl)\n`);
+      return 2;
+    }
     const out: NodeJS.WritableStream = values.out ? createWriteStream(values.out) : process.stdout;
+    if (values.format === 'asciicast') {
+      for (const line of toAsciicast(store.frames(e.id), e)) {
+        if (!out.write(line + '\n')) await new Promise<void>((r) => out.once('drain', () => r()));
+      }
+      if (out !== process.stdout) await new Promise<void>((r) => out.end(() => r()));
+      return 0;
+    }
     const { wrapped_key: _k, ...meta } = e;
     out.write(JSON.stringify({ type: 'session', ...meta }) + '\n');
     for (const f of store.frames(e.id)) {

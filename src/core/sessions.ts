@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Logger } from './log.js';
+import { rawLineWriter, type Logger } from './log.js';
 import type { Identity } from './identity-types.js';
 import type { ClientInfo } from './protocol.js';
 import type { Decision, PolicySet } from '../policy/engine.js';
@@ -7,6 +7,8 @@ import type { QueryFacts } from '../policy/sql-facts.js';
 import type { MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
 import type { RecordingStore, SessionRecorder } from '../recording/store.js';
+import type { ApprovalBroker, ApprovalHandle } from './approvals.js';
+import type { Tallies } from './metrics.js';
 
 /** What sessions need from the core: policy, masking, recording; `generation` changes on every config reload. */
 export interface SessionHost {
@@ -19,6 +21,10 @@ export interface SessionHost {
   recordingStore(): RecordingStore | null;
   /** Keeps an audit event queryable (`sluice audit`); the log line is written separately. */
   auditEvent(event: Record<string, unknown>): void;
+  /** Just-in-time approvals of `review` decisions. */
+  readonly approvals: ApprovalBroker;
+  /** Plain counters read by /metrics. */
+  readonly tallies: Tallies;
 }
 
 /** What masking did to one statement's results: counts per column rule and per detector, never values. */
@@ -49,7 +55,30 @@ export interface SessionSummary {
   bytes_from_client: number;
   bytes_to_client: number;
   statements: number;
+  denied: number;
+  masked: number;
+  /** Ids of approval requests this session is waiting on. */
+  waiting_approvals: string[];
   close_reason?: string;
+}
+
+let lastMs = 0;
+let lastIso = '';
+/** The current time as pino writes it, formatted at most once per millisecond. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+/** `,"k":v,…` for the defined values, as JSON. */
+function jsonFields(o: Record<string, unknown>): string {
+  let out = '';
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) out += `,${JSON.stringify(k)}:${JSON.stringify(v)}`;
+  return out;
 }
 
 /** Short, URL-safe, unguessable session id (base32 of 10 random bytes). */
@@ -88,6 +117,12 @@ export class Session {
   masked = 0;
   /** Records both directions and events; absent when recording is off. */
   recorder?: SessionRecorder;
+  /** The session's fields of an audit line, serialised once. */
+  logHead?: string;
+  /** Facts of the last statement decided (for the approval fingerprint). */
+  lastFacts?: QueryFacts;
+  /** Approval requests of this session still waiting. */
+  readonly waiting = new Set<ApprovalHandle>();
 
   constructor(
     readonly init: SessionInit,
@@ -129,6 +164,9 @@ export class Session {
     for (const v of Object.values(counts.detectors)) n += v;
     if (n === 0) return;
     this.masked += n;
+    const tally = this.registry.policies.tallies.masked;
+    for (const [k, v] of Object.entries(counts.columns)) tally.set(k, (tally.get(k) ?? 0) + v);
+    for (const [k, v] of Object.entries(counts.detectors)) tally.set(k, (tally.get(k) ?? 0) + v);
     this.recorder?.event({ event: 'masking.applied', values: n, columns: counts.columns, detectors: counts.detectors });
     this.registry.log.info(
       { event: 'masking.applied', session: this.id, sub: this.init.identity.sub, target: this.init.target, values: n, columns: counts.columns, detectors: counts.detectors },
@@ -138,20 +176,47 @@ export class Session {
 
   /**
    * Decides a statement (or query string) and writes the audit event.
-   * `analyze` runs only when the decision is not cached. Without a policy: allow, no event.
+   * `analyze` runs only when the decision is not cached (`cacheKey`, default the text, names
+   * texts with the same facts). Without a policy: allow, no event.
    */
-  decide(text: string, analyze: (text: string) => QueryFacts): Decision | null {
+  decide(text: string, analyze: (text: string) => QueryFacts, cacheKey?: string): Decision | null {
     const set = this.policy();
     if (!set) return null;
-    const r = set.decide(text, analyze);
+    const r = set.decide(text, analyze, cacheKey);
     const d = r.decision;
+    this.lastFacts = r.facts;
+    this.registry.policies.tallies.decisions[d.action]++;
     if (d.action === 'deny') this.denied++;
-    this.registry.audit(this, d, r.facts);
+    this.registry.audit(this, d, r.facts, r);
     if (this.recorder) {
       this.recorder.count(d.action);
       this.recorder.event({ event: 'policy.decision', decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, message: d.action === 'allow' ? undefined : d.message });
     }
     return d;
+  }
+
+  /**
+   * Holds a `review` decision for approvers. The protocol module shows
+   * `handle.notice` to the client, waits for `handle.outcome`, and calls
+   * `handle.withdraw` if the client cancels or leaves. `statement` is what
+   * approvers see; the fingerprint (same query shape) defaults to the last
+   * decided statement's.
+   */
+  requestApproval(statement: string, d: Decision, fingerprint = this.lastFacts?.fingerprint): ApprovalHandle {
+    const h = this.registry.policies.approvals.request({
+      session: this.id,
+      protocol: this.init.protocol,
+      target: this.init.target,
+      identity: this.init.identity,
+      statement,
+      policy: d.policy,
+      rule: d.rule,
+      message: d.message,
+      fingerprint,
+    });
+    this.waiting.add(h);
+    void h.outcome.then(() => this.waiting.delete(h));
+    return h;
   }
 
   /** Asks the protocol module to end the session; it then calls close(). */
@@ -164,6 +229,7 @@ export class Session {
     if (this.endedAt) return;
     this.endedAt = new Date();
     this.closeReason = reason;
+    for (const h of this.waiting) h.withdraw(`the session ended (${reason})`);
     if (this.recorder) {
       this.recorder.event({ event: 'session.close', reason });
       void this.recorder.close({ reason, bytes_from_client: this.bytesFromClient, bytes_to_client: this.bytesToClient }).catch(() => {});
@@ -186,6 +252,9 @@ export class Session {
       bytes_from_client: this.bytesFromClient,
       bytes_to_client: this.bytesToClient,
       statements: this.statements,
+      denied: this.denied,
+      masked: this.masked,
+      waiting_approvals: [...this.waiting].map((h) => h.id),
       close_reason: this.closeReason,
     };
   }
@@ -194,19 +263,37 @@ export class Session {
 /** The live-session registry: what is connected right now, by whom, to what. */
 export class SessionRegistry {
   private readonly live = new Map<string, Session>();
+  /** Direct writes of pre-built audit lines (null: go through pino). */
+  private readonly raw: ((line: string) => void) | null;
+  /** Serialised decision part of an allowed-statement line, per cached decision. */
+  private readonly lineTails = new WeakMap<object, string>();
 
   constructor(
     readonly log: Logger,
     readonly policies: SessionHost,
-  ) {}
+  ) {
+    this.raw = rawLineWriter(log);
+  }
 
   /** One audit event per decision: who, where, what (normalised, literals removed) and why. */
-  audit(s: Session, d: Decision, facts: QueryFacts | undefined): void {
+  audit(s: Session, d: Decision, facts: QueryFacts | undefined, cached?: object): void {
     const level = d.action === 'allow' ? 'info' : 'warn';
     const denied = d.action !== 'allow';
     // Fingerprint and normalised text each cost a parse: only when they are written.
     const logged = this.log.isLevelEnabled(level);
     if (!logged && !denied) return;
+    if (!denied && cached && this.raw) {
+      // The hot path (one line per allowed statement): the session's and the
+      // decision's parts of the line are serialised once and reused.
+      let tail = this.lineTails.get(cached);
+      if (tail === undefined) {
+        tail = `${jsonFields({ decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, fingerprint: facts?.fingerprint, query: facts?.normalized })},"msg":"statement allowed"}\n`;
+        this.lineTails.set(cached, tail);
+      }
+      s.logHead ??= jsonFields({ event: 'policy.decision', session: s.id, sub: s.init.identity.sub, target: s.init.target, protocol: s.init.protocol });
+      this.raw(`{"level":"info","time":"${isoNow()}","svc":"sluice"${s.logHead}${tail}`);
+      return;
+    }
     const event = {
       event: 'policy.decision',
       time: new Date().toISOString(),
@@ -229,6 +316,8 @@ export class SessionRegistry {
   open(init: SessionInit): Session {
     const s = new Session(init, this);
     this.live.set(s.id, s);
+    const opened = this.policies.tallies.sessionsOpened;
+    opened.set(init.protocol, (opened.get(init.protocol) ?? 0) + 1);
     const { identity, client } = init;
     const store = this.policies.recordingStore();
     if (store) {
@@ -271,6 +360,11 @@ export class SessionRegistry {
   closed(s: Session): void {
     this.live.delete(s.id);
     const sum = s.summary();
+    const bytes = this.policies.tallies.closedBytes;
+    const b = bytes.get(sum.protocol) ?? { from: 0, to: 0 };
+    b.from += sum.bytes_from_client;
+    b.to += sum.bytes_to_client;
+    bytes.set(sum.protocol, b);
     this.log.info(
       {
         event: 'session.close',

@@ -71,3 +71,14 @@ export function parseSize(v: string | number): number {
   if (!Number.isSafeInteger(n) || n < 0) throw bad();
   return n;
 }
+
+/** A moment in the future: a duration from now ("2h", "7d") or a date; null when neither. */
+export function parseUntil(v: string): Date | null {
+  try {
+    if (/^\d+(\.\d+)?\s*[a-z]+/i.test(v)) return new Date(Date.now() + parseDuration(v));
+  } catch {
+    return null;
+  }
+  const d = new Date(v);
+  return Number.isNaN(d.getTime()) ? null : d;
+}

@@ -9,12 +9,18 @@
 // - The query's decision is the strongest across its statements.
 // - SQL that does not parse: `policy.on_parse_error` (deny unless configured).
 // - No applicable policy at all: `policy.default` for every statement.
+// - SQL and shell commands (SSH) share rules: conditions on tables, functions,
+//   where, copy, explain_analyze and set_role match only SQL statements; those on
+//   commands, args, writes and pipe_to_shell only commands (kind 'command');
+//   kind, dynamic and changes_state both.
 
-import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition } from '../core/config-types.js';
+import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition, SshPolicyConfig } from '../core/config-types.js';
 import type { Identity } from '../core/identity-types.js';
 import { LruCache } from './lru.js';
 import { compileNamePatterns, type NameMatcher } from './names.js';
 import type { QueryFacts, StatementFacts } from './sql-facts.js';
+import type { CommandFacts } from './shell-facts.js';
+import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from './shell-match.js';
 
 const RANK: Record<PolicyAction, number> = { allow: 0, review: 1, deny: 2 };
 
@@ -27,6 +33,8 @@ export interface Decision {
   message: string;
   /** Kind of the statement that decided, when one did. */
   kind?: string;
+  /** Shell commands: the program of the command that decided. */
+  program?: string;
 }
 
 interface CompiledRule {
@@ -34,6 +42,30 @@ interface CompiledRule {
   policy: string;
   tables?: NameMatcher;
   functions?: NameMatcher;
+  commands?: (program: string, path: string | undefined) => boolean;
+  args?: (arg: string) => boolean;
+  writes?: (path: string) => boolean;
+  /** Has a condition only SQL statements / only shell commands can meet. */
+  sqlOnly?: boolean;
+  shellOnly?: boolean;
+}
+
+const SQL_CONDITIONS = ['tables', 'functions', 'where', 'copy', 'explain_analyze', 'set_role'] as const;
+const SHELL_CONDITIONS = ['commands', 'args', 'writes', 'pipe_to_shell'] as const;
+
+function compileRule(policy: string, rule: PolicyRule): CompiledRule {
+  const w = rule.when;
+  return {
+    policy,
+    rule,
+    tables: w.tables ? compileNamePatterns(w.tables) : undefined,
+    functions: w.functions ? compileNamePatterns(w.functions) : undefined,
+    commands: w.commands ? compileCommandGlobs(w.commands) : undefined,
+    args: w.args ? compileArgGlobs(w.args) : undefined,
+    writes: w.writes ? compileWriteGlobs(w.writes) : undefined,
+    sqlOnly: SQL_CONDITIONS.some((c) => w[c] !== undefined),
+    shellOnly: SHELL_CONDITIONS.some((c) => w[c] !== undefined),
+  };
 }
 
 function describeCondition(w: RuleCondition): string {
@@ -43,7 +75,10 @@ function describeCondition(w: RuleCondition): string {
   if (w.functions) parts.push(`functions ${w.functions.join(', ')}`);
   if (w.where) parts.push(`where ${w.where}`);
   if (w.copy) parts.push(`copy ${w.copy.join(', ')}`);
-  for (const k of ['explain_analyze', 'set_role', 'dynamic', 'changes_state'] as const) {
+  if (w.commands) parts.push(`commands ${w.commands.join(', ')}`);
+  if (w.args) parts.push(`args ${w.args.join(', ')}`);
+  if (w.writes) parts.push(`writes ${w.writes.join(', ')}`);
+  for (const k of ['explain_analyze', 'set_role', 'pipe_to_shell', 'dynamic', 'changes_state'] as const) {
     if (w[k] !== undefined) parts.push(`${k}: ${w[k]}`);
   }
   return parts.length ? parts.join('; ') : 'every statement';
@@ -52,6 +87,14 @@ function describeCondition(w: RuleCondition): string {
 function matches(r: CompiledRule, s: StatementFacts): boolean {
   const w = r.rule.when;
   if (w.kind && !w.kind.includes(s.kind)) return false;
+  if (s.kind === 'command') {
+    if (r.sqlOnly) return false;
+    const c = s as CommandFacts;
+    if (r.commands && !r.commands(c.program, c.path)) return false;
+    if (r.args && !c.argv.some((a, i) => i > 0 && r.args!(a))) return false;
+    if (r.writes && !c.paths_written.some(r.writes)) return false;
+    if (w.pipe_to_shell !== undefined && (c.pipes_to_shell ?? false) !== w.pipe_to_shell) return false;
+  } else if (r.shellOnly) return false;
   if (w.where) {
     if (s.where === undefined) return false;
     if ((w.where === 'present') !== s.where) return false;
@@ -70,8 +113,16 @@ function matches(r: CompiledRule, s: StatementFacts): boolean {
 export class PolicySet {
   readonly readOnly: boolean;
   readonly names: string[];
+  /** What an SSH session may do besides exec commands (shell, sftp, forwarding), resolved across the policies. */
+  readonly ssh: SshOptions;
   private readonly rules: CompiledRule[];
-  private readonly cache = new LruCache<string, { decision: Decision; facts: QueryFacts }>({ maxEntries: 10_000, maxWeight: 16 << 20, weigh: (k) => k.length });
+  /**
+   * One decision cache per analyzer (SQL text and shell text never share entries,
+   * whoever calls decide). The last one used is kept at hand.
+   */
+  private readonly caches = new Map<Analyzer, DecisionCache>();
+  private lastAnalyzer: Analyzer | undefined;
+  private lastCache: DecisionCache | undefined;
 
   constructor(
     policies: PolicyConfig[],
@@ -79,6 +130,7 @@ export class PolicySet {
   ) {
     this.readOnly = policies.some((p) => p.read_only);
     this.names = policies.map((p) => p.name);
+    this.ssh = resolveSshOptions(policies, settings);
     this.rules = [];
     for (const p of policies) {
       if (p.read_only) {
@@ -88,15 +140,22 @@ export class PolicySet {
         });
         this.rules.push({ policy: p.name, rule: { action: 'allow', name: `${p.name}#read_only`, when: { changes_state: false } } });
       }
-      for (const r of p.rules) {
-        this.rules.push({
-          policy: p.name,
-          rule: r,
-          tables: r.when.tables ? compileNamePatterns(r.when.tables) : undefined,
-          functions: r.when.functions ? compileNamePatterns(r.when.functions) : undefined,
-        });
-      }
+      for (const r of p.rules) this.rules.push(compileRule(p.name, r));
     }
+  }
+
+  private cacheFor(analyze: Analyzer): DecisionCache | undefined {
+    if (analyze === this.lastAnalyzer) return this.lastCache;
+    let c = this.caches.get(analyze);
+    if (!c) {
+      // A caller passing a new closure each time (the policy CLI) gets no cache rather than a leak.
+      if (this.caches.size >= 4) return undefined;
+      c = new LruCache({ maxEntries: 10_000, maxWeight: 16 << 20, weigh: (k) => k.length });
+      this.caches.set(analyze, c);
+    }
+    this.lastAnalyzer = analyze;
+    this.lastCache = c;
+    return c;
   }
 
   /** The decision for one statement. */
@@ -115,9 +174,12 @@ export class PolicySet {
         action,
         rule: 'default',
         kind: s.kind,
+        ...(s.kind === 'command' && { program: (s as CommandFacts).program }),
         message:
           action === 'deny'
-            ? `no policy rule allows this ${s.kind.replace(/_/g, ' ')} statement (policy.default: deny)`
+            ? s.kind === 'command'
+              ? `no policy rule allows the command ${JSON.stringify((s as CommandFacts).program || (s as CommandFacts).text)} (policy.default: deny)`
+              : `no policy rule allows this ${s.kind.replace(/_/g, ' ')} statement (policy.default: deny)`
             : 'no rule matched (policy.default: allow)',
       };
     }
@@ -128,6 +190,7 @@ export class PolicySet {
       policy,
       rule: rule.name,
       kind: s.kind,
+      ...(s.kind === 'command' && { program: (s as CommandFacts).program }),
       message: rule.action === 'allow' ? why : `${why} (policy "${policy}", rule "${rule.name}")`,
     };
   }
@@ -136,8 +199,9 @@ export class PolicySet {
    * The decision for a whole query string, cached by text; `analyze` (SQL text to
    * facts) runs only on a cache miss.
    */
-  decide(sql: string, analyze: (sql: string) => QueryFacts): { decision: Decision; facts: QueryFacts } {
-    const hit = this.cache.get(sql);
+  decide(sql: string, analyze: (sql: string) => QueryFacts, key = sql): { decision: Decision; facts: QueryFacts } {
+    const cache = this.cacheFor(analyze);
+    const hit = cache?.get(key);
     if (hit) return hit;
     const facts = analyze(sql);
     let d: Decision;
@@ -161,7 +225,8 @@ export class PolicySet {
       }
     }
     const r = { decision: d, facts };
-    this.cache.set(sql, r);
+    // A parse error's message may quote the text: keep it under the exact text.
+    cache?.set(facts.parse_error !== undefined ? sql : key, r);
     return r;
   }
 }
@@ -196,7 +261,8 @@ export class PolicyResolver {
     if (!this.enabled) return null;
     const idx: number[] = [];
     this.policies.forEach((p, i) => matchFits(p.match, identity, target, protocol) && idx.push(i));
-    const key = idx.join(',');
+    // Per protocol too: a session of another protocol never shares a PolicySet (nor its caches).
+    const key = `${protocol}:${idx.join(',')}`;
     let set = this.sets.get(key);
     if (!set) {
       set = new PolicySet(
@@ -207,4 +273,70 @@ export class PolicyResolver {
     }
     return set;
   }
+}
+
+type Analyzer = (text: string) => QueryFacts;
+type DecisionCache = LruCache<string, { decision: Decision; facts: QueryFacts }>;
+
+// ---------------------------------------------------------------------------
+// SSH session options
+
+export interface SshOptions {
+  /** Interactive shells (`shell` requests); exec is decided command by command. */
+  shell: 'allow' | 'deny';
+  /** The sftp subsystem (also scp, which OpenSSH runs over sftp). */
+  sftp: 'read_write' | 'read_only' | 'deny';
+  forwarding: { local: boolean; remote: boolean; agent: boolean; x11: boolean };
+}
+
+/** When no statement policy is configured at all: shells and sftp work, forwarding is refused. */
+export const SSH_DEFAULTS: Readonly<SshOptions> = Object.freeze({
+  shell: 'allow',
+  sftp: 'read_write',
+  forwarding: Object.freeze({ local: false, remote: false, agent: false, x11: false }),
+});
+
+const SFTP_RANK = { read_write: 0, read_only: 1, deny: 2 } as const;
+
+/**
+ * Combines the `ssh:` blocks of the policies that apply to a session; the
+ * strictest wins and a field a policy leaves out abstains:
+ * - shell: deny when any policy says deny, else allow;
+ * - sftp: the strictest given (deny > read_only > read_write); a `read_only: true`
+ *   policy counts as sftp read_only; none given: read_write;
+ * - forwarding (each of local, remote, agent, x11): allowed only when some policy
+ *   allows it and none refuses it; closed when no policy mentions it.
+ * No policy applies (policy.default decides every command): shell and sftp
+ * follow policy.default (deny: no shell, no sftp), forwarding is refused.
+ */
+export function resolveSshOptions(policies: readonly PolicyConfig[], settings: PolicySettings): SshOptions {
+  if (policies.length === 0) {
+    const open = settings.default === 'allow';
+    return { shell: open ? 'allow' : 'deny', sftp: open ? 'read_write' : 'deny', forwarding: { ...SSH_DEFAULTS.forwarding } };
+  }
+  let shell: SshOptions['shell'] = 'allow';
+  let sftp: SshOptions['sftp'] = 'read_write';
+  const grant = { local: false, remote: false, agent: false, x11: false };
+  const refuse = { local: false, remote: false, agent: false, x11: false };
+  for (const p of policies) {
+    const o: SshPolicyConfig = p.ssh ?? {};
+    if (o.shell === 'deny') shell = 'deny';
+    if (o.sftp && SFTP_RANK[o.sftp] > SFTP_RANK[sftp]) sftp = o.sftp;
+    if (p.read_only && SFTP_RANK[sftp] < SFTP_RANK.read_only) sftp = 'read_only'; // whatever its own sftp says
+    for (const k of ['local', 'remote', 'agent', 'x11'] as const) {
+      const v = o.forwarding?.[k];
+      if (v === true) grant[k] = true;
+      if (v === false) refuse[k] = true;
+    }
+  }
+  return {
+    shell,
+    sftp,
+    forwarding: { local: grant.local && !refuse.local, remote: grant.remote && !refuse.remote, agent: grant.agent && !refuse.agent, x11: grant.x11 && !refuse.x11 },
+  };
+}
+
+/** The SSH options for a session's PolicySet (null: no statement policy configured). */
+export function sshOptions(set: PolicySet | null): SshOptions {
+  return set ? set.ssh : { ...SSH_DEFAULTS, forwarding: { ...SSH_DEFAULTS.forwarding } };
 }

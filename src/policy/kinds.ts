@@ -17,5 +17,7 @@ export const STATEMENT_KINDS: readonly string[] = [
   'import_foreign_schema',
   // A fast-path FunctionCall message (by OID, no SQL text): libpq's lo_* use it.
   'function_call',
+  // A shell command (SSH exec or a shell line): src/policy/shell-facts.ts.
+  'command',
   'other',
 ];

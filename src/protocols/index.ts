@@ -1,5 +1,6 @@
 // Every protocol module Sluice ships. The core starts those with a listener in the config.
 import type { ProtocolModule } from '../core/protocol.js';
 import { postgres } from './postgres/index.js';
+import { ssh } from './ssh/index.js';
 
-export const protocolModules: ProtocolModule[] = [postgres];
+export const protocolModules: ProtocolModule[] = [postgres, ssh];

@@ -29,6 +29,10 @@ export interface SluiceOptions {
    * audit line here would compete with the gateway for CPU). logs() is then empty.
    */
   quiet?: boolean;
+  /** Also start the admin API (listeners.admin, plain HTTP on loopback). */
+  admin?: boolean;
+  /** Also start the SSH listener (listeners.ssh on a free loopback port). */
+  ssh?: boolean;
 }
 
 export interface Sluice {
@@ -36,6 +40,10 @@ export interface Sluice {
   port: number;
   dir: string;
   configPath: string;
+  /** The admin API's base URL, when started with `admin: true`. */
+  adminUrl?: string;
+  /** The SSH listener's port, when started with `ssh: true`. */
+  sshPort?: number;
   /** CA that signed the gateway's certificate (for sslrootcert). */
   ca?: KeyPair;
   proc: ChildProcess;
@@ -76,7 +84,11 @@ export async function prepareOrders(cluster: PgCluster): Promise<void> {
 function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyPair, port = 0): Record<string, unknown> {
   const base: Record<string, unknown> = {
     state_dir: path.join(dir, 'state'),
-    listeners: { postgres: { host: '127.0.0.1', port, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) } },
+    listeners: {
+      postgres: { host: '127.0.0.1', port, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) },
+      ...(opts.admin ? { admin: { host: '127.0.0.1', port: 0 } } : {}),
+      ...(opts.ssh ? { ssh: { host: '127.0.0.1', port: 0 } } : {}),
+    },
     targets: opts.cluster ? { orders: ordersTarget(opts.cluster) } : {},
     log: { level: 'debug' },
   };
@@ -144,6 +156,8 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     });
 
   const started = opts.quiet ? { port: await waitForPort(fixedPort, proc) } : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'postgres', 20_000);
+  const adminStarted = opts.admin ? await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'admin', 20_000) : undefined;
+  const sshStarted = !opts.ssh ? undefined : opts.quiet ? await listenerFromLogFile(path.join(dir, 'sluice.log'), 'ssh', proc) : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'ssh', 20_000);
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -164,6 +178,8 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     port: started.port as number,
     dir,
     configPath,
+    adminUrl: adminStarted ? `http://127.0.0.1:${adminStarted.port}` : undefined,
+    sshPort: sshStarted ? (sshStarted.port as number) : undefined,
     ca,
     proc,
     async mint(sub, groups = ['ci'], ttl = '5m', extra = []) {
@@ -181,6 +197,21 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     },
     stop,
   };
+}
+
+/** Quiet mode logs to a file: finds a listener's start line there. */
+async function listenerFromLogFile(file: string, protocol: string, proc: ChildProcess): Promise<Record<string, unknown>> {
+  for (let i = 0; i < 200; i++) {
+    if (proc.exitCode !== null) throw new Error(`sluice exited with ${proc.exitCode}`);
+    const text = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    for (const line of text.split('\n')) {
+      if (!line.includes('"listener.start"')) continue;
+      const j = JSON.parse(line);
+      if (j.protocol === protocol) return j;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`sluice did not start its ${protocol} listener`);
 }
 
 async function waitForPort(port: number, proc: ChildProcess): Promise<number> {

@@ -3,26 +3,33 @@
 // upstream process ids never leak.
 
 import { randomInt, timingSafeEqual } from 'node:crypto';
-import type { TargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../core/config-types.js';
 
 export interface CancelEntry {
   secret: number;
-  target: TargetConfig;
+  target: PostgresTargetConfig;
   upstreamPid: number;
   upstreamSecret: number;
+  /** Handles the cancel inside Sluice (a statement waiting for approval); true when it did. */
+  intercept?: () => boolean;
 }
 
 export class CancelKeys {
   private readonly byPid = new Map<number, CancelEntry>();
 
   /** Registers a session and returns the (pid, secret) to give its client. */
-  add(target: TargetConfig, upstreamPid: number, upstreamSecret: number): { pid: number; secret: number } {
+  add(target: PostgresTargetConfig, upstreamPid: number, upstreamSecret: number): { pid: number; secret: number } {
     let pid: number;
     do pid = randomInt(1, 0x7fffffff);
     while (this.byPid.has(pid));
     const secret = randomInt(0, 0x7fffffff);
     this.byPid.set(pid, { secret, target, upstreamPid, upstreamSecret });
     return { pid, secret };
+  }
+
+  setIntercept(pid: number, fn: () => boolean): void {
+    const e = this.byPid.get(pid);
+    if (e) e.intercept = fn;
   }
 
   remove(pid: number): void {

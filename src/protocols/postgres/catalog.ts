@@ -3,7 +3,7 @@
 // FROM customers` is still the column customers.email. Lookups go over one side
 // connection per target (Sluice's own login) and are cached.
 
-import type { TargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../core/config-types.js';
 import type { ColumnRef } from '../../policy/masking/ruleset.js';
 import { B, F } from './constants.js';
 import { parseFields, queryMessage as query } from './messages.js';
@@ -79,7 +79,7 @@ export class CatalogCache {
   private chain: Promise<unknown> = Promise.resolve();
 
   constructor(
-    private readonly target: TargetConfig,
+    private readonly target: PostgresTargetConfig,
     private readonly password: () => Promise<string | undefined>,
     private readonly maxMessage: number,
   ) {}

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Core } from '../../core/protocol.js';
-import type { ListenerConfig, TargetConfig } from '../../core/config-types.js';
+import type { ListenerConfig, PostgresTargetConfig } from '../../core/config-types.js';
 import { CatalogCache } from './catalog.js';
 import { Dir } from '../../recording/types.js';
 import { AuthError } from '../../core/identity-types.js';
@@ -44,10 +44,10 @@ export interface ListenerState {
   secureContext?: tls.SecureContext;
   cancelKeys: CancelKeys;
   /** One catalog cache (and side connection) per target config; a reload makes new ones. */
-  catalogs: Map<string, { target: TargetConfig; cache: CatalogCache }>;
+  catalogs: Map<string, { target: PostgresTargetConfig; cache: CatalogCache }>;
 }
 
-function catalogFor(core: Core, state: ListenerState, target: TargetConfig): CatalogCache {
+function catalogFor(core: Core, state: ListenerState, target: PostgresTargetConfig): CatalogCache {
   const e = state.catalogs.get(target.name);
   if (e && e.target === target) return e.cache;
   e?.cache.close();
@@ -158,6 +158,10 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         release();
         failed = true;
         socket.destroy();
+        if (entry?.intercept?.()) {
+          core.log.info({ event: 'cancel.approval', target: entry.target.name }, 'cancel request withdrew a statement waiting for approval');
+          return;
+        }
         if (entry) {
           core.log.info({ event: 'cancel.forwarded', target: entry.target.name }, 'cancel request forwarded');
           await sendCancel(entry.target, entry.upstreamPid, entry.upstreamSecret);
@@ -276,6 +280,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       pids: { upstream: upstream.pid, client: key.pid },
       catalog: catalogFor(core, state, target),
     });
+    state.cancelKeys.setIntercept(key.pid, () => relay?.cancelApproval() ?? false);
     const hello = Buffer.concat([authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')]);
     session.recorder?.record(Dir.GatewayToClient, hello);
     socket.write(hello);

@@ -94,6 +94,13 @@ export class Framer {
     return this.paused;
   }
 
+  /** Bytes of input held while paused. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const b of this.held) n += b.length;
+    return n;
+  }
+
   /** Processes held input; it may pause again. The caller then takes the output. */
   resume(): void {
     this.paused = false;

@@ -8,11 +8,18 @@
 // Sync, a named statement that was denied is never created (a later Bind of it
 // fails on the server), and responses stay in order however deeply the client
 // pipelines. The cost is one round trip per denial, only for denials.
+//
+// A `review` decision holds the statement: the gate keeps a copy of the
+// message, the relay pauses the client stream behind it and shows the client a
+// notice, and when the approval settles the gate sends either the original
+// message or a marker carrying the outcome as an error.
 
 import { randomBytes } from 'node:crypto';
 import type { Session } from '../../core/sessions.js';
+import type { ApprovalHandle, ApprovalOutcome } from '../../core/approvals.js';
 import type { Decision } from '../../policy/engine.js';
 import { analyzeSql, type QueryFacts } from '../../policy/sql-facts.js';
+import { sqlCacheKey } from '../../policy/sql-cache-key.js';
 import { F } from './constants.js';
 import { errorResponse, parseFields, queryMessage } from './messages.js';
 
@@ -20,6 +27,16 @@ interface Pending {
   error: Buffer;
   /** Query/Sync/FunctionCall messages forwarded before the marker: its batch. */
   batch: number;
+}
+
+/** A statement waiting for approval. */
+export interface Held {
+  handle: ApprovalHandle;
+  decision: Decision;
+  /** A copy of the original message, sent as is when approved. */
+  message: Buffer;
+  build: (text: string) => Buffer;
+  parseName: Buffer | null;
 }
 
 function marker(): string {
@@ -52,6 +69,8 @@ export class PolicyGate {
   private forwardedSyncs = 0;
   private readyCount = 0;
   private readonly pending = new Map<string, Pending>();
+  /** The statement waiting for approval, if any (the client stream is paused behind it). */
+  held: Held | null = null;
 
   constructor(
     private readonly session: Session,
@@ -78,9 +97,10 @@ export class PolicyGate {
     if (this.discarding) return false;
     if (type === F.Query) {
       const sql = buf.toString('utf8', start + 5, end - 1);
-      const d = this.session.decide(sql, analyzeSql);
+      const d = this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
       if (!d || d.action === 'allow') return true;
-      this.deny(d, queryMessage, null);
+      if (d.action === 'review') this.hold(d, sql, buf, start, end, queryMessage, null);
+      else this.deny(d, queryMessage, null);
       return false;
     }
     if (type === F.Parse) {
@@ -88,31 +108,69 @@ export class PolicyGate {
       const name = buf.subarray(start + 5, z + 1); // with its NUL
       const q = buf.indexOf(0, z + 1);
       const sql = buf.toString('utf8', z + 1, q < 0 || q >= end ? end : q);
-      const d = this.session.decide(sql, analyzeSql);
+      const d = this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
       if (!d || d.action === 'allow') return true;
-      this.deny(d, (text) => parseMessage(name, text), name);
+      const build = (text: string) => parseMessage(name, text);
+      if (d.action === 'review') this.hold(d, sql, buf, start, end, build, Buffer.from(name));
+      else this.deny(d, build, name);
       return false;
     }
     // FunctionCall: int32 function OID after the header.
     const oid = buf.readUInt32BE(start + 5);
     const d = this.session.decide(`\0oid:${oid}`, functionCallFacts);
     if (!d || d.action === 'allow') return true;
-    this.deny(d, queryMessage, null);
+    if (d.action === 'review') this.hold(d, `function call (oid ${oid})`, buf, start, end, queryMessage, null);
+    else this.deny(d, queryMessage, null);
     return false;
   }
 
+  /** Asks for approval; the relay pauses the client stream while `held` is set. */
+  private hold(d: Decision, statement: string, buf: Buffer, start: number, end: number, build: (text: string) => Buffer, parseName: Buffer | null): void {
+    const handle = this.session.requestApproval(statement, d);
+    this.held = { handle, decision: d, message: Buffer.from(buf.subarray(start, end)), build, parseName };
+  }
+
+  /** The held statement's approval settled: forward it, or answer it with the outcome as an error. */
+  settle(o: ApprovalOutcome): void {
+    const h = this.held;
+    if (!h) return;
+    this.held = null;
+    if (o.status === 'approved') {
+      this.emit(h.message);
+      this.forwarded(h.message[0]!);
+      return;
+    }
+    const id = h.handle.id;
+    let code = '42501';
+    let message: string;
+    let detail = 'The statement was not run; the session goes on.';
+    if (o.status === 'denied') {
+      message = `sluice: statement denied by approver ${o.approver}${o.reason ? `: ${o.reason}` : ''} (approval ${id}, rule ${h.decision.rule})`;
+    } else if (o.status === 'expired') {
+      code = '57014';
+      message = `sluice: approval ${id} timed out after ${Math.round(o.after_ms / 1000)} s without a decision; the statement was not run`;
+      detail = 'Ask an approver to decide sooner (sluice approvals list), then run the statement again.';
+    } else {
+      code = '57014';
+      message = `canceling statement due to user request (approval ${id} withdrawn)`;
+    }
+    this.answer(errorResponse({ severity: 'ERROR', code, message, detail }), h.build, h.parseName);
+  }
+
   private deny(d: Decision, build: (text: string) => Buffer, parseName: Buffer | null): void {
-    const m = marker();
-    const review = d.action === 'review';
     const error = errorResponse({
       severity: 'ERROR',
       code: d.rule === 'on_parse_error' ? '42601' : '42501',
-      message: review
-        ? `sluice: statement needs approval, and approvals are not enabled on this gateway: ${d.message}`
-        : `sluice: statement denied: ${d.message}`,
+      message: `sluice: statement denied: ${d.message}`,
       detail: 'The statement was not run; the session goes on.',
       hint: 'Run `sluice policy check` with the same statement to see why; ask the gateway owner if the policy is wrong.',
     });
+    this.answer(error, build, parseName);
+  }
+
+  /** Sends a marker in place of a statement; the server's error for it is swapped for `error`. */
+  private answer(error: Buffer, build: (text: string) => Buffer, parseName: Buffer | null): void {
+    const m = marker();
     this.pending.set(m, { error, batch: this.forwardedSyncs });
     const msg = build(m);
     this.emit(msg);

@@ -5,7 +5,8 @@ import type { Duplex } from 'node:stream';
 import type { Session } from '../../core/sessions.js';
 import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
-import { errorResponse } from './messages.js';
+import { errorResponse, noticeResponse } from './messages.js';
+import type { ApprovalOutcome } from '../../core/approvals.js';
 import { PolicyGate } from './policy-gate.js';
 import { Dir } from '../../recording/types.js';
 import { PgMasker } from './masker.js';
@@ -17,6 +18,10 @@ type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 const HOLD_FULL = 1; // the other side's write buffer is full
 const HOLD_FRAMER = 2; // the framer waits for I/O (catalog lookup, approval)
 const HOLD_RECORDER = 4; // the recording writer is behind: slow both sides to its pace, drop nothing
+const HOLD_APPROVAL = 8; // a statement waits for approval and the client has sent a lot behind it
+
+/** Client bytes held behind a statement waiting for approval before the client is no longer read. */
+const APPROVAL_HOLD_BYTES = 1 << 20;
 
 export interface RelayOptions {
   maxMessage: number;
@@ -60,6 +65,8 @@ class FrontendHandler implements FrameHandler {
     private readonly state: Busy,
     private readonly gate: PolicyGate,
     private readonly copy: CopyMasker,
+    /** The gate held the message for approval: the relay pauses the stream behind it. */
+    private readonly onHold: () => void,
   ) {}
 
   wantsMessage(type: number, length: number): boolean {
@@ -83,7 +90,10 @@ class FrontendHandler implements FrameHandler {
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): boolean {
-    if (this.gateWants && !this.gate.onFrontend(type, buf, start, end)) return false;
+    if (this.gateWants && !this.gate.onFrontend(type, buf, start, end)) {
+      if (this.gate.held) this.onHold();
+      return false;
+    }
     this.gate.forwarded(type);
     this.copy.forwarded(type, buf, start, end);
     return true;
@@ -199,6 +209,7 @@ export class PgRelay {
   private killAt: Buffer | null = null;
   private killReason = '';
   private readonly state = new Busy();
+  private readonly gate: PolicyGate;
 
   constructor(
     private readonly client: Sock,
@@ -213,7 +224,8 @@ export class PgRelay {
       copy.forwarded(b[0]!, b, 0, b.length);
       this.front.emit(b);
     });
-    this.front = new Framer(new FrontendHandler(session, this.state, gate, copy), opts.maxMessage);
+    this.gate = gate;
+    this.front = new Framer(new FrontendHandler(session, this.state, gate, copy, () => this.awaitApproval()), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
     this.back = new Framer(
       new BackendHandler(this.state, opts.pids, gate, masker, copy, () => this.back, (p) => this.afterLookup(p), () => this.killAt),
@@ -251,6 +263,57 @@ export class PgRelay {
     }
     const out = this.front.take();
     if (out.length && !writeBatch(this.server, out)) this.throttle(this.client, this.server);
+    if (this.gate.held && this.front.heldBytes > APPROVAL_HOLD_BYTES) this.hold(this.client, HOLD_APPROVAL);
+  }
+
+  /**
+   * The gate holds a statement for approval: the client stream stops behind it
+   * (later messages wait in the framer, in order), the client is told why, and
+   * the outcome decides what the server gets. The client is still read, so a
+   * disconnect withdraws the request at once.
+   */
+  private awaitApproval(): void {
+    const held = this.gate.held!;
+    this.front.pause();
+    if (held.handle.notice) {
+      this.toClient(noticeResponse({ severity: 'NOTICE', code: '00000', message: held.handle.notice, detail: `Statement held by rule ${held.decision.rule}: ${held.decision.message}`, hint: 'Press Ctrl-C to withdraw the request.' }));
+    }
+    void held.handle.outcome.then((o) => this.approvalSettled(o));
+  }
+
+  private approvalSettled(o: ApprovalOutcome): void {
+    if (this.closed) return;
+    this.gate.settle(o);
+    try {
+      this.front.resume();
+    } catch (err) {
+      this.violation(err as Error);
+      return;
+    }
+    const out = this.front.take();
+    this.release(this.client, HOLD_APPROVAL);
+    if (out.length && !writeBatch(this.server, out)) this.throttle(this.client, this.server);
+  }
+
+  /** A CancelRequest for this session: withdraws a statement waiting for approval. True when it did. */
+  cancelApproval(): boolean {
+    const h = this.gate.held;
+    if (!h || this.closed) return false;
+    h.handle.withdraw('cancelled by the client');
+    return true;
+  }
+
+  /** A message Sluice originates for the client, sent between server messages. */
+  private toClient(buf: Buffer): void {
+    if (this.closed) return;
+    if (!this.back.idle) {
+      // A server message is half relayed (a pipelined result): try again shortly.
+      setTimeout(() => this.toClient(buf), 20).unref();
+      return;
+    }
+    this.session.bytesToClient += buf.length;
+    this.session.recorder?.record(Dir.GatewayToClient, buf);
+    this.client.write(buf);
   }
 
   private fromServer(chunk: Buffer): void {

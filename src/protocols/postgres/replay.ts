@@ -27,6 +27,8 @@ interface Statement {
   tags: string[];
   errors: string[];
   notices: string[];
+  /** Approval events while the statement was held. */
+  approvals?: string[];
   done_us?: number;
 }
 
@@ -152,12 +154,35 @@ class Collector {
       // The decision precedes the statement's bytes reaching the server; attach to the latest statement sent.
       const st = this.statements[this.statements.length - 1];
       if (st && !st.decision) st.decision = { action: String(obj.decision), rule: obj.rule as string, policy: obj.policy as string, message: obj.message as string };
+    } else if (typeof obj.event === 'string' && obj.event.startsWith('approval.')) {
+      const st = this.statements[this.statements.length - 1];
+      if (st) (st.approvals ??= []).push(approvalLine(obj));
     }
   }
 
   count(dir: Dir, n: number): void {
     if (dir === Dir.ClientToGateway) this.bytesFromClient += n;
     else this.bytesToClient += n;
+  }
+}
+
+/** One line per approval event: requested, each vote, the outcome. */
+function approvalLine(o: Record<string, unknown>): string {
+  const id = String(o.approval ?? '?');
+  const secs = typeof o.waited_ms === 'number' ? ` after ${(o.waited_ms / 1000).toFixed(1)} s` : '';
+  const why = o.reason ? `: ${String(o.reason)}` : '';
+  switch (o.event) {
+    case 'approval.requested':
+      return `approval ${id} requested (rule ${String(o.rule ?? '')})`;
+    case 'approval.approved_by':
+    case 'approval.denied_by': {
+      const v = (o.vote ?? {}) as Record<string, unknown>;
+      return `approval ${id}: ${String(v.sub)} ${o.event === 'approval.approved_by' ? 'approved' : 'denied'}${v.reason ? `: ${String(v.reason)}` : ''}`;
+    }
+    case 'approval.approved':
+      return `approval ${id} approved by ${((o.approvers as string[]) ?? []).join(', ')}${secs}${o.grant ? ' (standing fingerprint approval)' : ''}`;
+    default:
+      return `approval ${id} ${String(o.event).slice('approval.'.length)}${secs}${why}`;
   }
 }
 
@@ -208,6 +233,7 @@ export function renderPostgres(frames: Iterable<Frame>, opts: ReplayOptions): st
     const decision = st.decision ? `  [${st.decision.action}${st.decision.rule ? ` by ${st.decision.policy ? `${st.decision.policy} ` : ''}${st.decision.rule}` : ''}]` : '';
     out.push(`${at(st.t_us)}${dur}${decision}`);
     out.push(...st.text.trim().split('\n').map((l) => `  > ${l}`));
+    for (const a of st.approvals ?? []) out.push(`  ${a}`);
     for (const n of st.notices) out.push(`  ${n}`);
     if (st.columns) {
       out.push(...table(st.columns, st.rows).map((l) => `  ${l}`));

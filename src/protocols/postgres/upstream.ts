@@ -10,7 +10,7 @@ import pgProtocol from 'pg-protocol';
 
 // Default import: the named export is not visible under every ESM loader (ts-node's, for one).
 const { serialize } = pgProtocol;
-import type { TargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../core/config-types.js';
 import { B } from './constants.js';
 import { parseFields } from './messages.js';
 import { MessageReader } from './reader.js';
@@ -48,7 +48,7 @@ function readCa(path: string): Buffer {
   return ca;
 }
 
-function tcpConnect(target: TargetConfig, timeoutMs: number): Promise<net.Socket> {
+function tcpConnect(target: PostgresTargetConfig, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: target.host, port: target.port });
     s.setNoDelay(true);
@@ -68,7 +68,7 @@ function tcpConnect(target: TargetConfig, timeoutMs: number): Promise<net.Socket
   });
 }
 
-function tlsUpgrade(target: TargetConfig, socket: net.Socket): Promise<tls.TLSSocket> {
+function tlsUpgrade(target: PostgresTargetConfig, socket: net.Socket): Promise<tls.TLSSocket> {
   const mode = target.tls.mode;
   const verify = mode === 'verify-ca' || mode === 'verify-full';
   return new Promise((resolve, reject) => {
@@ -105,7 +105,7 @@ function tlsUpgrade(target: TargetConfig, socket: net.Socket): Promise<tls.TLSSo
  * database come from the target.
  */
 export async function connectUpstream(
-  target: TargetConfig,
+  target: PostgresTargetConfig,
   password: string | undefined,
   params: Record<string, string>,
   maxMessage: number,
@@ -131,7 +131,7 @@ export async function connectUpstream(
 }
 
 async function handshake(
-  target: TargetConfig,
+  target: PostgresTargetConfig,
   raw: net.Socket,
   password: string | undefined,
   params: Record<string, string>,
@@ -241,7 +241,7 @@ async function handshake(
 }
 
 /** Turns a server's startup error into a client error that says where to look, without leaking the credential. */
-function upstreamAuthError(target: TargetConfig, f: Record<string, string>): UpstreamError {
+function upstreamAuthError(target: PostgresTargetConfig, f: Record<string, string>): UpstreamError {
   const code = f.C ?? '08006';
   if (code === '28P01' || code === '28000') {
     return new UpstreamError(
@@ -257,7 +257,7 @@ function upstreamAuthError(target: TargetConfig, f: Record<string, string>): Ups
 }
 
 /** Forwards a CancelRequest to the server that owns (pid, secret). Best effort, like libpq. */
-export function sendCancel(target: TargetConfig, pid: number, secret: number): Promise<void> {
+export function sendCancel(target: PostgresTargetConfig, pid: number, secret: number): Promise<void> {
   return new Promise((resolve) => {
     const s = net.connect({ host: target.host, port: target.port });
     const done = () => {

@@ -1,0 +1,297 @@
+// The admin API (listeners.admin): live sessions, the kill switch, approvals,
+// revocations, health and Prometheus metrics, as JSON over HTTP(S).
+//
+// Every /api route needs `Authorization: Bearer <JWT>` from a configured
+// issuer. Members of `admin.groups` may do everything; members of
+// `approvals.approvers` may read sessions and approvals and decide approvals.
+// /healthz is open; /metrics is open only with `admin.public_metrics`.
+
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { ListenerConfig } from './config-types.js';
+import type { Identity } from './identity-types.js';
+import { AuthError } from './identity-types.js';
+import { ApprovalError, type ApprovalScope } from './approvals.js';
+import type { Gateway } from './gateway.js';
+import { parseUntil } from './units.js';
+
+export interface AdminApi {
+  readonly host: string;
+  readonly port: number;
+  readonly url: string;
+  reload(cfg: ListenerConfig | undefined): void;
+  close(): Promise<void>;
+}
+
+type Role = 'admin' | 'approver';
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code = 'error',
+  ) {
+    super(message);
+  }
+}
+
+const MAX_BODY = 64 * 1024;
+
+function send(res: http.ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = type === 'application/json' ? JSON.stringify(body, null, 1) + '\n' : String(body);
+  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+  let size = 0;
+  const parts: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY) throw new HttpError(413, `request body larger than ${MAX_BODY} bytes`);
+    parts.push(chunk);
+  }
+  if (size === 0) return {};
+  try {
+    const v = JSON.parse(Buffer.concat(parts).toString('utf8'));
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch {
+    // reported below
+  }
+  throw new HttpError(400, 'the request body must be a JSON object');
+}
+
+function optString(body: Record<string, unknown>, key: string): string | undefined {
+  const v = body[key];
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string') throw new HttpError(400, `"${key}" must be a string`);
+  if (v.length > 2000) throw new HttpError(400, `"${key}" is longer than 2000 characters`);
+  return v;
+}
+
+function isLoopback(addr: string | undefined): boolean {
+  return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
+}
+
+export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<AdminApi> {
+  let current = cfg;
+  const roles = (who: Identity): Set<Role> => {
+    const c = gw.config();
+    const out = new Set<Role>();
+    if (who.groups.some((g) => c.admin.groups.includes(g))) out.add('admin');
+    if (who.groups.some((g) => c.approvals.approvers.includes(g))) out.add('approver');
+    return out;
+  };
+
+  async function authenticate(req: http.IncomingMessage): Promise<{ who: Identity; roles: Set<Role> }> {
+    const h = req.headers.authorization ?? '';
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    if (!m) throw new HttpError(401, 'missing token: send "Authorization: Bearer <JWT>" (the CLI reads --token or $SLUICE_TOKEN)', 'token_missing');
+    if (!current.tls && !current.allow_insecure_auth && !isLoopback(req.socket.remoteAddress)) {
+      throw new HttpError(403, 'tokens are refused over plain HTTP from a non-loopback address: configure listeners.admin.tls', 'insecure_transport');
+    }
+    let who: Identity;
+    try {
+      who = await gw.verifyIdentity(m[1]!);
+    } catch (err) {
+      if (err instanceof AuthError) throw new HttpError(401, err.message, err.code);
+      throw err;
+    }
+    const r = roles(who);
+    if (r.size === 0) {
+      const c = gw.config();
+      throw new HttpError(403, `sub "${who.sub}" may not use the admin API: it needs a group in admin.groups (${c.admin.groups.join(', ')}) or approvals.approvers (${c.approvals.approvers.join(', ')})`, 'forbidden');
+    }
+    return { who, roles: r };
+  }
+
+  const need = (r: Set<Role>, role: Role, what: string) => {
+    if (!r.has(role)) throw new HttpError(403, `${what} needs the ${role} role (${role === 'admin' ? 'admin.groups' : 'approvals.approvers'})`, 'forbidden');
+  };
+
+  function sessionsList(url: URL): unknown[] {
+    const q = url.searchParams;
+    const sub = q.get('sub') ?? q.get('identity') ?? undefined;
+    const target = q.get('target') ?? undefined;
+    const protocol = q.get('protocol') ?? undefined;
+    const since = q.get('since') ? new Date(q.get('since')!) : undefined;
+    const limit = Math.min(Number(q.get('limit') ?? 100) || 100, 10_000);
+    const fits = (s: { sub: string; target: string; protocol: string; started_at: string }) =>
+      (!sub || s.sub === sub) && (!target || s.target === target) && (!protocol || s.protocol === protocol) && (!since || Date.parse(s.started_at) >= since.getTime());
+    const live = gw.sessions
+      .list()
+      .map((s) => ({ ...s.summary(), status: 'live' }))
+      .filter(fits);
+    if (q.get('live') === 'true' || q.get('live') === '1') return live.slice(0, limit);
+    const seen = new Set(live.map((s) => s.id));
+    const store = gw.recordingStore();
+    const recent = store
+      ? store
+          .list({ sub, target, since, limit: limit + seen.size })
+          .filter((e) => !seen.has(e.id) && (!protocol || e.protocol === protocol))
+          .map(({ wrapped_key: _k, head: _h, ...rest }) => rest)
+      : [];
+    return [...live, ...recent].slice(0, limit);
+  }
+
+  async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://sluice');
+    const path = url.pathname.replace(/\/+$/, '') || '/';
+    const method = req.method ?? 'GET';
+
+    if (path === '/healthz') {
+      const store = gw.config().recording.enabled ? (gw.recordingStore() ? 'ok' : 'failing') : 'off';
+      send(res, store === 'failing' ? 503 : 200, { status: store === 'failing' ? 'degraded' : 'ok', sessions: gw.sessions.size, recording: store });
+      return;
+    }
+    if (path === '/metrics') {
+      if (!gw.config().admin.public_metrics) {
+        const a = await authenticate(req);
+        void a;
+      }
+      send(res, 200, await gw.metrics.text(), gw.metrics.contentType);
+      return;
+    }
+    if (!path.startsWith('/api/')) throw new HttpError(404, `no such endpoint ${path}: see GET /api`);
+
+    const { who, roles: r } = await authenticate(req);
+    const parts = path.split('/').slice(2).map(decodeURIComponent); // ['sessions', id?] …
+    const [res0, id, action] = parts;
+
+    if (res0 === 'sessions') {
+      if (!id && method === 'GET') return send(res, 200, { sessions: sessionsList(url) });
+      if (id && !action && method === 'GET') {
+        const live = gw.sessions.get(id);
+        if (live) return send(res, 200, { ...live.summary(), status: 'live' });
+        const stored = gw.recordingStore()?.get(id);
+        if (!stored) throw new HttpError(404, `no session ${id}`, 'not_found');
+        const { wrapped_key: _k, head: _h, ...rest } = stored;
+        return send(res, 200, rest);
+      }
+      if (id && !action && method === 'DELETE') {
+        need(r, 'admin', 'killing a session');
+        const body = await readJson(req);
+        const reason = optString(body, 'reason') ?? url.searchParams.get('reason') ?? undefined;
+        if (!gw.kill(id, who.sub, reason)) throw new HttpError(404, `no live session ${id}: run \`sluice sessions list --live\``, 'not_found');
+        return send(res, 200, { killed: id, reason });
+      }
+    }
+
+    if (res0 === 'approvals') {
+      if (!id && method === 'GET') {
+        const all = url.searchParams.get('all') === 'true' || url.searchParams.get('all') === '1';
+        return send(res, 200, { approvals: gw.approvals.list(all) });
+      }
+      if (id && !action && method === 'GET') {
+        const v = gw.approvals.get(id);
+        if (!v) throw new HttpError(404, `no approval request ${id}`, 'not_found');
+        return send(res, 200, v);
+      }
+      if (id && (action === 'approve' || action === 'deny') && method === 'POST') {
+        const body = await readJson(req);
+        const reason = optString(body, 'reason');
+        try {
+          if (action === 'approve') {
+            const scope = optString(body, 'scope') ?? 'once';
+            if (scope !== 'once' && scope !== 'fingerprint') throw new HttpError(400, `"scope" must be "once" or "fingerprint", got "${scope}"`);
+            return send(res, 200, gw.approvals.approve(id, who, { reason, scope: scope as ApprovalScope }));
+          }
+          return send(res, 200, gw.approvals.deny(id, who, reason));
+        } catch (err) {
+          if (err instanceof ApprovalError) {
+            const status = { not_found: 404, not_pending: 409, forbidden: 403, self_approval: 403, already_voted: 409 }[err.code];
+            throw new HttpError(status, err.message, err.code);
+          }
+          throw err;
+        }
+      }
+    }
+
+    if (res0 === 'revocations') {
+      need(r, 'admin', 'revocations');
+      if (!id && method === 'GET') return send(res, 200, { revocations: gw.revocations?.list() ?? [] });
+      if (!id && method === 'POST') {
+        const body = await readJson(req);
+        const sub = optString(body, 'sub');
+        const jti = optString(body, 'jti');
+        if (!sub === !jti) throw new HttpError(400, 'give exactly one of "sub" or "jti"');
+        const untilText = optString(body, 'until');
+        let until: string | undefined;
+        if (untilText) {
+          const t = parseUntil(untilText);
+          if (!t) throw new HttpError(400, `"until" must be a duration such as 2h or an ISO date, got "${untilText}"`);
+          until = t.toISOString();
+        }
+        const n = await gw.revoke({ kind: sub ? 'sub' : 'jti', value: (sub ?? jti)!, until, reason: optString(body, 'reason'), by: who.sub, at: new Date().toISOString() });
+        return send(res, 201, { revoked: sub ? { sub } : { jti }, until, sessions_closed: n });
+      }
+      if ((id === 'sub' || id === 'jti') && action && method === 'DELETE') {
+        if (!(await gw.unrevoke(id, action, who.sub))) throw new HttpError(404, `${id} ${action} is not revoked`, 'not_found');
+        return send(res, 200, { unrevoked: { [id]: action } });
+      }
+    }
+
+    if (res0 === '' || path === '/api') {
+      return send(res, 200, {
+        endpoints: [
+          'GET /healthz',
+          'GET /metrics',
+          'GET /api/sessions?live=1&sub=&target=&protocol=&since=&limit=',
+          'GET /api/sessions/:id',
+          'DELETE /api/sessions/:id {reason}',
+          'GET /api/approvals?all=1',
+          'GET /api/approvals/:id',
+          'POST /api/approvals/:id/approve {reason, scope: once|fingerprint}',
+          'POST /api/approvals/:id/deny {reason}',
+          'GET /api/revocations',
+          'POST /api/revocations {sub|jti, until, reason}',
+          'DELETE /api/revocations/sub/:sub',
+        ],
+      });
+    }
+    throw new HttpError(404, `no endpoint ${method} ${path}: GET /api lists them`, 'not_found');
+  }
+
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    route(req, res).catch((err: Error) => {
+      if (res.headersSent) return res.destroy();
+      if (err instanceof HttpError) return send(res, err.status, { error: err.code, message: err.message });
+      gw.log.error({ event: 'admin.error', err: err.message, path: req.url?.split('?')[0] }, 'admin API request failed');
+      send(res, 500, { error: 'internal', message: 'internal error; see the gateway log' });
+    });
+  };
+
+  const tlsOptions = (c: ListenerConfig) => (c.tls ? { cert: readFileSync(c.tls.cert), key: readFileSync(c.tls.key) } : null);
+  const opts = tlsOptions(cfg);
+  const server: http.Server = opts ? https.createServer(opts, handler) : http.createServer(handler);
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.port, cfg.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const scheme = cfg.tls ? 'https' : 'http';
+  const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
+  return {
+    host: addr.address,
+    port: addr.port,
+    url: `${scheme}://${hostPart}:${addr.port}`,
+    reload(next) {
+      if (!next) return;
+      current = next;
+      const o = tlsOptions(next);
+      if (o && server instanceof https.Server) server.setSecureContext(o);
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
