@@ -10,9 +10,8 @@ import { RecordingStore, type SessionRecorder } from '../src/recording/store.js'
 import { Dir, type Frame, type SessionMeta, type StoreOptions } from '../src/recording/types.js';
 import { signerFromSigningKey } from '../src/recording/signer.js';
 import { openDbs } from '../src/recording/db.js';
-import { batchAad, openBatch, unwrapDataKey } from '../src/recording/crypto.js';
+import { batchAad, openBatch, sealBatch, unwrapDataKey } from '../src/recording/crypto.js';
 import { frameKey, framePrefix } from '../src/recording/keys.js';
-import { sha256Prefixed } from '../src/recording/sha256.js';
 import { loadOrCreateSigningKey } from '../src/core/signing-key.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-rec-'));
@@ -59,22 +58,6 @@ function payload(session: number, i: number): Buffer {
   for (let j = 0; j < n; j++) b[j] = (i * 131 + j * 7 + session) & 255;
   return b;
 }
-
-t.test('the JS SHA-256 used for small frames equals node:crypto', async (t) => {
-  const out = Buffer.alloc(32);
-  let bad = 0;
-  for (let n = 0; n < 600; n++) {
-    const prefix = randomBytes(32);
-    const buf = randomBytes(n + 7);
-    sha256Prefixed(prefix, buf, 3, 3 + n, out);
-    if (!out.equals(createHash('sha256').update(prefix).update(buf.subarray(3, 3 + n)).digest())) bad++;
-  }
-  t.equal(bad, 0, 'lengths 0 to 599');
-  const state = randomBytes(32);
-  const expect = createHash('sha256').update(state).update('in place').digest();
-  sha256Prefixed(state, Buffer.from('in place'), 0, 8, state);
-  t.same(state, expect, 'output may be the prefix');
-});
 
 for (const batchBytes of [undefined, 600]) t.test(`round trip (batchBytes ${batchBytes ?? 'default'}): both directions and events, byte-identical and in order`, async (t) => {
   const store = await open({ batchBytes });
@@ -226,6 +209,7 @@ t.test('tamper evidence', async (t) => {
   const truncated = await mk();
   const swapped = await mk();
   const relabeled = await mk();
+  const resealed = await mk();
   await store.close();
 
   // The first frame with bytes in a batch (a batch holds 34.5 frames of 117 bytes, so frames straddle them).
@@ -260,6 +244,14 @@ t.test('tamper evidence', async (t) => {
   await raw.frames.put(frameKey(framePrefix(swapped), 2), Buffer.from(s4));
   await raw.frames.put(frameKey(framePrefix(swapped), 4), Buffer.from(s2));
   await raw.sessions.put(relabeled, { ...raw.sessions.get(relabeled)!, sub: 'mallory' });
+  // 6. Someone holding the master key decrypts batch 3, changes a recorded byte and seals it again
+  // (same nonce and AAD, so it authenticates): only the hash chain under the signed head catches it.
+  const e6 = raw.sessions.get(resealed)!;
+  const dk = unwrapDataKey(master.key, 'k1', resealed, e6.wrapped_key);
+  const v6 = Buffer.from(raw.frames.getBinary(frameKey(framePrefix(resealed), 3))!);
+  const p6 = openBatch(dk, batchAad(Buffer.from(resealed), 3), v6);
+  p6[p6.length - 10] ^= 0x01;
+  await raw.frames.put(frameKey(framePrefix(resealed), 3), sealBatch(dk, v6.subarray(1, 5), 3, batchAad(Buffer.from(resealed), 3), p6));
   await raw.env.close();
 
   store = await RecordingStore.open({ dir, masterKey: master, signer });
@@ -271,6 +263,26 @@ t.test('tamper evidence', async (t) => {
   t.match(store.verify(truncated), { ok: false, reason: /missing \(the signed head covers 400\)/ });
   t.match(store.verify(swapped), { ok: false, firstBadSeq: want.swapped, reason: /batch 2 fails authentication/ });
   t.match(store.verify(relabeled), { ok: false, reason: /signature does not match/ });
+  t.equal(all(store.frames(resealed)).length, 400, 'the resealed batch reads back (its GCM tag is valid)');
+  t.match(store.verify(resealed), { ok: false, frames: 400, reason: /recomputed chain does not match the signed head/ }, 'resealed batch: the chain');
+});
+
+t.test('backpressure: about 2 MiB in flight to the writer pauses the data path, nothing is dropped', async (t) => {
+  const store = await open(); // a 64 MiB arena: the in-flight bound, not the arena, makes pressure
+  const r = store.start(meta());
+  const frame = Buffer.alloc(8192, 7);
+  let n = 0;
+  while (!r.pressure && n < 10_000) r.record(Dir.GatewayToClient, frame, 0, 8192 - (n++ % 3)); // no yield: nothing comes back
+  const inFlight = store.stats().bufferedBytes;
+  t.ok(r.pressure, `pressure after ${n} frames of 8 KiB`);
+  t.ok(inFlight >= 2 << 20 && inFlight < 3 << 20, `${(inFlight / 1048576).toFixed(2)} MiB in flight`);
+  await new Promise<void>((resolve) => r.whenDrained(resolve));
+  t.notOk(r.pressure, 'drained');
+  t.ok(store.stats().bufferedBytes <= 1.5 * (1 << 20), 'at most half of it still in flight');
+  await close(r);
+  t.equal(store.get(r.id)!.dropped_frames, 0);
+  t.equal(all(store.frames(r.id)).length, n);
+  t.same(store.verify(r.id), { ok: true, frames: n });
 });
 
 t.test('crash: kill -9 while recording; committed frames survive, the session is interrupted', async (t) => {
@@ -546,4 +558,10 @@ t.test('one owner per store', async (t) => {
   await again.close();
   await t.rejects(RecordingStore.open({ dir: newDir(), masterKey: { id: 'x', key: Buffer.alloc(16) }, signer }), /masterKey.key must be 32 bytes/);
   await t.rejects(RecordingStore.open({ dir: newDir(), masterKey: master, signer, readOnly: true }), /no recording store at/);
+  // A store of another format (1 chained every frame) is refused, with what to do.
+  const old = newDir();
+  const raw = openDbs(old, 1 << 20);
+  await raw.meta.put('format', 1);
+  await raw.env.close();
+  await t.rejects(RecordingStore.open({ dir: old, masterKey: master, signer }), /has format 1; this Sluice reads format 2\. Move that directory aside/);
 });

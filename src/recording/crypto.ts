@@ -59,8 +59,13 @@ export function batchAad(session: Buffer, batch: number): Buffer {
   return a;
 }
 
-export function sealBatch(dataKey: Buffer, noncePrefix: Buffer, batch: number, aad: Buffer, plain: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(SEAL_OVERHEAD + plain.length);
+/**
+ * Seals a batch: 0x01 ‖ nonce ‖ ciphertext ‖ tag. Into `into` when given (at least SEAL_OVERHEAD +
+ * plain.length bytes; the result is a view of it), so that callers can reuse value buffers.
+ */
+export function sealBatch(dataKey: Buffer, noncePrefix: Buffer, batch: number, aad: Buffer, plain: Uint8Array, into?: Buffer): Buffer {
+  const size = SEAL_OVERHEAD + plain.length;
+  const out = into ? into.subarray(0, size) : Buffer.allocUnsafe(size);
   out[0] = VALUE_VERSION;
   noncePrefix.copy(out, 1, 0, 4);
   out.writeUInt32BE(Math.floor(batch / 0x1_0000_0000), 5);

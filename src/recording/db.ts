@@ -29,7 +29,8 @@ export interface StoredAudit {
   sealed: Buffer;
 }
 
-export const FORMAT_VERSION = 1;
+/** 2: the hash chain runs over sealed batch values (1 chained every frame). */
+export const FORMAT_VERSION = 2;
 
 export function openDbs(dir: string, initialMapSize: number, readOnly = false): Dbs {
   const env = open({

@@ -1,7 +1,7 @@
 // Reading a session's batches back: decryption, frame reassembly, chain recomputation. Used by
 // frames(), verify() and the crash recovery at open.
 
-import { chainStart, chainStep } from './chain.js';
+import { chainBatch, chainStart } from './chain.js';
 import { batchAad, openBatch, unwrapDataKey } from './crypto.js';
 import type { Dbs } from './db.js';
 import { FormatError, FrameAssembler, NO_SEQ } from './frames.js';
@@ -26,6 +26,7 @@ export function dataKeyOf(ring: Keyring, e: SessionIndexEntry): Buffer {
 
 export interface ScanResult {
   frames: number;
+  /** the chain over the batches read (chain.ts) */
   hash: Buffer;
   /** batches read without error (0 … batches-1) */
   batches: number;
@@ -36,14 +37,17 @@ export interface ScanResult {
   error?: { seq: number; reason: string };
 }
 
-/** Reads every batch of a session in order, recomputing the chain; stops at the first problem. */
+/**
+ * Reads every batch of a session in order, recomputing the chain over the stored values and
+ * reassembling the frames; stops at the first problem. `frames` counts complete frames (a frame whose
+ * tail was never committed, after a crash, is not counted; its batch is in the chain).
+ */
 export function scanSession(dbs: Dbs, e: SessionIndexEntry, dataKey: Buffer): ScanResult {
   const idBuf = Buffer.from(e.id, 'utf8');
   const prefix = framePrefix(e.id);
   const asm = new FrameAssembler();
   const r: ScanResult = { frames: 0, hash: chainStart(e.id), batches: 0, lastTUs: 0, bytesFromClient: 0, bytesToClient: 0 };
   const sink = (_seq: number, tUs: number, dir: number, buf: Buffer, start: number, end: number): void => {
-    chainStep(r.hash, buf, start, end);
     r.frames++;
     r.lastTUs = tUs;
     if (dir === Dir.ClientToGateway) r.bytesFromClient += end - start - 13;
@@ -63,6 +67,7 @@ export function scanSession(dbs: Dbs, e: SessionIndexEntry, dataKey: Buffer): Sc
       r.error = { seq: firstBad(), reason: `batch ${batch} fails authentication (altered, moved or truncated)` };
       return r;
     }
+    chainBatch(r.hash, value);
     try {
       asm.push(plain, sink);
     } catch (err) {

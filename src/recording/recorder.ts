@@ -10,6 +10,8 @@ import { Dir } from './types.js';
 /** What a recorder needs from its store (implemented by RecordingStore). */
 export interface RecorderHost {
   readonly arena: Buffer;
+  /** A DataView of the arena (header fields: cheaper than Buffer#writeUInt32BE). */
+  readonly view: DataView;
   readonly slotSize: number;
   readonly failed: boolean;
   /** True when the buffer to the writer is filling up (callers should slow down). */
@@ -18,7 +20,8 @@ export interface RecorderHost {
   whenDrained(cb: () => void): void;
   /** Takes n free slots (returns false, taking none, if fewer are free). */
   takeSlots(n: number, out: number[]): boolean;
-  sendBatch(h: number, slot: number, len: number): void;
+  /** Hands a finished batch to the writer; frames: the session's frames complete once it is stored. */
+  sendBatch(h: number, slot: number, len: number, frames: number): void;
   /** Asks for flushPartial() within flushMs. */
   wantFlush(r: SessionRecorder): void;
   closeSession(r: SessionRecorder, fields: Partial<SessionIndexEntry>): Promise<void>;
@@ -159,16 +162,17 @@ export class SessionRecorder {
       p = this.pos;
     }
     const arena = this.host.arena;
+    const view = this.host.view;
     const seq = this.seq++;
     const t = Math.floor((performance.now() - this.t0) * 1000);
     if (!this.hasStart) {
-      arena.writeUInt32BE(seq, this.base + 2);
+      view.setUint32(this.base + 2, seq);
       this.hasStart = true;
     }
-    arena.writeUInt32BE(len, p);
-    arena.writeUInt32BE(seq, p + 4);
-    arena.writeUInt32BE(Math.floor(t / 0x1_0000_0000), p + 8);
-    arena.writeUInt32BE(t >>> 0, p + 12);
+    view.setUint32(p, len);
+    view.setUint32(p + 4, seq);
+    view.setUint32(p + 8, Math.floor(t / 0x1_0000_0000));
+    view.setUint32(p + 12, t >>> 0);
     arena[p + 16] = dir;
     p += FRAME_HEADER;
     let n = Math.min(len, this.end - p);
@@ -176,7 +180,7 @@ export class SessionRecorder {
     this.pos = p + n;
     while (n < len) {
       // The payload continues in the next batch (slots reserved by reserve()).
-      this.finishBatch();
+      this.finishBatch(seq);
       const c = Math.min(len - n, this.host.slotSize - BATCH_HEADER);
       this.openBatch(this.slots.pop()!, c);
       payload.copy(arena, this.pos, offset + n, offset + n + c);
@@ -210,18 +214,19 @@ export class SessionRecorder {
   }
 
   private openBatch(slot: number, cont: number): void {
-    const arena = this.host.arena;
+    const view = this.host.view;
     this.slot = slot;
     this.base = slot * this.host.slotSize;
     this.end = this.base + this.host.slotSize;
-    arena.writeUInt16BE(cont, this.base);
-    arena.writeUInt32BE(NO_SEQ, this.base + 2);
+    view.setUint16(this.base, cont);
+    view.setUint32(this.base + 2, NO_SEQ);
     this.pos = this.base + BATCH_HEADER;
     this.hasStart = false;
   }
 
-  private finishBatch(): void {
-    this.host.sendBatch(this.h, this.slot, this.pos - this.base);
+  /** frames: how many frames are complete once this batch is stored (default: all recorded so far). */
+  private finishBatch(frames = this.seq): void {
+    this.host.sendBatch(this.h, this.slot, this.pos - this.base, frames);
     this.slot = -1;
   }
 }

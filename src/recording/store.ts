@@ -13,7 +13,7 @@ import { headMessage } from './chain.js';
 import { auditKeyFrom, checkKey, openAudit, SEAL_OVERHEAD, wrapDataKey } from './crypto.js';
 import { openDbs, FORMAT_VERSION, type Dbs } from './db.js';
 import { checkSessionId, idOfTimeKey, timeBound } from './keys.js';
-import type { AuditFields, FromWriter, ToWriter, WriterInit } from './protocol.js';
+import { BatchRing, type AuditFields, type FromWriter, type ToWriter, type WriterInit } from './protocol.js';
 import { dataKeyOf, keyFor, readFrames, scanSession, type Keyring } from './read.js';
 import { SessionRecorder, type RecorderHost } from './recorder.js';
 import { recoverInterrupted } from './recover.js';
@@ -24,10 +24,27 @@ export { SessionRecorder } from './recorder.js';
 const GiB = 1024 * 1024 * 1024;
 const openDirs = new Set<string>();
 
+/**
+ * Batches in flight to the writer (handed over, not yet committed) beyond which the data path
+ * pauses. It bounds the memory a bulk transfer takes while recording (arena pages, sealed values,
+ * LMDB's dirty pages) whatever the arena's size; 2 MiB keeps the writer busy (~15 ms of it).
+ */
+const PRESSURE_BYTES = 2 << 20;
+
+/**
+ * Flow control for an arena of `slots` slots: the slots in flight that make `pressure`, and the
+ * batches the writer seals and puts in one transaction (a quarter of that).
+ */
+function flowLimits(slotSize: number, slots: number): { pressureSlots: number; drainSlots: number } {
+  const pressureSlots = Math.max(8, Math.min(Math.ceil(PRESSURE_BYTES / slotSize), Math.floor(slots / 4)));
+  return { pressureSlots, drainSlots: Math.max(2, Math.floor(pressureSlots / 4)) };
+}
+
 type FailureKind = 'writer' | 'backlog' | 'dead';
 
 export class RecordingStore implements RecorderHost {
   readonly arena: Buffer;
+  readonly view: DataView;
   readonly slotSize: number;
 
   private readonly freeSlots: number[] = [];
@@ -38,6 +55,14 @@ export class RecordingStore implements RecorderHost {
   private readonly counterSet = new Set<SessionRecorder>();
   private outbox: ToWriter[] = [];
   private postScheduled = false;
+  private readonly batches: BatchRing | null;
+  /** A 'poll' is in the outbox. */
+  private pollQueued = false;
+  /** Batches appended to the ring since the last 'poll'; wakeSlots of them wake the writer. */
+  private unpolled = 0;
+  private readonly wakeSlots: number;
+  /** Slots in flight to the writer that make `pressure` (PRESSURE_BYTES of them). */
+  private readonly pressureSlots: number;
   private flushTimer: NodeJS.Timeout | null = null;
   private nextHandle = 1;
   private nextReq = 1;
@@ -54,10 +79,16 @@ export class RecordingStore implements RecorderHost {
     private readonly worker: Worker | null,
     arena: SharedArrayBuffer,
     slotSize: number,
+    batchRing: SharedArrayBuffer | null,
   ) {
     this.arena = Buffer.from(arena);
+    this.view = new DataView(arena);
     this.slotSize = slotSize;
     this.slotCount = Math.floor(arena.byteLength / slotSize);
+    this.batches = batchRing ? new BatchRing(batchRing, 'main') : null;
+    const flow = flowLimits(slotSize, this.slotCount);
+    this.pressureSlots = flow.pressureSlots;
+    this.wakeSlots = flow.drainSlots;
     for (let i = this.slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
     this.flushMs = opts.flushMs ?? 200;
     if (worker) {
@@ -93,7 +124,7 @@ export class RecordingStore implements RecorderHost {
       if (!existsSync(join(dir, 'data.mdb'))) throw new Error(`no recording store at ${dir} (nothing recorded yet?)`);
       const dbs = openDbs(dir, Math.min(mapSize, 8 * GiB), true);
       openDirs.add(dir);
-      return new RecordingStore({ ...opts, dir }, dbs, ring, null, new SharedArrayBuffer(0), slotSize);
+      return new RecordingStore({ ...opts, dir }, dbs, ring, null, new SharedArrayBuffer(0), slotSize, null);
     }
     openDirs.add(dir);
     let dbs: Dbs;
@@ -109,19 +140,25 @@ export class RecordingStore implements RecorderHost {
       claimOwnership(dbs, dir);
       const usedBytes = recoverInterrupted(dbs, ring, opts.signer);
       await dbs.env.flushed;
-      const arena = new SharedArrayBuffer(Math.floor(bufferBytes / slotSize) * slotSize);
+      const slots = Math.floor(bufferBytes / slotSize);
+      const arena = new SharedArrayBuffer(slots * slotSize);
+      const batchRing = BatchRing.create(slots);
       const init: WriterInit = {
         dir,
         mapSize,
         arena,
         slotSize,
+        ring: batchRing,
+        drainSlots: flowLimits(slotSize, slots).drainSlots,
+        // A commit costs CPU on several threads (page writes, the sync): ~10 a second at most.
+        drainMs: Math.min(100, opts.flushMs ?? 200),
         usedBytes,
         keyId: opts.masterKey.id,
         auditKey: auditKeyFrom(opts.masterKey.key),
       };
       worker = spawnWriter(init);
       await writerReady(worker);
-      return new RecordingStore({ ...opts, dir }, dbs, ring, worker, arena, slotSize);
+      return new RecordingStore({ ...opts, dir }, dbs, ring, worker, arena, slotSize, batchRing);
     } catch (err) {
       await worker?.terminate();
       await dbs.env.close();
@@ -225,26 +262,40 @@ export class RecordingStore implements RecorderHost {
 
   // ---- RecorderHost ----------------------------------------------------------------------------
 
-  // Backpressure: below a quarter of the slots free, the data path pauses; it resumes
-  // once half are free again. Large results then stream at the writer's pace, and
-  // no frame is dropped for being fast.
+  // Backpressure: the data path pauses when PRESSURE_BYTES of batches wait for the writer (sent,
+  // not yet committed), or fewer than a quarter of the slots are free (many sessions each holding a
+  // partial batch); it resumes below half of both. Large results then stream at the writer's pace
+  // with a bounded amount in flight (arena pages touched, sealed values, LMDB's dirty pages), and no
+  // frame is dropped for being fast.
   private drainWaiters: (() => void)[] = [];
+  /** Slots handed to the writer and not yet given back. */
+  private sent = 0;
 
   get pressure(): boolean {
-    return this.freeSlots.length < this.slotCount / 4 && !this.failed;
+    return (this.sent >= this.pressureSlots || this.freeSlots.length < this.slotCount / 4) && !this.failed;
   }
 
   whenDrained(cb: () => void): void {
     if (!this.pressure) return void queueMicrotask(cb);
+    if (this.drainWaiters.length === 0) this.pendingRef(+1);
     this.drainWaiters.push(cb);
   }
 
   private checkDrained(): void {
     if (this.drainWaiters.length === 0) return;
-    if (this.freeSlots.length < this.slotCount / 2 && !this.failed) return;
+    if ((this.sent > this.pressureSlots / 2 || this.freeSlots.length < this.slotCount / 2) && !this.failed) return;
     const w = this.drainWaiters;
     this.drainWaiters = [];
+    this.pendingRef(-1);
     for (const cb of w) cb();
+  }
+
+  /** The writer thread keeps the process alive while something waits for it (requests, drain waiters). */
+  private waitingOnWriter = 0;
+  private pendingRef(d: 1 | -1): void {
+    this.waitingOnWriter += d;
+    if (d > 0 && this.waitingOnWriter === 1) this.worker?.ref();
+    else if (d < 0 && this.waitingOnWriter === 0) this.worker?.unref();
   }
 
   takeSlots(n: number, out: number[]): boolean {
@@ -253,11 +304,27 @@ export class RecordingStore implements RecorderHost {
       return false;
     }
     for (let i = 0; i < n; i++) out.push(this.freeSlots.pop()!);
+    // Short of slots: hand partial batches over now rather than after flushMs.
+    if (this.freeSlots.length < this.slotCount / 4 && this.flushSet.size > 0 && !this.flushSoon) {
+      this.flushSoon = true;
+      setImmediate(this.onTimer);
+    }
     return true;
   }
 
-  sendBatch(h: number, slot: number, len: number): void {
-    this.send({ t: 'batch', h, slot, len });
+  sendBatch(h: number, slot: number, len: number, frames: number): void {
+    if (this.failures.has('dead') || !this.batches) {
+      this.freeSlots.push(slot);
+      this.checkDrained();
+      return;
+    }
+    this.sent++;
+    this.unpolled++;
+    if ((this.batches.push(h, slot, len, frames) || this.unpolled >= this.wakeSlots) && !this.pollQueued) {
+      this.pollQueued = true;
+      this.unpolled = 0;
+      this.send({ t: 'poll' });
+    }
   }
 
   wantFlush(r: SessionRecorder): void {
@@ -460,11 +527,8 @@ export class RecordingStore implements RecorderHost {
     if (this.outbox.length === 0) return;
     const ops = this.outbox;
     this.outbox = [];
-    if (this.failures.has('dead') || !this.worker) {
-      for (const op of ops) if (op.t === 'batch') this.freeSlots.push(op.slot);
-      this.checkDrained();
-      return;
-    }
+    this.pollQueued = false;
+    if (this.failures.has('dead') || !this.worker) return;
     this.worker.postMessage(ops);
   };
 
@@ -474,7 +538,7 @@ export class RecordingStore implements RecorderHost {
     const req = this.nextReq++;
     op.req = req;
     this.send(op);
-    if (this.pending.size === 0) worker.ref();
+    this.pendingRef(+1);
     return new Promise((resolve, reject) => this.pending.set(req, { resolve, reject }));
   }
 
@@ -484,7 +548,11 @@ export class RecordingStore implements RecorderHost {
     this.flushTimer.unref();
   }
 
+  private flushSoon = false;
+
   private readonly onTimer = (): void => {
+    this.flushSoon = false;
+    if (this.flushTimer !== null) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     for (const r of this.flushSet) r.flushPartial();
     this.flushSet.clear();
@@ -503,6 +571,7 @@ export class RecordingStore implements RecorderHost {
     switch (m.t) {
       case 'free':
         for (const s of m.slots) this.freeSlots.push(s);
+        this.sent -= m.slots.length;
         this.checkDrained();
         if (this.failures.has('backlog') && this.freeSlots.length >= this.slotCount / 4) this.recover('backlog');
         return;
@@ -519,7 +588,7 @@ export class RecordingStore implements RecorderHost {
         const p = this.pending.get(m.req);
         if (!p) return;
         this.pending.delete(m.req);
-        if (this.pending.size === 0) this.worker?.unref();
+        this.pendingRef(-1);
         p.resolve(m);
         return;
       }
@@ -587,7 +656,12 @@ function claimOwnership(dbs: Dbs, dir: string): void {
     throw new Error(`recording store ${dir} is in use by process ${owner.pid}; stop it first (one gateway per state directory)`);
   }
   const version = dbs.meta.get('format') as number | undefined;
-  if (version !== undefined && version !== FORMAT_VERSION) throw new Error(`recording store ${dir} has format ${version}; this Sluice reads format ${FORMAT_VERSION}`);
+  if (version !== undefined && version !== FORMAT_VERSION) {
+    throw new Error(
+      `recording store ${dir} has format ${version}; this Sluice reads format ${FORMAT_VERSION}. ` +
+        'Move that directory aside (the Sluice version that wrote it still reads it) and start again to create a new store',
+    );
+  }
   dbs.env.transactionSync(() => {
     dbs.meta.putSync('format', FORMAT_VERSION);
     dbs.meta.putSync('owner', { pid: process.pid, since: new Date().toISOString() });
