@@ -319,14 +319,15 @@ export class Gateway implements Core, SessionHost {
     return value;
   }
 
-  admitUnauthenticated(): boolean {
-    if (this.unauthenticated >= this.cfg.limits.max_unauthenticated) return false;
+  admitUnauthenticated(): (() => void) | null {
+    if (this.unauthenticated >= this.cfg.limits.max_unauthenticated) return null;
     this.unauthenticated++;
-    return true;
-  }
-
-  releaseUnauthenticated(): void {
-    this.unauthenticated--;
+    let admitted = true;
+    return () => {
+      if (!admitted) return;
+      admitted = false;
+      this.unauthenticated--;
+    };
   }
 
   /** Stops listening, ends live sessions with `reason`, flushes logs. */

@@ -47,10 +47,10 @@ export interface Core {
   readonly sessions: SessionRegistry;
   /**
    * Admission control for connections that have not authenticated yet.
-   * Returns false when the configured limit is reached; call `release` exactly once after a true.
+   * Returns null when the configured limit is reached, else a release function
+   * to call when the connection authenticates or ends (calls after the first are no-ops).
    */
-  admitUnauthenticated(): boolean;
-  releaseUnauthenticated(): void;
+  admitUnauthenticated(): (() => void) | null;
 }
 
 export interface RunningListener {

@@ -85,20 +85,14 @@ class Refusal extends Error {
 export async function handleConnection(core: Core, state: ListenerState, raw: net.Socket): Promise<void> {
   raw.setNoDelay(true);
   const remote = { address: raw.remoteAddress ?? '?', port: raw.remotePort ?? 0 };
-  if (!core.admitUnauthenticated()) {
+  const release = core.admitUnauthenticated();
+  if (!release) {
     raw.end(errorResponse({ severity: 'FATAL', code: '53300', message: 'too many connections waiting to authenticate; try again shortly' }));
     // Not counted any more, so never let a peer that does not close keep the socket.
     setTimeout(() => raw.destroy(), 1000).unref();
     core.log.warn({ event: 'connection.refused', client: `${remote.address}:${remote.port}`, reason: 'max_unauthenticated' }, 'too many unauthenticated connections');
     return;
   }
-  let admitted = true;
-  const release = () => {
-    if (admitted) {
-      admitted = false;
-      core.releaseUnauthenticated();
-    }
-  };
 
   const limits = core.config().limits;
   let socket: net.Socket | tls.TLSSocket = raw;

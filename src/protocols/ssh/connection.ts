@@ -32,18 +32,12 @@ export function handleConnection(core: Core, conn: ssh2.Connection, info: ssh2.C
   // No Nagle: keystrokes, sftp requests and window adjusts are small and must not wait for ACKs.
   (conn as unknown as { setNoDelay(v: boolean): void }).setNoDelay(true);
   conn.on('error', (err: Error) => core.log.debug({ event: 'ssh.client_error', client: remote, err: err.message }, 'ssh client connection error'));
-  if (!core.admitUnauthenticated()) {
+  const release = core.admitUnauthenticated();
+  if (!release) {
     core.log.warn({ event: 'connection.refused', client: remote, reason: 'max_unauthenticated', protocol: 'ssh' }, 'too many unauthenticated connections');
     conn.end();
     return;
   }
-  let admitted = true;
-  const release = () => {
-    if (admitted) {
-      admitted = false;
-      core.releaseUnauthenticated();
-    }
-  };
   const limits = core.config().limits;
   const timer = setTimeout(() => {
     core.log.info({ event: 'auth.refused', client: remote, protocol: 'ssh', reason: `authentication not completed within ${limits.auth_timeout} ms` }, 'connection refused');
