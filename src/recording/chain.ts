@@ -9,7 +9,7 @@
 // the chain. At close the head (last seq, h_B, frame count) is signed together with the session's
 // identity fields (headMessage).
 
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { ChainHead, SessionIndexEntry } from './types.js';
 
 const CHAIN_DOMAIN = 'sluice/rec/chain/v2\0';
@@ -21,6 +21,16 @@ export function chainStart(session: string): Buffer {
 /** state = h_{b+1}, from state = h_b and the stored value of batch b. */
 export function chainBatch(state: Buffer, value: Uint8Array): void {
   createHash('sha256').update(state).update(value).digest().copy(state);
+}
+
+/**
+ * The same, for a value at buf[32, 32 + valueLength) with 32 bytes of room before it (the writer's
+ * value buffers): state goes into that room and one `crypto.hash` call covers both, with no Hash
+ * object (whose native state would wait for a GC).
+ */
+export function chainBatchInPlace(state: Buffer, buf: Buffer, valueLength: number): void {
+  state.copy(buf, 0);
+  hash('sha256', buf.subarray(0, 32 + valueLength), 'buffer').copy(state);
 }
 
 /** The bytes the signer signs for a session's head: canonical JSON, one key order. */

@@ -8,10 +8,8 @@
 // which lmdb-js commits as one transaction. At database-session rates this makes one commit and one
 // wakeup of this thread per DRAIN_MS instead of one per batch.
 
-import v8 from 'node:v8';
-import vm from 'node:vm';
 import { parentPort, workerData } from 'node:worker_threads';
-import { chainBatch, chainStart } from './chain.js';
+import { chainBatchInPlace, chainStart } from './chain.js';
 import { batchAad, SEAL_OVERHEAD, sealAudit, sealBatch } from './crypto.js';
 import { openDbs, EMPTY, type StoredAudit } from './db.js';
 import { auditKey as auditDbKey, framePrefix, frameKey, frameRange, timeKey } from './keys.js';
@@ -132,38 +130,15 @@ function writeEntry(s: Live): Promise<unknown> {
  */
 const valuePool: Buffer[] = [];
 
-/**
- * Every sealed batch leaves a Cipheriv and a Hash wrapper whose native state (OpenSSL contexts, ~0.6 KB
- * a batch) is freed only when V8 collects the wrapper in a scavenge. This thread allocates so little
- * JavaScript that scavenges are rare: the native memory piled up to ~35 MB per 60k batches (a 1 GB
- * result). A minor GC every GC_EVERY batches bounds it at no measurable cost (~0.1 ms each; at
- * database-session rates one every second or so). `gc` comes from a context of its own, exposed only
- * while that context is made.
- */
-const GC_EVERY = 128;
-let sealed = 0;
-const minorGc = exposeMinorGc();
-
-function exposeMinorGc(): (() => void) | null {
-  try {
-    v8.setFlagsFromString('--expose-gc');
-    const gc = vm.runInNewContext('gc') as (opts: { type: 'minor' }) => void;
-    return () => gc({ type: 'minor' });
-  } catch {
-    return null; // bounded by V8's own scavenges then, only later
-  } finally {
-    v8.setFlagsFromString('--no-expose-gc');
-  }
-}
-
 /** Seals a batch into a pooled buffer, chains it and queues its put; returns the put's promise. */
 function putBatch(s: Live, slot: number, len: number, frames: number, values: Buffer[]): Promise<unknown> {
   const plain = arena.subarray(slot * init.slotSize, slot * init.slotSize + len);
-  const buf = valuePool.pop() ?? Buffer.allocUnsafeSlow(init.slotSize + SEAL_OVERHEAD);
+  // 32 bytes of room before the value, for the chain's input (chainBatchInPlace).
+  const buf = valuePool.pop() ?? Buffer.allocUnsafeSlow(32 + init.slotSize + SEAL_OVERHEAD);
   values.push(buf);
   const batch = s.entry.batches++;
-  const value = sealBatch(s.key, s.noncePrefix, batch, batchAad(s.idBuf, batch), plain, buf);
-  chainBatch(s.hash, value);
+  const value = sealBatch(s.key, s.noncePrefix, batch, batchAad(s.idBuf, batch), plain, buf.subarray(32));
+  chainBatchInPlace(s.hash, buf, value.length);
   s.frames = frames;
   const key = frameKey(s.prefix, batch);
   const cost = storedCost(value.length, key.length);
@@ -207,7 +182,6 @@ function drain(forced: boolean): void {
   let last: Promise<unknown> | undefined;
   const commits: Promise<unknown>[] = [];
   for (const b of q) {
-    if (++sealed % GC_EVERY === 0) minorGc?.();
     slots.push(b.slot);
     try {
       const p = putBatch(b.s, b.slot, b.len, b.frames, values);
