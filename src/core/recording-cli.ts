@@ -68,14 +68,31 @@ async function withStore<T>(cfg: SluiceConfig, fn: (store: RecordingStore) => Pr
   }
 }
 
-function sessionOrFail(store: RecordingStore, id: string | undefined): SessionIndexEntry | null {
-  if (!id) {
-    process.stderr.write('a session id is required (see `sluice sessions list`)\n');
-    return null;
-  }
-  const e = store.get(id);
-  if (!e) process.stderr.write(`no recorded session "${id}" (see \`sluice sessions list\`)\n`);
-  return e ?? null;
+/**
+ * Loads the config, opens the store read-only and finds session `id`; runs `fn` on it.
+ * Exit status 2 when the config does not load, 1 when there is no such session.
+ */
+async function withSession(
+  config: string | undefined,
+  id: string | undefined,
+  load: Load,
+  configPath: (v?: string) => string,
+  fn: (store: RecordingStore, e: SessionIndexEntry) => Promise<number> | number,
+): Promise<number> {
+  const cfg = await load(configPath(config));
+  if (!cfg) return 2;
+  return withStore(cfg, (store) => {
+    if (!id) {
+      process.stderr.write('a session id is required (see `sluice sessions list`)\n');
+      return 1;
+    }
+    const e = store.get(id);
+    if (!e) {
+      process.stderr.write(`no recorded session "${id}" (see \`sluice sessions list\`)\n`);
+      return 1;
+    }
+    return fn(store, e);
+  });
 }
 
 export async function sessionsCommand(args: string[], load: Load, configPath: (v?: string) => string): Promise<number> {
@@ -146,11 +163,7 @@ export async function replayCommand(args: string[], load: Load, configPath: (v?:
     process.stderr.write(`sluice replay: --speed must be a positive number, got "${values.speed}"\n`);
     return 2;
   }
-  const cfg = await load(configPath(values.config));
-  if (!cfg) return 2;
-  return withStore(cfg, async (store) => {
-    const e = sessionOrFail(store, positionals[0]);
-    if (!e) return 1;
+  return withSession(values.config, positionals[0], load, configPath, async (store, e) => {
     process.stdout.write(
       `session ${e.id}  ${e.protocol} → ${e.target}  identity ${e.sub}${e.groups.length ? ` (${e.groups.join(', ')})` : ''}  from ${e.client}\n` +
         `started ${e.started_at}${e.ended_at ? `  ended ${e.ended_at} (${e.close_reason ?? ''})` : `  ${e.status}`}\n\n`,
@@ -190,11 +203,7 @@ export async function exportCommand(args: string[], load: Load, configPath: (v?:
     process.stderr.write(`sluice export: unknown --format "${values.format}" (supported: jsonl, asciicast)\n`);
     return 2;
   }
-  const cfg = await load(configPath(values.config));
-  if (!cfg) return 2;
-  return withStore(cfg, async (store) => {
-    const e = sessionOrFail(store, positionals[0]);
-    if (!e) return 1;
+  return withSession(values.config, positionals[0], load, configPath, async (store, e) => {
     if (values.format === 'asciicast' && e.protocol !== 'ssh') {
       process.stderr.write(`sluice export: --format asciicast is for SSH sessions; ${e.id} is a ${e.protocol} session (use jsonl)\n`);
       return 2;
@@ -229,11 +238,7 @@ export async function recordingsCommand(args: string[], load: Load, configPath: 
     return 2;
   }
   const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { config: { type: 'string', short: 'c' } } });
-  const cfg = await load(configPath(values.config));
-  if (!cfg) return 2;
-  return withStore(cfg, (store) => {
-    const e = sessionOrFail(store, positionals[0]);
-    if (!e) return 1;
+  return withSession(values.config, positionals[0], load, configPath, (store, e) => {
     const r = store.verify(e.id);
     if (r.ok) {
       process.stdout.write(`intact: ${r.frames} frames, hash chain complete${e.head?.signature ? `, head signed by ${e.head.kid}` : ''} (${e.status})\n`);
