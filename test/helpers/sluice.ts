@@ -101,6 +101,12 @@ function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyP
   return base;
 }
 
+/** The V8 flags on the bin's shebang line. */
+function shebangFlags(): string[] {
+  const first = fs.readFileSync(BIN, 'utf8').split('\n', 1)[0]!;
+  return first.split(/\s+/).filter((w) => w.startsWith('--'));
+}
+
 export async function startSluice(t: { teardown(fn: () => unknown): void }, opts: SluiceOptions = {}): Promise<Sluice> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-gw-'));
   let ca: KeyPair | undefined;
@@ -115,8 +121,12 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
   if (opts.quiet) cfgObj.log = { ...(cfgObj.log as object), file: path.join(dir, 'sluice.log') };
   fs.writeFileSync(configPath, stringify(cfgObj));
   const env = { ...process.env, ORDERS_PG_PASSWORD: TARGET_PASSWORD, ...(opts.env ?? {}) };
-  // Run the bin itself, so its shebang's V8 flags apply as they do for users.
-  const proc = spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Run the bin itself, so its shebang's V8 flags apply as they do for users. SLUICE_CPU_PROF=<dir>
+  // (benchmarks) runs it under --cpu-prof with the same flags; the profile is written at stop.
+  const prof = process.env.SLUICE_CPU_PROF;
+  const proc = prof
+    ? spawn(process.execPath, [...shebangFlags(), '--cpu-prof', `--cpu-prof-dir=${prof}`, BIN, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const lines: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];

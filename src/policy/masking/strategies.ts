@@ -139,6 +139,14 @@ function hashToken(value: Buffer, ctx: MaskContext, detector: string | undefined
   return t;
 }
 
+/** hashToken of a whole value src[s, e) (no normalisation): the cache is looked up before any Buffer is made. */
+function hashTokenOfRange(src: Buffer, s: number, e: number, ctx: MaskContext): Buffer {
+  if (e - s > TOKEN_CACHE_VALUE_MAX) return hashToken(src.subarray(s, e), ctx, undefined);
+  const cache = tokenCaches.get(ctx?.hmacKey);
+  const t = cache?.get(src.toString('latin1', s, e));
+  return t ?? hashToken(src.subarray(s, e), ctx, undefined);
+}
+
 function token(key: Buffer, v: Buffer): Buffer {
   const hex = createHmac('sha256', key).update(v).digest('hex');
   return Buffer.from(`h:${hex.slice(0, 12)}`, 'latin1');
@@ -199,69 +207,137 @@ function partial(v: Buffer, detector: string | undefined): Buffer {
     case 'private_key':
       return redactMarker(detector);
     case undefined:
-      return emailPartial(v) ?? (looksNumeric(v) ? starAllButLast(v, isDigitByte) : lastChars(v));
+      return intoNew(v.length + WHOLE_VALUE_SLACK, (dst) => partialWholeInto(v, 0, v.length, dst, 0));
     default:
       return lastChars(v);
   }
 }
 
-/** Copy of v with every byte matching `is` but the last KEEP replaced by '*'; all of them when fewer than 2×KEEP. */
-function starAllButLast(v: Buffer, is: (c: number) => boolean): Buffer {
-  let total = 0;
-  for (let i = 0; i < v.length; i++) if (is(v[i]!)) total++;
-  const keepFrom = total >= 2 * KEEP ? total - KEEP : total;
-  const out = Buffer.allocUnsafe(v.length);
-  let seen = 0;
-  for (let i = 0; i < v.length; i++) {
-    const c = v[i]!;
-    out[i] = is(c) && seen++ < keepFrom ? STAR : c;
-  }
-  return out;
+/** A new Buffer of at most `room` bytes, filled by write (which returns the length written). */
+function intoNew(room: number, write: (dst: Buffer) => number): Buffer {
+  const out = Buffer.allocUnsafe(room);
+  return out.subarray(0, write(out));
 }
 
-/** "****@domain" when v is local@domain with a dotted, space-free domain. */
+function starAllButLast(v: Buffer, is: (c: number) => boolean): Buffer {
+  return intoNew(v.length, (dst) => starAllButLastInto(v, 0, v.length, is, dst, 0));
+}
+
 function emailPartial(v: Buffer): Buffer | null {
+  const out = Buffer.allocUnsafe(v.length + 4);
+  const n = emailPartialInto(v, 0, v.length, out, 0);
+  return n < 0 ? null : out.subarray(0, n);
+}
+
+function lastChars(v: Buffer): Buffer {
+  return intoNew(v.length + 4, (dst) => lastCharsInto(v, 0, v.length, dst, 0));
+}
+
+/** Bytes a whole-value replacement written by maskValueInto may take beyond the value's own length. */
+export const WHOLE_VALUE_SLACK = 14;
+
+/**
+ * maskValue of a whole value (no detector), src[s, e), written into dst at o, which must have
+ * (e - s) + WHOLE_VALUE_SLACK bytes free. Returns the offset after it, or -1 for SQL NULL. The
+ * data path's form: no Buffer per value (the masker writes rows straight into its output).
+ */
+export function maskValueInto(strategy: Strategy, src: Buffer, s: number, e: number, ctx: MaskContext, dst: Buffer, o: number): number {
+  switch (strategy) {
+    case 'null':
+      return -1;
+    case 'redact':
+      for (let i = 0; i < 4; i++) dst[o + i] = STAR;
+      return o + 4;
+    case 'hash': {
+      const t = hashTokenOfRange(src, s, e, ctx);
+      for (let i = 0; i < t.length; i++) dst[o + i] = t[i]!;
+      return o + t.length;
+    }
+    case 'partial':
+      return partialWholeInto(src, s, e, dst, o);
+    default:
+      throw new Error(`masking: unknown strategy ${JSON.stringify(strategy)}`);
+  }
+}
+
+/**
+ * partial for a whole value: the email form, the digit form for number-like values, else the last
+ * characters. One classifying pass, then one writing pass (every value of a masked column comes here).
+ */
+function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: number): number {
   let at = -1;
   let dot = -1;
-  for (let i = 0; i < v.length; i++) {
+  let space = false;
+  let numeric = true;
+  let digits = 0;
+  for (let i = s; i < e; i++) {
     const c = v[i]!;
-    if (c === 0x20) return null;
+    if (c >= 0x30 && c <= 0x39) digits++;
+    else if (c === 0x20) space = true;
+    else if (c === 0x40) {
+      at = i;
+      dot = -1;
+      numeric = false;
+    } else if (c === 0x2e) {
+      if (at >= 0 && dot < 0) dot = i;
+    } else if (!(c === 0x2b || c === 0x28 || c === 0x29 || c === 0x2d || c === 0x2f)) numeric = false;
+  }
+  if (!space && at > s && dot > at + 1 && dot !== e - 1) {
+    for (let i = 0; i < 4; i++) dst[o + i] = STAR;
+    dst[o + 4] = 0x40;
+    return copyBytes(v, at + 1, e, dst, o + 5);
+  }
+  if (!numeric || digits < 2 * KEEP) return lastCharsInto(v, s, e, dst, o);
+  const keepFrom = digits - KEEP;
+  let seen = 0;
+  for (let i = s; i < e; i++) {
+    const c = v[i]!;
+    dst[o++] = c >= 0x30 && c <= 0x39 && seen++ < keepFrom ? STAR : c;
+  }
+  return o;
+}
+
+/** v[s, e) with every byte matching `is` but the last KEEP replaced by '*' (all of them when fewer than 2×KEEP), at dst[o]. */
+function starAllButLastInto(v: Buffer, s: number, e: number, is: (c: number) => boolean, dst: Buffer, o: number): number {
+  let total = 0;
+  for (let i = s; i < e; i++) if (is(v[i]!)) total++;
+  const keepFrom = total >= 2 * KEEP ? total - KEEP : total;
+  let seen = 0;
+  for (let i = s; i < e; i++) {
+    const c = v[i]!;
+    dst[o++] = is(c) && seen++ < keepFrom ? STAR : c;
+  }
+  return o;
+}
+
+/** "****@domain" at dst[o] when v[s, e) is local@domain with a dotted, space-free domain; else -1 (nothing written). */
+function emailPartialInto(v: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+  let at = -1;
+  let dot = -1;
+  for (let i = s; i < e; i++) {
+    const c = v[i]!;
+    if (c === 0x20) return -1;
     if (c === 0x40) {
       at = i;
       dot = -1;
     } else if (c === 0x2e && at >= 0 && dot < 0) dot = i;
   }
-  if (at <= 0 || dot <= at + 1 || dot === v.length - 1) return null;
-  const out = Buffer.allocUnsafe(5 + v.length - at - 1);
-  for (let i = 0; i < 4; i++) out[i] = STAR;
-  out[4] = 0x40;
-  copyBytes(v, at + 1, v.length, out, 5);
-  return out;
+  if (at <= s || dot <= at + 1 || dot === e - 1) return -1;
+  for (let i = 0; i < 4; i++) dst[o + i] = STAR;
+  dst[o + 4] = 0x40;
+  return copyBytes(v, at + 1, e, dst, o + 5);
 }
 
-function looksNumeric(v: Buffer): boolean {
-  let digits = 0;
-  for (let i = 0; i < v.length; i++) {
-    const c = v[i]!;
-    if (c >= 0x30 && c <= 0x39) digits++;
-    else if (!(c === 0x20 || c === 0x2b || c === 0x28 || c === 0x29 || c === 0x2d || c === 0x2e || c === 0x2f)) return false;
-  }
-  return digits >= 2 * KEEP;
-}
-
-/** "****" + the last KEEP characters (whole UTF-8 characters) when v has >= 2×KEEP characters. */
-function lastChars(v: Buffer): Buffer {
+/** "****" + the last KEEP characters (whole UTF-8 characters) when v[s, e) has >= 2×KEEP characters, at dst[o]. */
+function lastCharsInto(v: Buffer, s: number, e: number, dst: Buffer, o: number): number {
   let chars = 0;
-  let cut = v.length;
-  for (let i = v.length - 1; i >= 0; i--) {
+  let cut = e;
+  for (let i = e - 1; i >= s; i--) {
     if ((v[i]! & 0xc0) === 0x80) continue; // continuation byte
     chars++;
     if (chars === KEEP) cut = i;
     if (chars >= 2 * KEEP) break;
   }
-  if (chars < 2 * KEEP) return STARS;
-  const out = Buffer.allocUnsafe(4 + v.length - cut);
-  for (let i = 0; i < 4; i++) out[i] = STAR;
-  copyBytes(v, cut, v.length, out, 4);
-  return out;
+  for (let i = 0; i < 4; i++) dst[o + i] = STAR;
+  return chars < 2 * KEEP ? o + 4 : copyBytes(v, cut, e, dst, o + 4);
 }

@@ -6,6 +6,8 @@
 // the handler only when it asked for it; every other byte is forwarded as a slice
 // of the chunk it arrived in, so an untouched chunk goes out as the same Buffer.
 
+import { OutSlab } from './out-slab.js';
+
 export class ProtocolViolation extends Error {
   constructor(message: string) {
     super(message);
@@ -56,6 +58,9 @@ export class Framer {
   private paused = false;
   private held: Buffer[] = [];
 
+  /** Where a handler writes rewritten messages (instead of emitting one Buffer each). */
+  readonly slab = new OutSlab(() => this.flushRange());
+
   constructor(
     private readonly handler: FrameHandler,
     private readonly maxMessage: number,
@@ -64,6 +69,7 @@ export class Framer {
   /** Queues a buffer that was not part of the input (a replacement or an injected message). */
   emit(buf: Buffer): void {
     this.flushRange();
+    this.closeSlab();
     this.out.push(buf);
     this.outBytes += buf.length;
   }
@@ -122,6 +128,7 @@ export class Framer {
     }
     this.chunk = chunk;
     const n = chunk.length;
+    this.slab.hint = n + (n >> 2);
     let i = 0;
     while (i < n) {
       if (this.paused) {
@@ -168,6 +175,8 @@ export class Framer {
       }
     }
     this.flushRange();
+    this.closeSlab();
+    this.slab.release();
     this.chunk = null;
   }
 
@@ -230,6 +239,7 @@ export class Framer {
       return;
     }
     this.flushRange();
+    this.closeSlab();
     this.rangeStart = start;
     this.rangeEnd = end;
   }
@@ -237,6 +247,11 @@ export class Framer {
   /** Ends the forwarded range before `at` (a dropped message starts there). */
   private cut(_at: number): void {
     this.flushRange();
+  }
+
+  /** Ends the slab's run of rewritten messages (they go out before what follows). */
+  private closeSlab(): void {
+    if (this.slab.open) this.outBytes += this.slab.drainTo(this.out);
   }
 
   private flushRange(): void {

@@ -5,10 +5,11 @@
 
 import type { MaskingCounts, Session } from '../../core/sessions.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
-import { maskFindings, maskValue } from '../../policy/masking/strategies.js';
+import { maskFindings, maskValue, maskValueInto, WHOLE_VALUE_SLACK } from '../../policy/masking/strategies.js';
 import type { Finding, Strategy } from '../../policy/masking/types.js';
 import type { CatalogCache } from './catalog.js';
 import { B } from './constants.js';
+import type { OutSlab } from './out-slab.js';
 
 // Type OIDs whose text form is the value itself.
 const TEXT = 25;
@@ -45,6 +46,8 @@ export interface ColumnPlan {
 interface ColPlan extends ColumnPlan {
   /** jsonb in binary: one version byte before the text. */
   versionByte: boolean;
+  /** Values masked by the column rule since the last flush (counted here: no keyed store per row). */
+  masked: number;
 }
 
 interface RawColumn {
@@ -76,14 +79,20 @@ function parseRowDescription(buf: Buffer, s: number): RawColumn[] {
 }
 
 const NULL_LEN = -1;
-const REDACTED = Buffer.from('****');
 
-/** Copies src[s, e) to dst at d; a byte loop for short spans, where Buffer#copy's call overhead dominates. */
+function putInt32(b: Buffer, at: number, v: number): void {
+  b[at] = v >>> 24;
+  b[at + 1] = v >>> 16;
+  b[at + 2] = v >>> 8;
+  b[at + 3] = v;
+}
+
+/** Copies src[s, e) to dst at d and returns the offset after it; a byte loop for short spans, where Buffer#copy's call overhead dominates. */
 function copySpan(src: Buffer, s: number, e: number, dst: Buffer, d: number): number {
   const n = e - s;
   if (n > 48) src.copy(dst, d, s, e);
   else for (let i = 0; i < n; i++) dst[d + i] = src[s + i]!;
-  return n;
+  return d + n;
 }
 const FIELD_SKIP = new Set([0x53, 0x56, 0x43, 0x50, 0x70, 0x46, 0x4c, 0x52, 0x73, 0x74, 0x63, 0x64, 0x6e]); // S V C P p F L R s t c d n
 const KEY_DETAIL = /^Key \((.+?)\)=\((.*)\)( .*)$/s;
@@ -160,35 +169,59 @@ export class PgMasker {
         textLike,
         json: c.typeOid === JSON_ || c.typeOid === JSONB,
         versionByte: c.binary && c.typeOid === JSONB,
+        masked: 0,
       };
       if (p.act !== Act.None) any = true;
       return p;
     });
+    this.countPlan();
     this.plan = any ? plan : null;
   }
 
-  /** A replacement for one column-rule value, valid for its type; null means SQL NULL. */
-  private columnValue(p: ColPlan, buf: Buffer, vs: number, ve: number): Buffer | null {
-    if (!p.textLike || p.strategy === 'null') return null;
-    const start = p.versionByte ? vs + 1 : vs;
-    const masked = p.strategy === 'redact' ? REDACTED : maskValue(p.strategy, buf.subarray(start, ve), this.session.maskContext);
-    if (masked === null) return null;
-    if (!p.json) return masked;
-    const asJson = Buffer.from(JSON.stringify(masked.toString('utf8')), 'utf8');
-    return p.versionByte ? Buffer.concat([Buffer.from([1]), asJson]) : asJson;
+  /** Moves the plan's per-column counts into counts. */
+  private countPlan(): void {
+    if (this.plan === null) return;
+    for (const p of this.plan) {
+      if (p.masked === 0) continue;
+      this.counts.columns[p.rule] = (this.counts.columns[p.rule] ?? 0) + p.masked;
+      p.masked = 0;
+    }
   }
 
-  /** A DataRow: the rebuilt message, or null to forward it unchanged. */
-  onDataRow(buf: Buffer, s: number, e: number): Buffer | null {
+  /**
+   * A column-rule value written at out.pos (the length word is the caller's): returns the new
+   * offset, or -1 for SQL NULL. Valid for its type: JSON columns get a JSON string.
+   */
+  private columnValueInto(p: ColPlan, buf: Buffer, vs: number, ve: number, out: OutSlab): number {
+    if (!p.textLike || p.strategy === 'null') return -1;
+    const start = p.versionByte ? vs + 1 : vs;
+    if (!p.json) return maskValueInto(p.strategy, buf, start, ve, this.session.maskContext, out.buf, out.pos);
+    const masked = maskValue(p.strategy, buf.subarray(start, ve), this.session.maskContext);
+    if (masked === null) return -1;
+    const asJson = Buffer.from(JSON.stringify(masked.toString('utf8')), 'utf8');
+    out.ensure(asJson.length + 1);
+    let w = out.pos;
+    if (p.versionByte) out.buf[w++] = 1;
+    return w + asJson.copy(out.buf, w);
+  }
+
+  /**
+   * A DataRow: rewritten into `out` (returns true: the original is dropped), or false to forward it
+   * unchanged. Columns are copied as they are read; nothing is written until the first column that
+   * changes, so a row no rule touches costs no copy at all.
+   */
+  onDataRow(buf: Buffer, s: number, e: number, out: OutSlab): boolean {
     const plan = this.plan!;
     const set = this.set;
-    const ctx = this.session.maskContext;
-    const n = buf.readInt16BE(s + 5);
+    const n = (buf[s + 5]! << 8) | buf[s + 6]!;
     let o = s + 7;
-    let repl: (Buffer | null | undefined)[] | null = null;
-    let delta = 0;
+    /** Source bytes [s, copied) are in out (or need no copy yet when started is false). */
+    let copied = s;
+    let started = false;
     for (let i = 0; i < n; i++) {
-      const len = buf.readInt32BE(o);
+      const colStart = o;
+      // Big-endian int32 by hand: readInt32BE's checks cost more than the read, once per column.
+      const len = (buf[o]! << 24) | (buf[o + 1]! << 16) | (buf[o + 2]! << 8) | buf[o + 3]!;
       o += 4;
       if (len < 0) continue;
       const vs = o;
@@ -196,51 +229,49 @@ export class PgMasker {
       o = ve;
       const p = plan[i];
       if (!p || p.act === Act.None) continue;
-      let r: Buffer | null;
-      if (p.act === Act.Column) {
-        r = this.columnValue(p, buf, vs, ve);
-        this.counts.columns[p.rule] = (this.counts.columns[p.rule] ?? 0) + 1;
-      } else {
-        const ds = p.versionByte ? vs + 1 : vs;
-        const f = set!.scanner!.scan(buf, ds, ve);
-        if (f.length === 0) continue;
-        for (const x of f) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
-        const masked = maskFindings(buf, ds, ve, f, set!.strategyFor, ctx);
-        r = p.versionByte ? Buffer.concat([buf.subarray(vs, ds), masked]) : masked;
+      let findings: readonly Finding[] | null = null;
+      if (p.act === Act.Detect) {
+        findings = set!.scanner!.scan(buf, p.versionByte ? vs + 1 : vs, ve);
+        if (findings.length === 0) continue;
       }
-      repl ??= new Array(n);
-      repl[i] = r;
-      delta += (r === null ? 0 : r.length) - len;
+      // This column changes: bring out up to its length word.
+      if (!started) {
+        started = true;
+        out.begin(e - s + WHOLE_VALUE_SLACK + 64);
+      }
+      out.ensure(colStart - copied + 4 + len + WHOLE_VALUE_SLACK);
+      out.pos = copySpan(buf, copied, colStart, out.buf, out.pos);
+      copied = ve;
+      out.pos += 4;
+      let end: number;
+      if (findings === null) {
+        end = this.columnValueInto(p, buf, vs, ve, out);
+        p.masked++;
+      } else {
+        for (const x of findings) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
+        const ds = p.versionByte ? vs + 1 : vs;
+        const masked = maskFindings(buf, ds, ve, findings, set!.strategyFor, this.session.maskContext);
+        out.ensure(4 + (ds - vs) + masked.length);
+        end = copySpan(buf, vs, ds, out.buf, out.pos);
+        end = copySpan(masked, 0, masked.length, out.buf, end);
+      }
+      // out.buf may have moved (ensure): the length word is relative to the message start.
+      const at = out.pos - 4;
+      if (end < 0) {
+        putInt32(out.buf, at, NULL_LEN);
+        out.pos = at + 4;
+      } else {
+        putInt32(out.buf, at, end - at - 4);
+        out.pos = end;
+      }
       this.dirty = true;
     }
-    if (!repl) return null;
-    // Rebuild: unchanged spans (length words and values) are copied in one go,
-    // replaced columns are written in between.
-    const out = Buffer.allocUnsafe(e - s + delta);
-    out[0] = B.DataRow;
-    out.writeInt32BE(e - s - 1 + delta, 1);
-    out.writeInt16BE(n, 5);
-    let w = 7;
-    let spanStart = s + 7;
-    o = s + 7;
-    for (let i = 0; i < n; i++) {
-      const colStart = o;
-      const len = buf.readInt32BE(o);
-      o += 4 + (len > 0 ? len : 0);
-      const r = repl[i];
-      if (r === undefined) continue;
-      w += copySpan(buf, spanStart, colStart, out, w);
-      spanStart = o;
-      if (r === null) {
-        out.writeInt32BE(NULL_LEN, w);
-        w += 4;
-      } else {
-        out.writeInt32BE(r.length, w);
-        w += 4 + copySpan(r, 0, r.length, out, w + 4);
-      }
-    }
-    copySpan(buf, spanStart, e, out, w);
-    return out;
+    if (!started) return false;
+    out.ensure(e - copied);
+    out.pos = copySpan(buf, copied, e, out.buf, out.pos);
+    // The message length: everything written since begin, minus the type byte.
+    putInt32(out.buf, out.messageStart + 1, out.pos - out.messageStart - 1);
+    return true;
   }
 
   /** ErrorResponse/NoticeResponse with sensitive values masked, or null when unchanged. */
@@ -324,6 +355,7 @@ export class PgMasker {
   /** End of a statement's results: one audit event with the counts. */
   flush(): void {
     if (!this.dirty) return;
+    this.countPlan();
     this.session.maskingApplied(this.counts);
     this.counts = { columns: {}, detectors: {} };
     this.dirty = false;

@@ -165,7 +165,7 @@ class BackendHandler implements FrameHandler {
     }
     switch (type) {
       case B.DataRow:
-        return this.replace(this.masker.onDataRow(buf, start, end));
+        return !this.masker.onDataRow(buf, start, end, this.framer().slab);
       case B.RowDescription: {
         const lookup = this.masker.onRowDescription(buf, start);
         if (lookup) {
