@@ -2,6 +2,7 @@
 // overlap resolution, byte offsets around multibyte text, the prefilter's
 // word/pair paths at every alignment, strategies, custom RE2 detectors.
 import t, { type Test } from 'tap';
+import { createHmac } from 'node:crypto';
 import { Scanner, resolveOverlaps } from '../src/policy/masking/scanner.js';
 import { maskFindings, maskValue, redactMarker } from '../src/policy/masking/strategies.js';
 import { DETECTOR_NAMES, type DetectorName, type Finding, type Strategy } from '../src/policy/masking/types.js';
@@ -470,6 +471,12 @@ t.test('strategies: hash tokens are keyed, stable and normalised', async (t) => 
   const long = 'x'.repeat(1000);
   t.equal(h(long), h(long), 'long values (not cached) are stable too');
   t.throws(() => h('x', undefined, { hmacKey: Buffer.alloc(8) }), /hmacKey/);
+  // The token cache (4096 entries, FIFO) never changes a token: every value, before and after it
+  // was evicted, gets the HMAC computed directly.
+  const direct = (s: string) => 'h:' + createHmac('sha256', ctx.hmacKey).update(s).digest('hex').slice(0, 12);
+  let bad = 0;
+  for (let pass = 0; pass < 2; pass++) for (let i = 0; i < 10_000; i++) if (h(`v${i}`) !== direct(`v${i}`)) bad++;
+  t.equal(bad, 0, 'cached tokens equal direct HMACs across evictions');
 });
 
 t.test('masked output keeps nothing of the original beyond partial', async (t) => {

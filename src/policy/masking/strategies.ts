@@ -120,31 +120,88 @@ function copyBytes(src: Buffer, s: number, e: number, dst: Buffer, o: number): n
 // customer on many rows) cost a Map lookup.
 const TOKEN_CACHE_MAX = 4096;
 const TOKEN_CACHE_VALUE_MAX = 256;
-const tokenCaches = new WeakMap<Buffer, Map<string, Buffer>>();
 
-function hashToken(value: Buffer, ctx: MaskContext, detector: string | undefined): Buffer {
+interface TokenEntry {
+  v: Buffer;
+  t: Buffer;
+  next: TokenEntry | null;
+}
+
+/**
+ * Tokens of short values, by a 32-bit FNV-1a of their bytes; entries with the same hash are chained
+ * and compared byte by byte. A lookup makes no string and no Buffer (a Map<string> keyed by the
+ * value's latin1 form cost more than the rest of a masked row).
+ */
+class TokenCache {
+  private readonly map = new Map<number, TokenEntry>();
+  private size = 0;
+
+  static hash(b: Buffer, s: number, e: number): number {
+    let h = 0x811c9dc5;
+    for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    return h;
+  }
+
+  get(h: number, b: Buffer, s: number, e: number): Buffer | undefined {
+    for (let x: TokenEntry | null = this.map.get(h) ?? null; x !== null; x = x.next) {
+      const v = x.v;
+      if (v.length !== e - s) continue;
+      let i = 0;
+      while (i < v.length && v[i] === b[s + i]) i++;
+      if (i === v.length) return x.t;
+    }
+    return undefined;
+  }
+
+  set(h: number, v: Buffer, t: Buffer): void {
+    if (this.size >= TOKEN_CACHE_MAX) {
+      // FIFO by bucket: drop the oldest hash's chain.
+      const [oldest, first] = this.map.entries().next().value!;
+      for (let x: TokenEntry | null = first; x !== null; x = x.next) this.size--;
+      this.map.delete(oldest);
+    }
+    this.map.set(h, { v: Buffer.from(v), t, next: this.map.get(h) ?? null });
+    this.size++;
+  }
+}
+
+const tokenCaches = new WeakMap<Buffer, TokenCache>();
+
+function checkedKey(ctx: MaskContext): Buffer {
   const key = ctx?.hmacKey;
   if (!Buffer.isBuffer(key) || key.length < 16) throw new Error('masking: hmacKey must be a Buffer of at least 16 bytes');
-  const norm = normalize(value, detector);
-  if (norm.length > TOKEN_CACHE_VALUE_MAX) return token(key, norm);
+  return key;
+}
+
+function cacheFor(key: Buffer): TokenCache {
   let cache = tokenCaches.get(key);
-  if (cache === undefined) tokenCaches.set(key, (cache = new Map()));
-  const k = norm.toString('latin1');
-  let t = cache.get(k);
+  if (cache === undefined) tokenCaches.set(key, (cache = new TokenCache()));
+  return cache;
+}
+
+function hashToken(value: Buffer, ctx: MaskContext, detector: string | undefined): Buffer {
+  const key = checkedKey(ctx);
+  const norm = normalize(value, detector);
+  return cachedToken(key, norm, 0, norm.length);
+}
+
+/** The token of v[s, e), from the cache when it is short. */
+function cachedToken(key: Buffer, v: Buffer, s: number, e: number): Buffer {
+  if (e - s > TOKEN_CACHE_VALUE_MAX) return token(key, v.subarray(s, e));
+  const cache = cacheFor(key);
+  const h = TokenCache.hash(v, s, e);
+  let t = cache.get(h, v, s, e);
   if (t === undefined) {
-    t = token(key, norm);
-    if (cache.size >= TOKEN_CACHE_MAX) cache.delete(cache.keys().next().value!);
-    cache.set(k, t);
+    const sub = v.subarray(s, e);
+    t = token(key, sub);
+    cache.set(h, sub, t);
   }
   return t;
 }
 
-/** hashToken of a whole value src[s, e) (no normalisation): the cache is looked up before any Buffer is made. */
+/** hashToken of a whole value src[s, e) (no normalisation): no Buffer is made unless the cache misses. */
 function hashTokenOfRange(src: Buffer, s: number, e: number, ctx: MaskContext): Buffer {
-  if (e - s > TOKEN_CACHE_VALUE_MAX) return hashToken(src.subarray(s, e), ctx, undefined);
-  const cache = tokenCaches.get(ctx?.hmacKey);
-  const t = cache?.get(src.toString('latin1', s, e));
-  return t ?? hashToken(src.subarray(s, e), ctx, undefined);
+  return cachedToken(checkedKey(ctx), src, s, e);
 }
 
 function token(key: Buffer, v: Buffer): Buffer {
