@@ -3,7 +3,7 @@
 //   h_0     = SHA-256("sluice/rec/chain/v2" ‖ 0x00 ‖ utf8(session id))
 //   h_{b+1} = SHA-256(h_b ‖ value_b)        value_b: batch b exactly as stored (sealed, crypto.ts)
 //
-// One hash per batch (~16 KB) instead of one per frame: the writer hashes the value it is about to
+// One hash per batch (up to 32 KB) instead of one per frame: the writer hashes the value it is about to
 // put, and a verifier recomputes the chain from the stored values alone (no key needed for that
 // part). Frames inside a batch are covered through the batch's AES-GCM tag, and the batch through
 // the chain. At close the head (last seq, h_B, frame count) is signed together with the session's

@@ -115,7 +115,7 @@ export class RecordingStore implements RecorderHost {
     const dir = resolve(opts.dir);
     if (openDirs.has(dir)) throw new Error(`recording store ${dir} is already open in this process`);
     const mapSize = opts.mapSize ?? 8 * GiB;
-    const batchBytes = Math.min(65_512, Math.max(256, Math.floor(opts.batchBytes ?? 16_360)));
+    const batchBytes = Math.min(65_512, Math.max(256, Math.floor(opts.batchBytes ?? 32_744)));
     const slotSize = batchBytes - SEAL_OVERHEAD;
     const bufferBytes = Math.max(opts.bufferBytes ?? 64 * 1024 * 1024, slotSize * 64);
 

@@ -88,8 +88,8 @@ export interface StoreOptions {
    */
   mapSize?: number;
   /**
-   * Largest stored batch value in bytes, 256 to 65512 (default 16360: exactly four LMDB overflow pages,
-   * k·4096−24 bytes; see README.md for the measurements behind it).
+   * Largest stored batch value in bytes, 256 to 65512 (default 32744: exactly eight LMDB overflow
+   * pages, k·4096−24 bytes; see README.md for the measurements behind it).
    */
   batchBytes?: number;
   /** Longest time a recorded frame waits in memory before it is handed to the writer (default 200 ms). */

@@ -124,7 +124,7 @@ function writeEntry(s: Live): Promise<unknown> {
 
 /**
  * Sealed values are written into buffers of this pool and reused once their transaction is
- * committed (lmdb-js reads a value from the caller's buffer until then): no 16 KB allocation per
+ * committed (lmdb-js reads a value from the caller's buffer until then): no 32 KB allocation per
  * batch, whose garbage would wait for this isolate's next GC. It never holds more buffers than the
  * arena has slots, since every value in flight also holds its slot.
  */
