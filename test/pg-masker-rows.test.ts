@@ -138,3 +138,21 @@ t.test('a row with nothing to mask is forwarded, not copied', async (t) => {
   t.equal(masker.onDataRow(row, 0, row.length, slab), false);
   t.equal(slab.pos, 0);
 });
+
+t.test('counts cover every result set of a statement, and a column running past its row is refused', async (t) => {
+  const applied: { columns: Record<string, number> }[] = [];
+  const s = { masking: () => set, maskContext: ctx, maskingApplied: (c: { columns: Record<string, number> }) => applied.push(c) } as unknown as Session;
+  const masker = new PgMasker(s, null);
+  const slab = new OutSlab(() => {});
+  const row = dataRow([Buffer.from('1'), Buffer.from('bob@example.com'), null, null, null, null, null, null]);
+  for (let set = 0; set < 2; set++) {
+    masker.wants(0x54);
+    masker.onRowDescription(rd, 0);
+    for (let r = 0; r < 3; r++) t.ok(masker.onDataRow(row, 0, row.length, slab));
+  }
+  masker.flush();
+  t.same(applied, [{ columns: { email: 6 }, detectors: {} }], 'six emails over two result sets, one audit event');
+  const bad = Buffer.from(row);
+  bad.writeInt32BE(10_000, 7 + 4 + 1); // the email column's length word
+  t.throws(() => masker.onDataRow(bad, 0, bad.length, slab), /runs past the end of its message/);
+});

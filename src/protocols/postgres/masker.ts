@@ -9,6 +9,7 @@ import { maskFindings, maskValue, maskValueInto, WHOLE_VALUE_SLACK } from '../..
 import type { Finding, Strategy } from '../../policy/masking/types.js';
 import type { CatalogCache } from './catalog.js';
 import { B } from './constants.js';
+import { ProtocolViolation } from './framer.js';
 import type { OutSlab } from './out-slab.js';
 
 // Type OIDs whose text form is the value itself.
@@ -119,7 +120,7 @@ export class PgMasker {
     switch (type) {
       case B.RowDescription:
         if (this.set) return true;
-        this.plan = null;
+        this.setPlan(null);
         return false;
       case B.DataRow:
         return this.plan !== null;
@@ -137,7 +138,7 @@ export class PgMasker {
    */
   onRowDescription(buf: Buffer, s: number): Promise<void> | null {
     const set = this.set;
-    this.plan = null;
+    this.setPlan(null);
     if (!set) return null;
     const cols = parseRowDescription(buf, s);
     if (set.hasColumnRules && this.catalog) {
@@ -174,8 +175,13 @@ export class PgMasker {
       if (p.act !== Act.None) any = true;
       return p;
     });
+    this.setPlan(any ? plan : null);
+  }
+
+  /** Replaces the plan; the old one's counts go into counts first. */
+  private setPlan(plan: ColPlan[] | null): void {
     this.countPlan();
-    this.plan = any ? plan : null;
+    this.plan = plan;
   }
 
   /** Moves the plan's per-column counts into counts. */
@@ -226,6 +232,7 @@ export class PgMasker {
       if (len < 0) continue;
       const vs = o;
       const ve = o + len;
+      if (ve > e) throw new ProtocolViolation(`DataRow column ${i + 1} of ${len} bytes runs past the end of its message`);
       o = ve;
       const p = plan[i];
       if (!p || p.act === Act.None) continue;
