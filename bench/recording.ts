@@ -22,8 +22,11 @@ import { generateKeyPairSync, randomBytes, sign, verify } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { RecordingStore, type SessionRecorder } from '../src/recording/store.js';
 import { Dir } from '../src/recording/types.js';
+import { writeResult } from './lib/env.js';
 
 const SESSIONS = Number(process.env.REC_BENCH_SESSIONS ?? 4);
+/** REC_BENCH_BATCH: the store's batchBytes (default: the store's own). */
+const BATCH = process.env.REC_BENCH_BATCH ? Number(process.env.REC_BENCH_BATCH) : undefined;
 const ROUNDS = Number(process.env.REC_BENCH_ROUNDS ?? 3);
 const CASES = process.env.REC_BENCH_PACED_ONLY ? [] : [
   { name: '100 B frames', size: 100, frames: Number(process.env.REC_BENCH_SMALL ?? 1_000_000) },
@@ -47,7 +50,7 @@ interface Result {
 
 async function run(size: number, frames: number, round: number): Promise<Result> {
   const dir = path.join(root, `${size}-${round}`);
-  const store = await RecordingStore.open({ dir, masterKey: { id: 'k', key: randomBytes(32) }, signer, batchBytes: process.env.REC_BENCH_BATCH ? Number(process.env.REC_BENCH_BATCH) : undefined, onFailure: (e) => console.error('failure:', e.message) });
+  const store = await RecordingStore.open({ dir, masterKey: { id: 'k', key: randomBytes(32) }, signer, batchBytes: BATCH, onFailure: (e) => console.error('failure:', e.message) });
   const recs: SessionRecorder[] = [];
   for (let s = 0; s < SESSIONS; s++) {
     recs.push(
@@ -243,7 +246,5 @@ const md = [
   `| ${Math.round(pacedRes.tps).toLocaleString('en')} | ${pacedRes.mainUsPerTx.toFixed(2)} | ${pacedRes.otherUsPerTx.toFixed(2)} | ${pacedRes.totalUsPerTx.toFixed(2)} | ${pacedRes.dropped} |`,
   '',
 ].join('\n');
-console.log(md);
-fs.mkdirSync(path.join(import.meta.dirname, 'results'), { recursive: true });
-fs.writeFileSync(path.join(import.meta.dirname, 'results', 'recording.md'), md);
-fs.writeFileSync(path.join(import.meta.dirname, 'results', 'recording.json'), JSON.stringify({ sessions: SESSIONS, rounds: ROUNDS, results: json, paced: { tps_target: PACED_TPS, seconds: PACED_SECONDS, ...pacedRes } }, null, 2) + '\n');
+// Into BENCH_OUT like every other step (it wrote to bench/results whatever BENCH_OUT said).
+writeResult('recording', md, { sessions: SESSIONS, rounds: ROUNDS, batch_bytes: BATCH ?? 'default', results: json, paced: { tps_target: PACED_TPS, seconds: PACED_SECONDS, ...pacedRes } });

@@ -36,7 +36,7 @@ const slow = load<Run<SlowRow[]>>('slow-reader');
 const policy = load('policy');
 const masking = load('masking');
 const maskingRows = load('masking-rows');
-const recording = load('recording'); // bench/recording.ts, run on its own
+const recording = load('recording'); // bench/recording.ts
 const scp = load('scp'); // bench/scp.ts, when it exists
 
 const rows = pgbench?.results ?? [];
@@ -142,7 +142,7 @@ const sections: [string, string, unknown][] = [
   ['Policy decision cost', 'policy', policy?.results],
   ['Masking, one core: scanner', 'masking', masking?.results],
   ['Masking, one core: DataRow traffic', 'masking-rows', maskingRows?.mb_per_s],
-  ['Recording store (bench/recording.ts, run on its own)', 'recording', recording && { results: recording.results, paced: recording.paced }],
+  ['Recording store (bench/recording.ts)', 'recording', recording && { results: recording.results, paced: recording.paced }],
   ['SSH: scp direct and through Sluice', 'scp', scp?.results],
 ];
 for (const [title, name, data] of sections) {
