@@ -12,6 +12,7 @@ import { PgMasker } from '../src/protocols/postgres/masker.js';
 import { OutSlab } from '../src/protocols/postgres/out-slab.js';
 import { machineLine, median, writeResult } from './lib/env.js';
 import { PII_COLUMNS, PII_MASKING, piiRow } from './lib/pii.js';
+import { dataRow, rowDescription } from '../test/helpers/pg-messages.js';
 
 const MB = Number(process.env.MASK_BENCH_MB ?? 64);
 const ALL = ['credit_card', 'email', 'us_ssn', 'phone', 'iban', 'aws_access_key', 'jwt', 'private_key'];
@@ -27,13 +28,6 @@ const session = {
   },
 } as unknown as Session;
 
-function message(type: number, body: Buffer): Buffer {
-  const h = Buffer.alloc(5);
-  h[0] = type;
-  h.writeInt32BE(4 + body.length, 1);
-  return Buffer.concat([h, body]);
-}
-
 interface Corpus {
   rd: Buffer;
   rows: Buffer[];
@@ -42,23 +36,11 @@ interface Corpus {
 
 /** A RowDescription (computed columns: no table, matched by name) and ~MB of DataRows. */
 function corpus(cols: readonly (readonly [string, number])[], values: (i: number) => string[]): Corpus {
-  const rd = message(
-    0x54,
-    Buffer.concat([
-      Buffer.from([0, cols.length]),
-      ...cols.map(([n, oid]) => {
-        const b = Buffer.alloc(Buffer.byteLength(n) + 1 + 18);
-        b.write(n);
-        b.writeUInt32BE(oid, Buffer.byteLength(n) + 7);
-        return b;
-      }),
-    ]),
-  );
+  const rd = rowDescription(cols);
   const rows: Buffer[] = [];
   let bytes = 0;
   while (bytes < MB << 20) {
-    const vs = values(rows.length + 1).map((v) => Buffer.from(v));
-    const m = message(0x44, Buffer.concat([Buffer.from([0, vs.length]), ...vs.flatMap((v) => [Buffer.from([v.length >>> 24, (v.length >>> 16) & 255, (v.length >>> 8) & 255, v.length & 255]), v])]));
+    const m = dataRow(values(rows.length + 1));
     rows.push(m);
     bytes += m.length;
   }

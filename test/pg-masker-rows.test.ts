@@ -9,6 +9,7 @@ import { MaskingResolver } from '../src/policy/masking/ruleset.js';
 import { maskFindings, maskValue } from '../src/policy/masking/strategies.js';
 import { PgMasker } from '../src/protocols/postgres/masker.js';
 import { OutSlab } from '../src/protocols/postgres/out-slab.js';
+import { dataRow, rowDescription } from './helpers/pg-messages.js';
 
 const COLS: [string, number][] = [
   ['id', 23],
@@ -44,34 +45,7 @@ const ctx = { hmacKey: Buffer.alloc(32, 9) };
 const session = { masking: () => set, maskContext: ctx, maskingApplied: () => {} } as unknown as Session;
 const rules: Record<string, 'partial' | 'redact' | 'hash' | 'null'> = { email: 'partial', card: 'partial', ssn: 'redact', name: 'hash', gone: 'null', doc: 'partial' };
 
-function msg(type: number, body: Buffer): Buffer {
-  const h = Buffer.alloc(5);
-  h[0] = type;
-  h.writeInt32BE(4 + body.length, 1);
-  return Buffer.concat([h, body]);
-}
-const rd = msg(
-  0x54,
-  Buffer.concat([
-    Buffer.from([0, COLS.length]),
-    ...COLS.map(([n, oid]) => {
-      const b = Buffer.alloc(Buffer.byteLength(n) + 1 + 18);
-      b.write(n);
-      b.writeUInt32BE(oid, Buffer.byteLength(n) + 7);
-      return b;
-    }),
-  ]),
-);
-function dataRow(values: (Buffer | null)[]): Buffer {
-  const parts: Buffer[] = [Buffer.from([0, values.length])];
-  for (const v of values) {
-    const l = Buffer.alloc(4);
-    l.writeInt32BE(v === null ? -1 : v.length);
-    parts.push(l);
-    if (v) parts.push(v);
-  }
-  return msg(0x44, Buffer.concat(parts));
-}
+const rd = rowDescription(COLS);
 
 let seed = 7;
 const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
