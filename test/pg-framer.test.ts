@@ -191,8 +191,9 @@ t.test('pause holds the rest of the input in order, at every split, and resume c
 });
 
 t.test('rewrites written into the slab go out in order, at every split, also when they outgrow a slab', async (t) => {
-  // Every Q and P is rewritten into the slab (P grows past the 16 KB minimum slab, so the message in
-  // progress moves to a new one); every d is replaced by emit; the rest streams through.
+  // Every Q and P is rewritten into the slab (P grows to 200 times its size, past the slab sized
+  // from its chunk, so the message in progress moves to a new one); every d is replaced by emit; the
+  // rest streams through.
   const rewrite = (buf: Buffer, start: number, end: number, f: Framer) => {
     const body = buf.subarray(start + 5, end);
     const reps = buf[start] === P ? 200 : 1;

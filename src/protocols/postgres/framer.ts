@@ -128,7 +128,7 @@ export class Framer {
     }
     this.chunk = chunk;
     const n = chunk.length;
-    this.slab.hint = n + (n >> 2);
+    this.slab.hint = n + (n >> 2) + 64;
     let i = 0;
     while (i < n) {
       if (this.paused) {

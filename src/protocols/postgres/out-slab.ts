@@ -8,8 +8,9 @@
 // end of each input chunk, so an idle session holds none.
 
 const EMPTY = Buffer.alloc(0);
-const MIN_SLAB = 16 * 1024;
 const MAX_SLAB = 1024 * 1024;
+/** Below this a slab comes from Node's shared 8 KB pool (Buffer.allocUnsafe): a one-row result costs no allocation of its own. */
+const POOLED = 4096;
 
 export class OutSlab {
   /** The slab being written; valid from `begin` to `end`. */
@@ -19,7 +20,7 @@ export class OutSlab {
   /** A run of finished messages is waiting to be taken. */
   open = false;
   /** Size of the next slab (set from the input chunk: the output is about as large). */
-  hint = MIN_SLAB;
+  hint = POOLED;
 
   private runStart = 0;
   private msgStart = 0;
@@ -43,7 +44,8 @@ export class OutSlab {
   ensure(n: number): void {
     if (this.buf.length - this.pos >= n) return;
     const partial = this.pos - this.msgStart;
-    const slab = Buffer.allocUnsafeSlow(Math.max(partial + n, Math.min(MAX_SLAB, Math.max(MIN_SLAB, this.hint))));
+    const size = Math.max(partial + n, Math.min(MAX_SLAB, this.hint));
+    const slab = size < POOLED ? Buffer.allocUnsafe(size) : Buffer.allocUnsafeSlow(size);
     if (this.msgStart > this.runStart) this.done.push(this.buf.subarray(this.runStart, this.msgStart));
     this.buf.copy(slab, 0, this.msgStart, this.pos);
     this.buf = slab;
