@@ -62,6 +62,21 @@ export interface SessionSummary {
   close_reason?: string;
 }
 
+/**
+ * The recording's `policy.decision` event of a decision, serialised once per decision object: a
+ * statement whose decision comes from the policy cache gets the same object, and stringifying
+ * the event cost ~0.5 µs per statement.
+ */
+const decisionEvents = new WeakMap<Decision, Buffer>();
+function decisionEvent(d: Decision): Buffer {
+  let b = decisionEvents.get(d);
+  if (b === undefined) {
+    const e = { event: 'policy.decision', decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, message: d.action === 'allow' ? undefined : d.message };
+    decisionEvents.set(d, (b = Buffer.from(JSON.stringify(e), 'utf8')));
+  }
+  return b;
+}
+
 let lastMs = 0;
 let lastIso = '';
 /** The current time as pino writes it, formatted at most once per millisecond. */
@@ -190,7 +205,7 @@ export class Session {
     this.registry.audit(this, d, r.facts, r);
     if (this.recorder) {
       this.recorder.count(d.action);
-      this.recorder.event({ event: 'policy.decision', decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, message: d.action === 'allow' ? undefined : d.message });
+      this.recorder.eventJson(decisionEvent(d));
     }
     return d;
   }

@@ -95,8 +95,12 @@ export class SessionRecorder {
   /** Records a JSON event (Dir.Event). */
   event(obj: Record<string, unknown>): void {
     if (this.closing !== null) return;
-    const b = Buffer.from(JSON.stringify(obj), 'utf8');
-    this.record(Dir.Event, b, 0, b.length);
+    this.eventJson(Buffer.from(JSON.stringify(obj), 'utf8'));
+  }
+
+  /** Records an event already serialised as JSON (UTF-8): for events repeated on the data path. */
+  eventJson(json: Buffer): void {
+    this.record(Dir.Event, json, 0, json.length);
   }
 
   /** Index counters: one decision of this kind (if given), and `statements` statements (default 1). */
