@@ -339,19 +339,15 @@ function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: numbe
       if (at >= 0 && dot < 0) dot = i;
     } else if (!(c === 0x2b || c === 0x28 || c === 0x29 || c === 0x2d || c === 0x2f)) numeric = false;
   }
-  if (!space && at > s && dot > at + 1 && dot !== e - 1) {
-    for (let i = 0; i < 4; i++) dst[o + i] = STAR;
-    dst[o + 4] = 0x40;
-    return copyBytes(v, at + 1, e, dst, o + 5);
-  }
-  if (!numeric || digits < 2 * KEEP) return lastCharsInto(v, s, e, dst, o);
-  const keepFrom = digits - KEEP;
-  let seen = 0;
-  for (let i = s; i < e; i++) {
-    const c = v[i]!;
-    dst[o++] = c >= 0x30 && c <= 0x39 && seen++ < keepFrom ? STAR : c;
-  }
-  return o;
+  if (!space && at > s && dot > at + 1 && dot !== e - 1) return emailFormInto(v, at, e, dst, o);
+  return numeric && digits >= 2 * KEEP ? starAllButLastInto(v, s, e, isDigitByte, dst, o) : lastCharsInto(v, s, e, dst, o);
+}
+
+/** "****@" + the domain after v[at] ('@'), at dst[o]. */
+function emailFormInto(v: Buffer, at: number, e: number, dst: Buffer, o: number): number {
+  for (let i = 0; i < 4; i++) dst[o + i] = STAR;
+  dst[o + 4] = 0x40;
+  return copyBytes(v, at + 1, e, dst, o + 5);
 }
 
 /** v[s, e) with every byte matching `is` but the last KEEP replaced by '*' (all of them when fewer than 2×KEEP), at dst[o]. */
@@ -380,9 +376,7 @@ function emailPartialInto(v: Buffer, s: number, e: number, dst: Buffer, o: numbe
     } else if (c === 0x2e && at >= 0 && dot < 0) dot = i;
   }
   if (at <= s || dot <= at + 1 || dot === e - 1) return -1;
-  for (let i = 0; i < 4; i++) dst[o + i] = STAR;
-  dst[o + 4] = 0x40;
-  return copyBytes(v, at + 1, e, dst, o + 5);
+  return emailFormInto(v, at, e, dst, o);
 }
 
 /** "****" + the last KEEP characters (whole UTF-8 characters) when v[s, e) has >= 2×KEEP characters, at dst[o]. */
