@@ -13,7 +13,7 @@ const MAX_SLAB = 1024 * 1024;
 const POOLED = 4096;
 
 export class OutSlab {
-  /** The slab being written; valid from `begin` to `end`. */
+  /** The slab being written (it changes when `ensure` needs room). */
   buf: Buffer = EMPTY;
   /** Next byte to write. */
   pos = 0;
@@ -57,11 +57,6 @@ export class OutSlab {
   /** Offset in buf where the message in progress starts. */
   get messageStart(): number {
     return this.msgStart;
-  }
-
-  /** Drops the message in progress (nothing of it is sent). */
-  abort(): void {
-    this.pos = this.msgStart;
   }
 
   /** Takes the finished runs, in order, into out; returns their total length. */
