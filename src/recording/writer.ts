@@ -125,10 +125,20 @@ function writeEntry(s: Live): Promise<unknown> {
 /**
  * Sealed values are written into buffers of this pool and reused once their transaction is
  * committed (lmdb-js reads a value from the caller's buffer until then): no 32 KB allocation per
- * batch, whose garbage would wait for this isolate's next GC. It never holds more buffers than the
- * arena has slots, since every value in flight also holds its slot.
+ * batch, whose garbage would wait for this isolate's next GC. Values in flight are bounded by the
+ * arena's slots (each also holds its slot); the pool itself keeps at most VALUE_POOL_MAX.
  */
 const valuePool: Buffer[] = [];
+/**
+ * Buffers the pool keeps: what a bulk transfer has in flight (the data path pauses beyond ~4 drains).
+ * A burst of many sessions can have every slot in flight once; the buffers beyond this go to the GC
+ * rather than staying resident for good (512 slots of 32 KB would be 16 MB).
+ */
+const VALUE_POOL_MAX = Math.max(8, 4 * DRAIN_SLOTS);
+
+function release(values: Buffer[]): void {
+  for (const v of values) if (valuePool.length < VALUE_POOL_MAX) valuePool.push(v);
+}
 
 /** Seals a batch into a pooled buffer, chains it and queues its put; returns the put's promise. */
 function putBatch(s: Live, slot: number, len: number, frames: number, values: Buffer[]): Promise<unknown> {
@@ -193,7 +203,7 @@ function drain(forced: boolean): void {
   }
   budgetCheck();
   if (commits.length === 0) {
-    valuePool.push(...values);
+    release(values);
     post({ t: 'free', slots });
     if (drainAfterCommit) {
       drainAfterCommit = false;
@@ -204,7 +214,7 @@ function drain(forced: boolean): void {
   committing++;
   void Promise.all(commits.map(track)).then(() => {
     committing--;
-    valuePool.push(...values);
+    release(values);
     post({ t: 'free', slots });
     if (committing === 0 && drainAfterCommit) {
       drainAfterCommit = false;
