@@ -14,6 +14,7 @@ import type { PostgresTargetConfig } from '../../core/config-types.js';
 import { B } from './constants.js';
 import { parseFields } from './messages.js';
 import { MessageReader } from './reader.js';
+import { ownedReads } from '../../core/owned-reads.js';
 import { md5Password, ScramClient } from './scram.js';
 
 /** An upstream failure, worded for the client. `sqlstate` is what the client receives. */
@@ -50,7 +51,13 @@ function readCa(path: string): Buffer {
 
 function tcpConnect(target: PostgresTargetConfig, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const s = net.connect({ host: target.host, port: target.port });
+    // Without TLS the socket stays ours for its whole life: its reads can skip Node's per-read
+    // allocation (owned-reads.ts). A socket TLS may take over keeps ordinary reads.
+    const s: net.Socket = net.connect({
+      host: target.host,
+      port: target.port,
+      ...(target.tls.mode === 'disable' ? { onread: ownedReads(() => s) } : {}),
+    });
     s.setNoDelay(true);
     const timer = setTimeout(() => {
       s.destroy();
