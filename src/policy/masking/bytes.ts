@@ -58,3 +58,13 @@ export function numberContinues(buf: Buffer, p: number, dir: 1 | -1, lo: number,
   const d = at(buf, p + dir, lo, hi);
   return d >= 0 && isDigit(d);
 }
+
+/**
+ * Copies src[s, e) to dst at o and returns the offset after it. A byte loop for short spans, where
+ * Buffer#copy's call overhead costs more than the copy (values, row spans of the masker).
+ */
+export function copyBytes(src: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+  if (e - s > 64) return o + src.copy(dst, o, s, e);
+  for (let i = s; i < e; i++) dst[o++] = src[i]!;
+  return o;
+}

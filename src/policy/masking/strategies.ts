@@ -23,6 +23,7 @@
 // Returned Buffers may be shared (markers and hash tokens are cached): treat
 // them as read-only.
 import { createHmac } from 'node:crypto';
+import { copyBytes } from './bytes.js';
 import type { Finding, Strategy } from './types.js';
 
 export interface MaskContext {
@@ -106,12 +107,6 @@ export function maskFindings(
   return out;
 }
 
-/** Copies src[s, e) to dst at o, returns the new offset (a loop beats a native call for short runs). */
-function copyBytes(src: Buffer, s: number, e: number, dst: Buffer, o: number): number {
-  if (e - s > 64) return o + src.copy(dst, o, s, e);
-  for (let i = s; i < e; i++) dst[o++] = src[i]!;
-  return o;
-}
 
 // ---- hash ----
 
@@ -197,11 +192,6 @@ function cachedToken(key: Buffer, v: Buffer, s: number, e: number): Buffer {
     cache.set(h, sub, t);
   }
   return t;
-}
-
-/** hashToken of a whole value src[s, e) (no normalisation): no Buffer is made unless the cache misses. */
-function hashTokenOfRange(src: Buffer, s: number, e: number, ctx: MaskContext): Buffer {
-  return cachedToken(checkedKey(ctx), src, s, e);
 }
 
 function token(key: Buffer, v: Buffer): Buffer {
@@ -303,10 +293,10 @@ export function maskValueInto(strategy: Strategy, src: Buffer, s: number, e: num
     case 'null':
       return -1;
     case 'redact':
-      for (let i = 0; i < 4; i++) dst[o + i] = STAR;
-      return o + 4;
+      return starsInto(dst, o);
     case 'hash': {
-      const t = hashTokenOfRange(src, s, e, ctx);
+      // A whole value is hashed as it is (no normalisation): no Buffer unless the cache misses.
+      const t = cachedToken(checkedKey(ctx), src, s, e);
       for (let i = 0; i < t.length; i++) dst[o + i] = t[i]!;
       return o + t.length;
     }
@@ -345,9 +335,15 @@ function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: numbe
 
 /** "****@" + the domain after v[at] ('@'), at dst[o]. */
 function emailFormInto(v: Buffer, at: number, e: number, dst: Buffer, o: number): number {
+  o = starsInto(dst, o);
+  dst[o] = 0x40;
+  return copyBytes(v, at + 1, e, dst, o + 1);
+}
+
+/** "****" at dst[o]; returns the offset after it. */
+function starsInto(dst: Buffer, o: number): number {
   for (let i = 0; i < 4; i++) dst[o + i] = STAR;
-  dst[o + 4] = 0x40;
-  return copyBytes(v, at + 1, e, dst, o + 5);
+  return o + 4;
 }
 
 /** v[s, e) with every byte matching `is` but the last KEEP replaced by '*' (all of them when fewer than 2×KEEP), at dst[o]. */
@@ -389,6 +385,6 @@ function lastCharsInto(v: Buffer, s: number, e: number, dst: Buffer, o: number):
     if (chars === KEEP) cut = i;
     if (chars >= 2 * KEEP) break;
   }
-  for (let i = 0; i < 4; i++) dst[o + i] = STAR;
-  return chars < 2 * KEEP ? o + 4 : copyBytes(v, cut, e, dst, o + 4);
+  o = starsInto(dst, o);
+  return chars < 2 * KEEP ? o : copyBytes(v, cut, e, dst, o);
 }

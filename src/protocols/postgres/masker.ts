@@ -5,6 +5,7 @@
 
 import type { MaskingCounts, Session } from '../../core/sessions.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
+import { copyBytes } from '../../policy/masking/bytes.js';
 import { maskFindings, maskValue, maskValueInto, WHOLE_VALUE_SLACK } from '../../policy/masking/strategies.js';
 import type { Finding, Strategy } from '../../policy/masking/types.js';
 import type { CatalogCache } from './catalog.js';
@@ -88,13 +89,6 @@ function putInt32(b: Buffer, at: number, v: number): void {
   b[at + 3] = v;
 }
 
-/** Copies src[s, e) to dst at d and returns the offset after it; a byte loop for short spans, where Buffer#copy's call overhead dominates. */
-function copySpan(src: Buffer, s: number, e: number, dst: Buffer, d: number): number {
-  const n = e - s;
-  if (n > 48) src.copy(dst, d, s, e);
-  else for (let i = 0; i < n; i++) dst[d + i] = src[s + i]!;
-  return d + n;
-}
 const FIELD_SKIP = new Set([0x53, 0x56, 0x43, 0x50, 0x70, 0x46, 0x4c, 0x52, 0x73, 0x74, 0x63, 0x64, 0x6e]); // S V C P p F L R s t c d n
 const KEY_DETAIL = /^Key \((.+?)\)=\((.*)\)( .*)$/s;
 const FAILING_ROW = /^Failing row contains \(.*\)\.?$/s;
@@ -247,7 +241,7 @@ export class PgMasker {
         out.begin(e - s + WHOLE_VALUE_SLACK + 64);
       }
       out.ensure(colStart - copied + 4 + len + WHOLE_VALUE_SLACK);
-      out.pos = copySpan(buf, copied, colStart, out.buf, out.pos);
+      out.pos = copyBytes(buf, copied, colStart, out.buf, out.pos);
       copied = ve;
       out.pos += 4;
       let end: number;
@@ -259,8 +253,8 @@ export class PgMasker {
         const ds = p.versionByte ? vs + 1 : vs;
         const masked = maskFindings(buf, ds, ve, findings, set!.strategyFor, this.session.maskContext);
         out.ensure(4 + (ds - vs) + masked.length);
-        end = copySpan(buf, vs, ds, out.buf, out.pos);
-        end = copySpan(masked, 0, masked.length, out.buf, end);
+        end = copyBytes(buf, vs, ds, out.buf, out.pos);
+        end = copyBytes(masked, 0, masked.length, out.buf, end);
       }
       // out.buf may have moved (ensure): the length word is relative to the message start.
       const at = out.pos - 4;
@@ -275,7 +269,7 @@ export class PgMasker {
     }
     if (!started) return false;
     out.ensure(e - copied);
-    out.pos = copySpan(buf, copied, e, out.buf, out.pos);
+    out.pos = copyBytes(buf, copied, e, out.buf, out.pos);
     // The message length: everything written since begin, minus the type byte.
     putInt32(out.buf, out.messageStart + 1, out.pos - out.messageStart - 1);
     return true;
