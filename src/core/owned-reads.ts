@@ -29,7 +29,7 @@ export function ownedReads(socket: () => net.Socket | undefined): net.OnReadOpts
       let chunk: Buffer;
       if (n < COPY_BELOW) {
         chunk = Buffer.allocUnsafe(n);
-        for (let i = 0; i < n; i++) chunk[i] = b[i]!;
+        chunk.set(b.subarray(0, n));
       } else {
         chunk = (b as Buffer).subarray(0, n);
         handedOver = true;
