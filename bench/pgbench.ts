@@ -7,13 +7,11 @@
 //
 //   node --import tsx bench/pgbench.ts           (npm run bench runs it)
 //   BENCH_SECONDS=3 BENCH_ROUNDS=1 node --import tsx bench/pgbench.ts
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { knobs, log, machineLine, median, writeResult } from './lib/env.js';
-import { directPath, runBench, startCluster, startPaths, type Path } from './lib/paths.js';
+import { directPath, runBench, startCluster, startPaths } from './lib/paths.js';
+import { initPgbench, pgbench, selectOnlyArgs } from './lib/pgbench-run.js';
 import { cpuSeconds } from './lib/proc.js';
 
-const run = promisify(execFile);
 const { seconds: SECONDS, rounds: ROUNDS } = knobs;
 
 interface Workload {
@@ -27,30 +25,20 @@ interface Workload {
   args: string[];
 }
 
-const pgEnv = (p: Path) => ({ ...process.env, PGHOST: p.host, PGPORT: String(p.port), PGUSER: p.user, PGPASSWORD: p.password, PGSSLMODE: 'disable' });
-
-async function pgbench(p: Path, args: string[]): Promise<{ tps: number; tx: number; failed: number }> {
-  const { stdout } = await run('pgbench', [...args, p.database], { env: pgEnv(p), maxBuffer: 64 << 20 });
-  const tps = Number(/tps = ([\d.]+)/.exec(stdout)?.[1] ?? NaN);
-  const tx = Number(/number of transactions actually processed: (\d+)/.exec(stdout)?.[1] ?? NaN);
-  const failed = Number(/number of failed transactions: (\d+)/.exec(stdout)?.[1] ?? 0);
-  return { tps, tx, failed };
-}
-
 function workloads(): Workload[] {
   const out: Workload[] = [];
-  const common = (mode: string, c: number) => ['-M', mode, '-c', String(c), '-j', String(Math.min(c, 2)), '-T', String(SECONDS)];
   for (const mode of knobs.modes) {
-    for (const c of knobs.clients) out.push({ key: `select-only ${mode} c${c}`, label: `-S -M ${mode} -c ${c}`, script: 'select-only', mode, clients: c, args: ['-S', ...common(mode, c)] });
+    for (const c of knobs.clients) out.push({ key: `select-only ${mode} c${c}`, label: `-S -M ${mode} -c ${c}`, script: 'select-only', mode, clients: c, args: selectOnlyArgs(mode, c, SECONDS) });
   }
-  for (const c of knobs.tpcbClients) out.push({ key: `tpcb simple c${c}`, label: `TPC-B -M simple -c ${c}`, script: 'tpcb', mode: 'simple', clients: c, args: common('simple', c) });
+  // TPC-B: the same arguments without -S.
+  for (const c of knobs.tpcbClients) out.push({ key: `tpcb simple c${c}`, label: `TPC-B -M simple -c ${c}`, script: 'tpcb', mode: 'simple', clients: c, args: selectOnlyArgs('simple', c, SECONDS).slice(1) });
   return out;
 }
 
 await runBench(async (b) => {
   const pg = await startCluster(b);
   log('initialising pgbench data (scale 10)…');
-  await run('pgbench', ['-i', '-q', '-s', '10', 'orders'], { env: pgEnv(directPath(pg)) });
+  await initPgbench(directPath(pg));
   const paths = await startPaths(b, pg, { variants: knobs.variants });
   const wl = workloads();
 

@@ -37,6 +37,7 @@ const policy = load('policy');
 const masking = load('masking');
 const maskingRows = load('masking-rows');
 const recording = load('recording'); // bench/recording.ts
+const recordingAb = load('recording-ab'); // bench/recording-ab.ts
 const scp = load('scp'); // bench/scp.ts, when it exists
 
 const rows = pgbench?.results ?? [];
@@ -142,6 +143,7 @@ const sections: [string, string, unknown][] = [
   ['Policy decision cost', 'policy', policy?.results],
   ['Masking, one core: scanner', 'masking', masking?.results],
   ['Masking, one core: DataRow traffic', 'masking-rows', maskingRows?.mb_per_s],
+  ['Recording cost, paired runs (bench/recording-ab.ts)', 'recording-ab', recordingAb?.results],
   ['Recording store (bench/recording.ts)', 'recording', recording && { results: recording.results, paced: recording.paced }],
   ['SSH: scp direct and through Sluice', 'scp', scp?.results],
 ];

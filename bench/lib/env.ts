@@ -30,6 +30,10 @@ export const knobs = {
   tpcbClients: list('BENCH_TPCB_CLIENTS', '8').map(Number),
   /** Sluice variants to run (default: all of them). */
   variants: process.env.BENCH_VARIANTS ? list('BENCH_VARIANTS', '') : undefined,
+  /** Recording A/B (bench/recording-ab.ts): pairs of runs, bare then recording or the other way round. */
+  abPairs: Math.max(1, num('BENCH_AB_PAIRS', 6)),
+  /** Recording A/B client counts. */
+  abClients: list('BENCH_AB_CLIENTS', '8').map(Number),
   /** Rows of the PII table fetched whole through each path. */
   largeRows: num('BENCH_LARGE_ROWS', 2_000_000),
   /** Idle authenticated sessions held open through the gateway. */
