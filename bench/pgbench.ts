@@ -9,7 +9,7 @@
 //   BENCH_SECONDS=3 BENCH_ROUNDS=1 node --import tsx bench/pgbench.ts
 import { knobs, log, machineLine, median, writeResult } from './lib/env.js';
 import { directPath, runBench, startCluster, startPaths } from './lib/paths.js';
-import { initPgbench, pgbench, selectOnlyArgs } from './lib/pgbench-run.js';
+import { initPgbench, pgbench, pgbenchArgs, selectOnlyArgs } from './lib/pgbench-run.js';
 import { cpuSeconds } from './lib/proc.js';
 
 const { seconds: SECONDS, rounds: ROUNDS } = knobs;
@@ -30,8 +30,7 @@ function workloads(): Workload[] {
   for (const mode of knobs.modes) {
     for (const c of knobs.clients) out.push({ key: `select-only ${mode} c${c}`, label: `-S -M ${mode} -c ${c}`, script: 'select-only', mode, clients: c, args: selectOnlyArgs(mode, c, SECONDS) });
   }
-  // TPC-B: the same arguments without -S.
-  for (const c of knobs.tpcbClients) out.push({ key: `tpcb simple c${c}`, label: `TPC-B -M simple -c ${c}`, script: 'tpcb', mode: 'simple', clients: c, args: selectOnlyArgs('simple', c, SECONDS).slice(1) });
+  for (const c of knobs.tpcbClients) out.push({ key: `tpcb simple c${c}`, label: `TPC-B -M simple -c ${c}`, script: 'tpcb', mode: 'simple', clients: c, args: pgbenchArgs('simple', c, SECONDS) });
   return out;
 }
 

@@ -8,20 +8,12 @@
 //
 //   node --import tsx bench/recording-ab.ts      (npm run bench runs it)
 //   BENCH_AB_PAIRS=10 BENCH_MODES=simple node --import tsx bench/recording-ab.ts
-import { knobs, log, machineLine, median, writeResult } from './lib/env.js';
+import { knobs, log, machineLine, median, quantile, writeResult } from './lib/env.js';
 import { directPath, runBench, startCluster, startGateway, type Path } from './lib/paths.js';
 import { initPgbench, pgbench, selectOnlyArgs } from './lib/pgbench-run.js';
 import { cpuSeconds } from './lib/proc.js';
 
 const { seconds: SECONDS, abPairs: PAIRS } = knobs;
-
-/** The q-quantile of xs (linear between closest ranks). */
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const i = (s.length - 1) * q;
-  const lo = Math.floor(i);
-  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (i - lo);
-}
 
 async function measure(p: Path, args: string[]): Promise<{ tps: number; cpu: number; failed: number }> {
   const before = cpuSeconds(p.pid!);

@@ -8,8 +8,9 @@
 // parse either way).
 // --single-threaded-gc: no concurrent or parallel GC on V8's helper threads. Bulk streams
 // allocate a fresh Buffer per socket read or SSH packet, and V8 then runs a major GC every few
-// MB (--trace-gc: 59 mark-compacts of a 13 MB heap while 400 MB went through scp); marking
-// concurrently on four helper threads cost more than the relay itself on this 2-core machine.
+// MB (--trace-gc: 59 mark-compacts of a 13 MB heap while 400 MB went through scp). Marking
+// concurrently on four helper threads cost 1.5–2 ms of CPU per MB on this 2-core machine, where
+// the relay's own thread spent 2.3–2.6; done on the main thread, it costs 0.3–0.5 ms/MB more there.
 // Against the same build without the flag (bench/scp.ts, bench/large-result.ts, interleaved
 // runs): scp through Sluice without recording 4.2–4.5 -> 3.0–3.2 ms of CPU per MB, with
 // recording 9.1–10.0 -> 7.8–8.7; a large result through bare Sluice 1.67 -> 1.03 s per GB;

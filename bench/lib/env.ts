@@ -54,6 +54,15 @@ export const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/** The q-quantile of xs (linear between the closest ranks). */
+export const quantile = (xs: number[], q: number): number => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const i = (s.length - 1) * q;
+  const lo = Math.floor(i);
+  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (i - lo);
+};
+
 /** Where results go: BENCH_OUT, or bench/results. */
 export function outDir(): string {
   const dir = path.resolve(process.env.BENCH_OUT ?? path.join(import.meta.dirname, '..', 'results'));

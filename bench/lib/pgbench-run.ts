@@ -20,15 +20,8 @@ export async function initPgbench(direct: Path): Promise<void> {
   await run('pgbench', ['-i', '-q', '-s', '10', direct.database], { env: pgEnv(direct) });
 }
 
-/** pgbench arguments for -S (select-only) in `mode` with `clients` clients for `seconds`. */
-export const selectOnlyArgs = (mode: string, clients: number, seconds: number): string[] => [
-  '-S',
-  '-M',
-  mode,
-  '-c',
-  String(clients),
-  '-j',
-  String(Math.min(clients, 2)),
-  '-T',
-  String(seconds),
-];
+/** pgbench arguments for query mode `mode`, `clients` clients and `seconds` (the default script: TPC-B). */
+export const pgbenchArgs = (mode: string, clients: number, seconds: number): string[] => ['-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(seconds)];
+
+/** The same for -S (select-only). */
+export const selectOnlyArgs = (mode: string, clients: number, seconds: number): string[] => ['-S', ...pgbenchArgs(mode, clients, seconds)];
