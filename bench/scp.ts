@@ -5,6 +5,7 @@
 //
 //   node --import tsx bench/scp.ts
 //   BENCH_SCP_MB=500 BENCH_ROUNDS=5 node --import tsx bench/scp.ts
+//   BENCH_THREADS=1 …   also prints the gateway's CPU ms/MB by thread after each transfer
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,20 +13,16 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { startSluice, type Sluice } from '../test/helpers/sluice.js';
 import { CLIENT_OPTS, sshTarget, startSshd } from '../test/helpers/sshd.js';
+import { cpuSeconds, threadCpuDelta, threadCpuSeconds } from './lib/proc.js';
 
 const execFileP = promisify(execFile);
 const MB = Number(process.env.BENCH_SCP_MB ?? 200);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
-const CLK_TCK = 100;
+const THREADS = process.env.BENCH_THREADS === '1';
 
 const teardowns: (() => unknown)[] = [];
 const t = { teardown: (fn: () => unknown) => void teardowns.push(fn) };
 
-function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(f[11]) + Number(f[12])) * 1000) / CLK_TCK;
-}
 
 function scp(args: string[], env: Record<string, string> = {}, viaSshpass = false): Promise<number> {
   const started = process.hrtime.bigint();
@@ -76,12 +73,14 @@ async function main(): Promise<void> {
   for (let round = 0; round < ROUNDS; round++) {
     for (const dirn of ['up', 'down'] as const) {
       for (const p of paths) {
-        const c0 = p.pid ? cpuMs(p.pid) : 0;
+        const c0 = p.pid ? cpuSeconds(p.pid) : 0;
+        const t0 = THREADS && p.pid ? threadCpuSeconds(p.pid) : null;
         const s = await p[dirn]();
         const r = results.get(p.name)!;
         r[dirn].push(MB / s);
-        if (p.pid) r.cpu.push((cpuMs(p.pid) - c0) / MB);
+        if (p.pid) r.cpu.push(((cpuSeconds(p.pid) - c0) * 1000) / MB);
         process.stderr.write(`round ${round + 1} ${dirn.padEnd(4)} ${p.name.padEnd(22)} ${(MB / s).toFixed(1)} MB/s\n`);
+        if (t0) process.stderr.write(`  CPU ms/MB by thread: ${threadCpuDelta(t0, threadCpuSeconds(p.pid!), MB / 1000)}\n`);
       }
     }
   }

@@ -43,6 +43,37 @@ export function cpuSeconds(pid: number): number {
   return ticks / CLK_TCK;
 }
 
+/** utime + stime of each thread of the process, in seconds, by thread id (name in `comm`). */
+export function threadCpuSeconds(pid: number): Map<string, { comm: string; cpu: number }> {
+  const out = new Map<string, { comm: string; cpu: number }>();
+  let tids: string[] = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(tid, { comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')), cpu: (Number(f[11]) + Number(f[12])) / CLK_TCK });
+    } catch {
+      /* thread ended */
+    }
+  }
+  return out;
+}
+
+/** Per-thread CPU between two threadCpuSeconds() samples, per `unit`, busiest first, as "tid(comm) 1.23". */
+export function threadCpuDelta(before: Map<string, { comm: string; cpu: number }>, after: Map<string, { comm: string; cpu: number }>, unit: number): string {
+  return [...after]
+    .map(([tid, a]) => ({ tid, comm: a.comm, v: (a.cpu - (before.get(tid)?.cpu ?? 0)) / unit }))
+    .filter((x) => x.v > 0)
+    .sort((x, y) => y.v - x.v)
+    .map((x) => `${x.tid}(${x.comm}) ${x.v.toFixed(2)}`)
+    .join(', ');
+}
+
 export interface Mem {
   /** Resident set (VmRSS), MB. */
   rss: number;
