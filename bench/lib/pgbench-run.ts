@@ -3,9 +3,9 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { Path } from './paths.js';
 
-export const run = promisify(execFile);
+const run = promisify(execFile);
 
-export const pgEnv = (p: Path) => ({ ...process.env, PGHOST: p.host, PGPORT: String(p.port), PGUSER: p.user, PGPASSWORD: p.password, PGSSLMODE: 'disable' });
+const pgEnv = (p: Path) => ({ ...process.env, PGHOST: p.host, PGPORT: String(p.port), PGUSER: p.user, PGPASSWORD: p.password, PGSSLMODE: 'disable' });
 
 export async function pgbench(p: Path, args: string[]): Promise<{ tps: number; tx: number; failed: number }> {
   const { stdout } = await run('pgbench', [...args, p.database], { env: pgEnv(p), maxBuffer: 64 << 20 });
