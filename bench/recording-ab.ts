@@ -6,8 +6,12 @@
 // bench/pgbench.ts also shows a recording ratio, but from medians of runs taken
 // three paths apart; this one is the figure for issue #5's ≤ 5% target.
 //
+// A control row runs the same pairs with two recording-off gateways (A against
+// A) for the first query mode: its median and quartiles show how far the method
+// itself strays from 1.00 on this machine, the yardstick for the rows above it.
+//
 //   node --import tsx bench/recording-ab.ts      (npm run bench runs it)
-//   BENCH_AB_PAIRS=10 BENCH_MODES=simple node --import tsx bench/recording-ab.ts
+//   BENCH_AB_PAIRS=16 BENCH_MODES=simple node --import tsx bench/recording-ab.ts
 import { knobs, log, machineLine, median, quantile, writeResult } from './lib/env.js';
 import { directPath, runBench, startCluster, startGateway, type Path } from './lib/paths.js';
 import { initPgbench, pgbench, selectOnlyArgs } from './lib/pgbench-run.js';
@@ -21,43 +25,59 @@ async function measure(p: Path, args: string[]): Promise<{ tps: number; cpu: num
   return { tps: r.tps, cpu: ((cpuSeconds(p.pid!) - before) * 1e6) / r.tx, failed: r.failed };
 }
 
+interface Paired {
+  ratios: number[];
+  added: number[];
+  pairs: { a: number; b: number }[];
+  failed: number;
+}
+
+/** PAIRS back-to-back runs of a and b (ABBA order): TPS ratios b/a and the CPU per transaction b adds. */
+async function paired(label: string, a: Path, b: Path, args: string[]): Promise<Paired> {
+  const out: Paired = { ratios: [], added: [], pairs: [], failed: 0 };
+  for (let i = 0; i < PAIRS; i++) {
+    const [first, second] = i % 2 === 0 ? [a, b] : [b, a];
+    const r1 = await measure(first, args);
+    const r2 = await measure(second, args);
+    const [ra, rb] = i % 2 === 0 ? [r1, r2] : [r2, r1];
+    out.failed += ra.failed + rb.failed;
+    out.ratios.push(rb.tps / ra.tps);
+    out.added.push(rb.cpu - ra.cpu);
+    out.pairs.push({ a: ra.tps, b: rb.tps });
+    log(`pair ${i + 1}/${PAIRS} ${label.padEnd(28)} ${a.name} ${ra.tps.toFixed(0).padStart(6)} tps, ${b.name} ${rb.tps.toFixed(0).padStart(6)} tps: ratio ${(rb.tps / ra.tps).toFixed(3)}, ${(rb.cpu - ra.cpu).toFixed(1)} µs CPU/tx added`);
+  }
+  return out;
+}
+
 await runBench(async (b) => {
   const pg = await startCluster(b);
   log('initialising pgbench data (scale 10)…');
   await initPgbench(directPath(pg));
   const off = await startGateway(b, pg, 'sluice');
   const on = await startGateway(b, pg, 'sluice+recording');
+  // The control: a second recording-off gateway, named apart in the log.
+  const off2 = { ...(await startGateway(b, pg, 'sluice')), name: 'sluice (2nd)' };
 
   const rows = ['| workload | pairs | TPS ratio, median | quartiles | loss (median) | CPU µs/tx added, median | failed |', '|---|---:|---:|---:|---:|---:|---:|'];
   const json: Record<string, unknown>[] = [];
+  const report = (label: string, workload: string, extra: Record<string, unknown>, r: Paired): void => {
+    const m = median(r.ratios);
+    const q1 = quantile(r.ratios, 0.25);
+    const q3 = quantile(r.ratios, 0.75);
+    const cpu = median(r.added);
+    rows.push(`| ${label} | ${PAIRS} | ${m.toFixed(3)} | ${q1.toFixed(3)}–${q3.toFixed(3)} | ${((1 - m) * 100).toFixed(1)}% | ${cpu.toFixed(1)} | ${r.failed} |`);
+    json.push({ workload, ...extra, pairs: r.pairs.map((p) => ({ off: p.a, on: p.b })), ratio_median: m, ratio_q1: q1, ratio_q3: q3, loss: 1 - m, cpu_us_per_tx_added: cpu, failed: r.failed });
+  };
   for (const mode of knobs.modes) {
     for (const c of knobs.abClients) {
       const label = `-S -M ${mode} -c ${c}`;
-      const args = selectOnlyArgs(mode, c, SECONDS);
-      const ratios: number[] = [];
-      const added: number[] = [];
-      const pairs: { off: number; on: number }[] = [];
-      let failed = 0;
-      for (let i = 0; i < PAIRS; i++) {
-        // ABBA: pairs alternate which path runs first.
-        const [first, second] = i % 2 === 0 ? [off, on] : [on, off];
-        const r1 = await measure(first, args);
-        const r2 = await measure(second, args);
-        const [a, r] = i % 2 === 0 ? [r1, r2] : [r2, r1];
-        failed += a.failed + r.failed;
-        ratios.push(r.tps / a.tps);
-        added.push(r.cpu - a.cpu);
-        pairs.push({ off: a.tps, on: r.tps });
-        log(`pair ${i + 1}/${PAIRS} ${label.padEnd(20)} off ${a.tps.toFixed(0).padStart(6)} tps, on ${r.tps.toFixed(0).padStart(6)} tps: ratio ${(r.tps / a.tps).toFixed(3)}, +${(r.cpu - a.cpu).toFixed(1)} µs CPU/tx`);
-      }
-      const m = median(ratios);
-      const q1 = quantile(ratios, 0.25);
-      const q3 = quantile(ratios, 0.75);
-      const cpu = median(added);
-      rows.push(`| ${label} | ${PAIRS} | ${m.toFixed(3)} | ${q1.toFixed(3)}–${q3.toFixed(3)} | ${((1 - m) * 100).toFixed(1)}% | ${cpu.toFixed(1)} | ${failed} |`);
-      json.push({ workload: `select-only ${mode} c${c}`, mode, clients: c, pairs, ratio_median: m, ratio_q1: q1, ratio_q3: q3, loss: 1 - m, cpu_us_per_tx_added: cpu, failed });
+      report(label, `select-only ${mode} c${c}`, { mode, clients: c }, await paired(label, off, on, selectOnlyArgs(mode, c, SECONDS)));
     }
   }
-  const md = `Recording on against off, the same gateway otherwise (pgbench scale 10), ${PAIRS} back-to-back pairs of ${SECONDS} s runs per workload, alternating which runs first; ${machineLine()}\n\n${rows.join('\n')}\n`;
+  const mode = knobs.modes[0]!;
+  const c = knobs.abClients[knobs.abClients.length - 1]!;
+  const label = `control: off against off, -S -M ${mode} -c ${c}`;
+  report(label, `control select-only ${mode} c${c}`, { mode, clients: c, control: true }, await paired(label, off, off2, selectOnlyArgs(mode, c, SECONDS)));
+  const md = `Recording on against off, the same gateway otherwise (pgbench scale 10), ${PAIRS} back-to-back pairs of ${SECONDS} s runs per workload, alternating which runs first; the control row pairs two recording-off gateways the same way (what the method reads when nothing differs); ${machineLine()}\n\n${rows.join('\n')}\n`;
   writeResult('recording-ab', md, { seconds: SECONDS, pairs: PAIRS, results: json });
 });

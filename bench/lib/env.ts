@@ -31,7 +31,7 @@ export const knobs = {
   /** Sluice variants to run (default: all of them). */
   variants: process.env.BENCH_VARIANTS ? list('BENCH_VARIANTS', '') : undefined,
   /** Recording A/B (bench/recording-ab.ts): pairs of runs, bare then recording or the other way round. */
-  abPairs: Math.max(1, num('BENCH_AB_PAIRS', 6)),
+  abPairs: Math.max(1, num('BENCH_AB_PAIRS', 10)),
   /** Recording A/B client counts. */
   abClients: list('BENCH_AB_CLIENTS', '8').map(Number),
   /** Rows of the PII table fetched whole through each path. */
