@@ -4,7 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { RecordingStore, type SessionRecorder } from '../src/recording/store.js';
 import { Dir, type Frame, type SessionMeta, type StoreOptions } from '../src/recording/types.js';
@@ -283,6 +283,37 @@ t.test('backpressure: about 2 MiB in flight to the writer pauses the data path, 
   t.equal(store.get(r.id)!.dropped_frames, 0);
   t.equal(all(store.frames(r.id)).length, n);
   t.same(store.verify(r.id), { ok: true, frames: n });
+});
+
+t.test('page cache: after 64 MiB stored the store drops its file from the page cache', async (t) => {
+  const fincore = ['/usr/bin/fincore', '/bin/fincore'].find((p) => fs.existsSync(p));
+  if (!fincore || !['/usr/bin/dd', '/bin/dd'].some((p) => fs.existsSync(p))) return t.skip('needs util-linux fincore and coreutils dd');
+  const dir = newDir();
+  const store = await RecordingStore.open({ dir, masterKey: master, signer });
+  t.teardown(() => store.close());
+  const r = store.start(meta());
+  const frame = randomBytes(32_000);
+  const n = 3200; // ~100 MB
+  for (let i = 0; i < n; i++) {
+    r.record(Dir.GatewayToClient, frame);
+    if (r.pressure) await new Promise<void>((resolve) => r.whenDrained(resolve));
+  }
+  await close(r);
+  const cachedMiB = async (): Promise<number> => {
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(fincore, ['--bytes', '--noheadings', '--output', 'RES', path.join(dir, 'data.mdb')], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+    );
+    return Number(out.trim()) / 1048576;
+  };
+  let cached = await cachedMiB();
+  for (let i = 0; i < 50 && cached > 70; i++) {
+    await sleep(100);
+    cached = await cachedMiB();
+  }
+  const size = fs.statSync(path.join(dir, 'data.mdb')).size / 1048576;
+  t.ok(size > 95, `${size.toFixed(0)} MiB stored`);
+  t.ok(cached < 70, `${cached.toFixed(0)} MiB of it in the page cache`);
+  t.same(store.verify(r.id), { ok: true, frames: n }, 'dropped pages read back from disk');
 });
 
 t.test('crash: kill -9 while recording; committed frames survive, the session is interrupted', async (t) => {

@@ -173,6 +173,7 @@ export class Gateway implements Core, SessionHost {
         this.storeError = null;
         this.log.warn({ event: 'recording.recovered' }, 'the recording store can write again');
       },
+      onNotice: (message) => this.log.warn({ event: 'recording.notice' }, message),
     });
     this.stopRetention = startRetention(this.store, rc, (msg, n) => this.log.info({ event: 'recording.pruned', ...n }, msg));
     this.log.info({ event: 'recording.open', dir: join(this.cfg.state_dir, 'recordings'), key_id: rc.key_id }, 'recording sessions');

@@ -24,7 +24,7 @@ async function keyFrom(ref: SecretRef, cfg: SluiceConfig, label: string): Promis
 
 export async function openRecordingStore(
   cfg: SluiceConfig,
-  hooks: Pick<StoreOptions, 'onFailure' | 'onRecover'> & { readOnly?: boolean } = {},
+  hooks: Pick<StoreOptions, 'onFailure' | 'onRecover' | 'onNotice'> & { readOnly?: boolean } = {},
 ): Promise<RecordingStore> {
   const rc: RecordingConfig = cfg.recording;
   const key = rc.master_key

@@ -54,6 +54,8 @@ export type FromWriter =
   | { t: 'ack'; req: number }
   | { t: 'failure'; message: string }
   | { t: 'recovered' }
+  /** Worth a log line, not a failure (the store works on). */
+  | { t: 'notice'; message: string }
   | { t: 'ready' };
 
 /**

@@ -583,6 +583,9 @@ export class RecordingStore implements RecorderHost {
         return;
       case 'ready':
         return;
+      case 'notice':
+        this.opts.onNotice?.(m.message);
+        return;
       case 'head':
       case 'ack': {
         const p = this.pending.get(m.req);

@@ -108,6 +108,8 @@ export interface StoreOptions {
   onFailure?: (err: Error) => void;
   /** Called when a failure episode ends. */
   onRecover?: () => void;
+  /** Something the operator should know that is not a failure (e.g. page-cache.ts turning itself off). */
+  onNotice?: (message: string) => void;
 }
 
 export interface ListFilter {

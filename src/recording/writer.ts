@@ -12,6 +12,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { chainBatchInPlace, chainStart } from './chain.js';
 import { batchAad, SEAL_OVERHEAD, sealAudit, sealBatch } from './crypto.js';
 import { openDbs, EMPTY, type StoredAudit } from './db.js';
+import { PageCacheDropper } from './page-cache.js';
 import { auditKey as auditDbKey, framePrefix, frameKey, frameRange, timeKey } from './keys.js';
 import { BatchRing, storedCost, type FromWriter, type ToWriter, type WriterInit } from './protocol.js';
 import type { SessionIndexEntry } from './types.js';
@@ -46,6 +47,7 @@ let used = init.usedBytes;
 let full = false; // over the budget
 let ioError: string | null = null; // last write failed
 let checkpointTimer: NodeJS.Timeout | null = null;
+const pageCache = new PageCacheDropper(init.dir, () => dbs.env.flushed, (message) => post({ t: 'notice', message }));
 
 /** Longest a batch waits in its slot before it is sealed and put (ms). */
 const DRAIN_MS = init.drainMs;
@@ -189,12 +191,14 @@ function drain(forced: boolean): void {
   }
   const slots: number[] = [];
   const values: Buffer[] = [];
+  let stored = 0;
   let last: Promise<unknown> | undefined;
   const commits: Promise<unknown>[] = [];
   for (const b of q) {
     slots.push(b.slot);
     try {
       const p = putBatch(b.s, b.slot, b.len, b.frames, values);
+      stored += b.len;
       // lmdb-js hands every put of one transaction the same promise.
       if (p !== last) commits.push((last = p));
     } catch (err) {
@@ -202,6 +206,7 @@ function drain(forced: boolean): void {
     }
   }
   budgetCheck();
+  pageCache.stored(stored);
   if (commits.length === 0) {
     release(values);
     post({ t: 'free', slots });
