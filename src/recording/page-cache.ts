@@ -23,7 +23,8 @@ import { join } from 'node:path';
 /** Bytes stored between two drops. */
 export const DROP_EVERY = 64 << 20;
 
-const DD = ['/usr/bin/dd', '/bin/dd'].find((p) => existsSync(p));
+/** coreutils dd, if this machine has it where it should be (not looked up in PATH). */
+export const DD = ['/usr/bin/dd', '/bin/dd'].find((p) => existsSync(p));
 
 export class PageCacheDropper {
   private since = 0;
@@ -35,7 +36,7 @@ export class PageCacheDropper {
   constructor(
     dir: string,
     private readonly durable: () => PromiseLike<unknown>,
-    private readonly onDisabled: (why: string) => void = () => {},
+    private readonly onDisabled: (why: string) => void,
   ) {
     this.file = join(dir, 'data.mdb');
   }
