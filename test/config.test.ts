@@ -117,6 +117,7 @@ log: { level: debug, file: logs/sluice.log }
       max_size: 0,
       map_size: 8 * 1024 ** 3,
       on_failure: 'deny_new',
+      page_cache: 'drop',
     },
     admin: { groups: ['sluice-admins'], public_metrics: false },
     approvals: { approvers: ['sluice-approvers'], min_approvals: 1, timeout: 600_000, fingerprint_window: 1_800_000, webhooks: [] },

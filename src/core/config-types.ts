@@ -245,6 +245,8 @@ export interface RecordingConfig {
   map_size: number;
   /** When the store cannot write: refuse new sessions and close live ones, or go on unrecorded (logged loudly). */
   on_failure: 'deny_new' | 'continue_unrecorded';
+  /** drop: the store drops its file from the page cache every 64 MiB written; keep: leave it to the kernel. */
+  page_cache: 'drop' | 'keep';
 }
 
 // ---------------------------------------------------------------------------

@@ -623,6 +623,7 @@ const schema = object({
       max_size: def(size(0, 2 ** 50), 0), // default 0: no size budget
       map_size: def(size(1 << 20, 2 ** 50), '8GiB'), // default 8 GiB
       on_failure: def(oneOf(['deny_new', 'continue_unrecorded']), 'deny_new'), // default deny_new
+      page_cache: def(oneOf(['drop', 'keep']), 'drop'), // default drop: recordings are read rarely
     }),
   ), // default []: no statement policy
   policy: def(

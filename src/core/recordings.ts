@@ -48,6 +48,7 @@ export async function openRecordingStore(
     // reused last-freed first and only touched pages are resident, so this is ~2-3 MB resident under
     // a bulk transfer (the 2 MiB in-flight bound) and a page or two per session with a partial batch.
     bufferBytes: 16 << 20,
+    dropPageCache: rc.page_cache === 'drop',
     ...hooks,
   });
 }

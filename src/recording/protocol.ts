@@ -25,6 +25,8 @@ export interface WriterInit {
   usedBytes: number;
   keyId: string;
   auditKey: Uint8Array;
+  /** Drop the data file from the page cache every 64 MiB stored (page-cache.ts). */
+  dropPageCache: boolean;
 }
 
 export type ToWriter =

@@ -155,6 +155,7 @@ export class RecordingStore implements RecorderHost {
         usedBytes,
         keyId: opts.masterKey.id,
         auditKey: auditKeyFrom(opts.masterKey.key),
+        dropPageCache: opts.dropPageCache ?? true,
       };
       worker = spawnWriter(init);
       await writerReady(worker);

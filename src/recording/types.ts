@@ -104,6 +104,11 @@ export interface StoreOptions {
    * writer thread, no crash recovery, no ownership claim. The store must exist.
    */
   readOnly?: boolean;
+  /**
+   * Drop the data file's pages from the page cache every 64 MiB stored (default true; page-cache.ts).
+   * Recordings are read rarely; false leaves the cache to the kernel, for stores that are replayed a lot.
+   */
+  dropPageCache?: boolean;
   /** Called once per failure episode (store full, write errors, writer falling behind). */
   onFailure?: (err: Error) => void;
   /** Called when a failure episode ends. */

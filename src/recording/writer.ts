@@ -47,7 +47,7 @@ let used = init.usedBytes;
 let full = false; // over the budget
 let ioError: string | null = null; // last write failed
 let checkpointTimer: NodeJS.Timeout | null = null;
-const pageCache = new PageCacheDropper(init.dir, () => dbs.env.flushed, (message) => post({ t: 'notice', message }));
+const pageCache = init.dropPageCache ? new PageCacheDropper(init.dir, () => dbs.env.flushed, (message) => post({ t: 'notice', message })) : null;
 
 /** Longest a batch waits in its slot before it is sealed and put (ms). */
 const DRAIN_MS = init.drainMs;
@@ -206,7 +206,7 @@ function drain(forced: boolean): void {
     }
   }
   budgetCheck();
-  pageCache.stored(stored);
+  pageCache?.stored(stored);
   if (commits.length === 0) {
     release(values);
     post({ t: 'free', slots });
