@@ -23,7 +23,6 @@ const THREADS = process.env.BENCH_THREADS === '1';
 const teardowns: (() => unknown)[] = [];
 const t = { teardown: (fn: () => unknown) => void teardowns.push(fn) };
 
-
 function scp(args: string[], env: Record<string, string> = {}, viaSshpass = false): Promise<number> {
   const started = process.hrtime.bigint();
   // ssh keeps the first value of an option: the direct path's key login goes before the shared options.

@@ -293,8 +293,7 @@ for (const dropPageCache of [true, false]) {
   const title = dropPageCache ? 'page cache: after 64 MiB stored the store drops its file from the page cache' : 'page cache: dropPageCache false leaves it to the kernel';
   t.test(title, { skip: noPageCacheTest }, async (t) => {
     const dir = newDir();
-    const store = await RecordingStore.open({ dir, masterKey: master, signer, dropPageCache });
-    t.teardown(() => store.close());
+    const store = await open({ dir, dropPageCache });
     const r = store.start(meta());
     const frame = randomBytes(32_000);
     const n = 3200; // ~100 MB
