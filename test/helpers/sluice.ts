@@ -123,9 +123,12 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
   const env = { ...process.env, ORDERS_PG_PASSWORD: TARGET_PASSWORD, ...(opts.env ?? {}) };
   // Run the bin itself, so its shebang's V8 flags apply as they do for users. SLUICE_CPU_PROF=<dir>
   // (benchmarks) runs it under --cpu-prof with the same flags; the profile is written at stop.
+  // SLUICE_NODE_FLAGS adds Node flags the same way (e.g. `--perf-basic-prof`, so `perf record` names
+  // JavaScript frames).
   const prof = process.env.SLUICE_CPU_PROF;
-  const proc = prof
-    ? spawn(process.execPath, [...shebangFlags(), '--cpu-prof', `--cpu-prof-dir=${prof}`, BIN, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const extra = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...(process.env.SLUICE_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])];
+  const proc = extra.length
+    ? spawn(process.execPath, [...shebangFlags(), ...extra, BIN, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const lines: Record<string, unknown>[] = [];
