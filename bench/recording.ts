@@ -139,7 +139,7 @@ const PACED_SECONDS = Number(process.env.REC_BENCH_PACED_SECONDS ?? 10);
 /** pgbench -S-like pacing: 8 sessions, a query and a result frame per transaction. record=false: the loop alone. */
 async function paced(record: boolean, round: number): Promise<Paced> {
   const dir = path.join(root, `paced-${record}-${round}`);
-  const store = await RecordingStore.open({ dir, masterKey: { id: 'k', key: randomBytes(32) }, signer, bufferBytes: 8 << 20 });
+  const store = await RecordingStore.open({ dir, masterKey: { id: 'k', key: randomBytes(32) }, signer, bufferBytes: 16 << 20 });
   const recs: SessionRecorder[] = [];
   for (let s = 0; s < 8; s++) {
     recs.push(store.start({ id: `paced-${round}-${s}`, protocol: 'postgres', target: 'db', sub: 'bench', groups: [], issuer: 'x', claims: {}, client: 'c', started_at: new Date().toISOString() }));

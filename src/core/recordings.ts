@@ -46,7 +46,7 @@ export async function openRecordingStore(
     mapSize: rc.map_size,
     // With backpressure on the data path a small buffer suffices. 512 slots of 32 KB: slots are
     // reused last-freed first and only touched pages are resident, so this is ~2-3 MB resident under
-    // a bulk transfer (the 2 MiB in-flight bound) and a page or two per session with a partial batch.
+    // a bulk transfer (the 4 MiB in-flight bound) and a page or two per session with a partial batch.
     bufferBytes: 16 << 20,
     dropPageCache: rc.page_cache === 'drop',
     ...hooks,

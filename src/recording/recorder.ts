@@ -180,7 +180,9 @@ export class SessionRecorder {
     arena[p + 16] = dir;
     p += FRAME_HEADER;
     let n = Math.min(len, this.end - p);
-    payload.copy(arena, p, offset, offset + n);
+    // TypedArray#set rather than Buffer#copy, whose argument handling costs as much as the copy of a
+    // 100-byte frame; the whole chunk (the usual case) needs no view.
+    arena.set(n === payload.length ? payload : payload.subarray(offset, offset + n), p);
     this.pos = p + n;
     while (n < len) {
       // The payload continues in the next batch (slots reserved by reserve()).

@@ -27,9 +27,18 @@ const openDirs = new Set<string>();
 /**
  * Batches in flight to the writer (handed over, not yet committed) beyond which the data path
  * pauses. It bounds the memory a bulk transfer takes while recording (arena pages, sealed values,
- * LMDB's dirty pages) whatever the arena's size; 2 MiB keeps the writer busy (~15 ms of it).
+ * LMDB's dirty pages) whatever the arena's size; 4 MiB keeps the writer busy (~30 ms of it) and
+ * lets one transaction take 1 MiB (drainSlots).
  */
-const PRESSURE_BYTES = 2 << 20;
+const PRESSURE_BYTES = 4 << 20;
+
+/**
+ * Longest a batch waits in the writer before its commit (ms). Each commit costs about a millisecond
+ * of CPU spread over the writer, lmdb-js's libuv threads and the kernel (page writes, the sync, the
+ * wakeups), whatever its size: at a pgbench -S rate (~100 batches a second) 100 ms made that a
+ * third of recording's whole cost. Frames wait at most flushMs + DRAIN_MS before they are durable.
+ */
+const DRAIN_MS = 400;
 
 /**
  * Flow control for an arena of `slots` slots: the slots in flight that make `pressure`, and the
@@ -150,8 +159,7 @@ export class RecordingStore implements RecorderHost {
         slotSize,
         ring: batchRing,
         drainSlots: flowLimits(slotSize, slots).drainSlots,
-        // A commit costs CPU on several threads (page writes, the sync): ~10 a second at most.
-        drainMs: Math.min(100, opts.flushMs ?? 200),
+        drainMs: Math.min(DRAIN_MS, 2 * (opts.flushMs ?? 200)),
         usedBytes,
         keyId: opts.masterKey.id,
         auditKey: auditKeyFrom(opts.masterKey.key),

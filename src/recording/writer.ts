@@ -47,6 +47,8 @@ let used = init.usedBytes;
 let full = false; // over the budget
 let ioError: string | null = null; // last write failed
 let checkpointTimer: NodeJS.Timeout | null = null;
+/** The checkpoint timer fired while a drain was due: that drain writes the live entries. */
+let checkpointDue = false;
 const pageCache = init.dropPageCache ? new PageCacheDropper(init.dir, () => dbs.env.flushed, (message) => post({ t: 'notice', message })) : null;
 
 /** Longest a batch waits in its slot before it is sealed and put (ms). */
@@ -205,6 +207,7 @@ function drain(forced: boolean): void {
       post({ t: 'failure', message: `recording writer error: ${(err as Error).message}` });
     }
   }
+  if (checkpointDue) checkpoint();
   budgetCheck();
   pageCache?.stored(stored);
   if (commits.length === 0) {
@@ -344,7 +347,7 @@ function handle(op: ToWriter): void {
     }
     case 'shutdown':
       if (checkpointTimer) clearInterval(checkpointTimer);
-      for (const s of live.values()) if (s.dirty && !s.closing) writeEntry(s);
+      checkpoint();
       ackWhenFlushed(op.req);
       return;
   }
@@ -362,10 +365,16 @@ port.on('message', (ops: ToWriter[]) => {
   budgetCheck();
 });
 
-// Live sessions' index entries (counters, frames so far) are written at most once a second, so a
-// crash loses little more than the frames still in memory.
-checkpointTimer = setInterval(() => {
+// Live sessions' index entries (counters, frames so far) are written about once a second, so a
+// crash loses little more than the frames still in memory. A drain due soon writes them in its own
+// transaction rather than this timer committing one more.
+function checkpoint(): void {
+  checkpointDue = false;
   for (const s of live.values()) if (s.dirty && !s.closing) writeEntry(s);
+}
+checkpointTimer = setInterval(() => {
+  checkpointDue = true;
+  if (drainTimer === null && !drainAfterCommit) checkpoint();
 }, 1000);
 checkpointTimer.unref();
 post({ t: 'ready' });
