@@ -35,8 +35,9 @@ const PRESSURE_BYTES = 4 << 20;
 /**
  * Longest a batch waits in the writer before its commit (ms). Each commit costs about a millisecond
  * of CPU spread over the writer, lmdb-js's libuv threads and the kernel (page writes, the sync, the
- * wakeups), whatever its size: at a pgbench -S rate (~100 batches a second) 100 ms made that a
- * third of recording's whole cost. Frames wait at most flushMs + DRAIN_MS before they are durable.
+ * wakeups), whatever its size: at a pgbench -S rate (~100 batches a second), 100 ms drains cost
+ * ~15% more CPU per transaction than these (bench/recording.ts, paced case). Frames wait at most
+ * flushMs + DRAIN_MS before they are durable.
  */
 const DRAIN_MS = 400;
 
