@@ -37,9 +37,9 @@ const PRESSURE_BYTES = 4 << 20;
  * of CPU spread over the writer, lmdb-js's libuv threads and the kernel (page writes, the sync, the
  * wakeups), whatever its size: at a pgbench -S rate (~100 batches a second), 100 ms drains cost
  * ~15% more CPU per transaction than these (bench/recording.ts, paced case). Frames wait at most
- * flushMs + DRAIN_MS before they are durable.
+ * flushMs + MAX_DRAIN_MS before they are durable.
  */
-const DRAIN_MS = 400;
+const MAX_DRAIN_MS = 400;
 
 /**
  * Flow control for an arena of `slots` slots: the slots in flight that make `pressure`, and the
@@ -160,7 +160,7 @@ export class RecordingStore implements RecorderHost {
         slotSize,
         ring: batchRing,
         drainSlots: flowLimits(slotSize, slots).drainSlots,
-        drainMs: Math.min(DRAIN_MS, 2 * (opts.flushMs ?? 200)),
+        drainMs: Math.min(MAX_DRAIN_MS, 2 * (opts.flushMs ?? 200)),
         usedBytes,
         keyId: opts.masterKey.id,
         auditKey: auditKeyFrom(opts.masterKey.key),
