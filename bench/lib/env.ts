@@ -31,7 +31,7 @@ export const knobs = {
   /** Sluice variants to run (default: all of them). */
   variants: process.env.BENCH_VARIANTS ? list('BENCH_VARIANTS', '') : undefined,
   /** Recording A/B (bench/recording-ab.ts): pairs of runs, bare then recording or the other way round. */
-  abPairs: Math.max(1, num('BENCH_AB_PAIRS', 10)),
+  abPairs: Math.max(1, num('BENCH_AB_PAIRS', 16)),
   /** Recording A/B client counts. */
   abClients: list('BENCH_AB_CLIENTS', '8').map(Number),
   /** Rows of the PII table fetched whole through each path. */
@@ -62,6 +62,30 @@ export const quantile = (xs: number[], q: number): number => {
   const lo = Math.floor(i);
   return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (i - lo);
 };
+
+/**
+ * A 95% confidence interval for the median of xs: the 2.5th and 97.5th percentiles of the medians
+ * of `rounds` resamples (with replacement) of xs. The generator is seeded, so the same data always
+ * gives the same interval.
+ */
+export function medianCI(xs: number[], rounds = 10_000): [number, number] {
+  if (xs.length < 2) return [NaN, NaN];
+  let seed = 0x5eed;
+  const rand = (): number => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const medians = new Array<number>(rounds);
+  const sample = new Array<number>(xs.length);
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < xs.length; i++) sample[i] = xs[Math.floor(rand() * xs.length)]!;
+    medians[r] = median(sample);
+  }
+  return [quantile(medians, 0.025), quantile(medians, 0.975)];
+}
 
 /** Where results go: BENCH_OUT, or bench/results. */
 export function outDir(): string {

@@ -179,7 +179,11 @@ function drain(forced: boolean): void {
     drainTimer = null;
   }
   poll(false);
-  if (queue.length === 0) return;
+  if (queue.length === 0) {
+    // The checkpoint timer left the live entries to this drain: write them even with no batches.
+    if (checkpointDue) checkpoint();
+    return;
+  }
   if (committing > 0 && !forced) {
     drainAfterCommit = true;
     return;
