@@ -104,6 +104,6 @@ await runBench(async (b) => {
   const verdict =
     `Issue #5's target is a loss of at most 5%. ${pooled ? 'Pooled' : 'Here'}, recording's loss reads ${pct(main.m)} (95% CI ${pct(main.ci[1])} to ${pct(main.ci[0])}); ` +
     `the control, where nothing differs, reads ${pct(control.m)} (95% CI ${pct(control.ci[1])} to ${pct(control.ci[0])}).`;
-  const md = `Recording on against off, the same gateway otherwise (pgbench scale 10), ${PAIRS} back-to-back pairs of ${SECONDS} s runs per workload, alternating which runs first; the control row pairs two recording-off gateways the same way (what the method reads when nothing differs); ${machineLine()}\n\n${rows.join('\n')}\n\n${verdict}\n`;
+  const md = `Recording on against off, the same gateway otherwise (pgbench scale 10), ${PAIRS} back-to-back pairs of ${SECONDS} s runs per workload after one unmeasured warm-up run of each, alternating which runs first; the control row pairs two recording-off gateways the same way (what the method reads when nothing differs); ${machineLine()}\n\n${rows.join('\n')}\n\n${verdict}\n`;
   writeResult('recording-ab', md, { seconds: SECONDS, pairs: PAIRS, results: json, verdict });
 });
