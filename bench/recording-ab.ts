@@ -6,7 +6,7 @@
 // median CPU each transaction adds. With more than one query mode, a pooled row
 // takes every on/off pair together: recording writes the same two frames per
 // transaction in each mode, and pooling is what narrows the interval on a noisy
-// machine (on a 2-core VM a spinning loop alone swings ±10–20% from second to
+// machine (on a 2-core VM a spinning loop alone swings by 10–25% from second to
 // second, so single pairs do too).
 // bench/pgbench.ts also shows a recording ratio, but from medians of runs taken
 // three paths apart; this one is the figure for issue #5's ≤ 5% target.
