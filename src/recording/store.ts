@@ -33,11 +33,11 @@ const openDirs = new Set<string>();
 const PRESSURE_BYTES = 4 << 20;
 
 /**
- * Longest a batch waits in the writer before its commit (ms). Each commit costs about a millisecond
- * of CPU spread over the writer, lmdb-js's libuv threads and the kernel (page writes, the sync, the
- * wakeups), whatever its size: at a pgbench -S rate (~100 batches a second), 100 ms drains cost
- * ~15% more CPU per transaction than these (bench/recording.ts, paced case). Frames wait at most
- * flushMs + MAX_DRAIN_MS before they are durable.
+ * Longest a batch waits in the writer before its commit (ms). Each commit costs one to a few
+ * milliseconds of CPU spread over the writer, lmdb-js's libuv threads and the kernel (page writes,
+ * block allocation, the sync, the wakeups), whatever its size: at a pgbench -S rate (~100 batches a
+ * second), 100 ms drains cost ~15% more CPU per transaction than these (bench/recording.ts, paced
+ * case). Frames wait at most flushMs + MAX_DRAIN_MS before they are durable.
  */
 const MAX_DRAIN_MS = 400;
 
