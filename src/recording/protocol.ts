@@ -21,6 +21,8 @@ export interface WriterInit {
   drainMs: number;
   /** Queued batches that make the writer seal and put them at once; also the most it puts in one transaction. */
   drainSlots: number;
+  /** Batches in flight (handed over, not committed) at which the data path pauses. */
+  pressureSlots: number;
   /** Estimated bytes in use at open (budget accounting). */
   usedBytes: number;
   keyId: string;

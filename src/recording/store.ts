@@ -163,7 +163,7 @@ export class RecordingStore implements RecorderHost {
         arena,
         slotSize,
         ring: batchRing,
-        drainSlots: flowLimits(slotSize, slots).drainSlots,
+        ...flowLimits(slotSize, slots),
         drainMs: Math.min(MAX_DRAIN_MS, 2 * (opts.flushMs ?? 200)),
         usedBytes,
         keyId: opts.masterKey.id,

@@ -134,11 +134,11 @@ function writeEntry(s: Live): Promise<unknown> {
  */
 const valuePool: Buffer[] = [];
 /**
- * Buffers the pool keeps: what a bulk transfer has in flight (the data path pauses beyond ~2 drains).
+ * Buffers the pool keeps: what a bulk transfer has in flight (the data path pauses at pressureSlots).
  * A burst of many sessions can have every slot in flight once; the buffers beyond this go to the GC
  * rather than staying resident for good (512 slots of 32 KB would be 16 MB).
  */
-const VALUE_POOL_MAX = Math.max(8, 2 * DRAIN_SLOTS);
+const VALUE_POOL_MAX = Math.max(8, init.pressureSlots);
 
 function release(values: Buffer[]): void {
   for (const v of values) if (valuePool.length < VALUE_POOL_MAX) valuePool.push(v);
