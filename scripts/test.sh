@@ -37,9 +37,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ ! -d node_modules ]; then
-  # npm install, not npm ci: npm 11 here writes lockfiles without the other
-  # platforms' optional packages (msgpackr-extract), which npm ci then rejects.
-  npm install --no-audit --no-fund
+  # npm ci: exactly the lockfile (which lists every platform's optional packages,
+  # so it works with the npm of Node 20 and with npm 11).
+  npm ci --no-audit --no-fund
 fi
 
 if ! npm run build; then
