@@ -257,3 +257,28 @@ t.test('dataDir: persistent, seeded once, same data as in-memory; stop() with cl
   t.equal((await c2.query('select count(*)::int n from customers')).rows[0].n, 200, 'not seeded twice');
   t.equal((await c2.query(`select count(*)::int n from orders`)).rows[0].n, 501, 'write persisted, orders not reseeded');
 });
+
+t.test('sluice demo: a taken port is named at once, before the embedded database boots', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-demo-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => busy.close());
+  const taken = (busy.address() as net.AddressInfo).port;
+  const bin = path.resolve(import.meta.dirname, '../bin/sluice.js');
+  for (const args of [['--port', String(taken), '--admin-port', '0'], ['--port', '0', '--admin-port', String(taken)]]) {
+    const t0 = performance.now();
+    const err = await run(process.execPath, [bin, 'demo', ...args, '--state-dir', dir, '--in-memory'], { timeout: 30_000 }).then(
+      () => null,
+      (e: { code: number; stderr: string }) => e,
+    );
+    t.ok(err, `exits non-zero with ${args.join(' ')}`);
+    t.equal(err?.code, 1);
+    const flag = args[1] === String(taken) ? '--port' : '--admin-port';
+    t.match(err?.stderr, `port ${taken} (${flag}) is in use`, 'names the port and the flag');
+    t.notMatch(err?.stderr, /Starting the embedded Postgres/, 'the embedded database was not started');
+    t.ok(ms(t0) < 10_000, `answered in ${ms(t0)} ms`);
+  }
+  const help = await run(process.execPath, [bin, 'demo', '--help']).then((r) => r.stdout + r.stderr, (e: { stdout: string; stderr: string }) => e.stdout + e.stderr);
+  t.match(help, '--admin-port', 'demo --help names --admin-port');
+});

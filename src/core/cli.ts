@@ -14,7 +14,8 @@ const HELP = `sluice — identity-aware access gateway
 
 Usage:
   sluice serve --config sluice.yaml      run the gateway (SIGHUP reloads the config)
-  sluice demo [--port 6432]              embedded Postgres + Sluice, no setup needed
+  sluice demo [--port 6432] [--admin-port 6480] [--state-dir DIR]
+                                         embedded Postgres + Sluice, no setup needed
   sluice token mint --config sluice.yaml --sub NAME [--groups a,b] [--ttl 15m] [--claim k=v ...]
                                          print a short-lived token signed by Sluice's own key
   sluice config check --config sluice.yaml
@@ -49,10 +50,15 @@ const COMMAND_HELP: Record<string, string> = {
 Starts every listener in the config. Logs are JSON lines (pino) on stdout or log.file.
 Signals: SIGHUP reloads the config without dropping sessions; SIGTERM/SIGINT stop the gateway.
 `,
-  demo: `Usage: sluice demo [--port 6432] [--state-dir DIR]
+  demo: `Usage: sluice demo [--port 6432] [--admin-port 6480] [--state-dir .sluice-demo] [--in-memory]
 
 Starts an embedded Postgres (PGlite) seeded with fake customer data, puts Sluice in front
 of it with a self-signed certificate and a minted token, and prints the psql line to paste.
+  --port        the gateway's Postgres port (0: any free port)
+  --admin-port  the admin API's port, used by \`sluice approvals\` and \`sluice revoke\` (0: any free port)
+  --state-dir   where the config, keys, recordings, log and the embedded database live
+  --in-memory   keep the embedded database in memory (nothing written to pgdata)
+Both ports are checked before the embedded database starts.
 `,
   token: `Usage: sluice token mint --config sluice.yaml --sub NAME [--groups a,b] [--ttl 15m] [--claim key=value ...]
 

@@ -3,6 +3,7 @@
 // Needs nothing installed beyond `npm install`.
 
 import { existsSync } from 'node:fs';
+import net from 'node:net';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve, relative } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,6 +13,16 @@ import { mintToken } from './identity.js';
 import { createLogger } from './log.js';
 
 const DEMO_TARGET = 'demo';
+
+/** Resolves when 127.0.0.1:port can be listened on (0 always can); else with the error's code. */
+function portFree(port: number): Promise<string | null> {
+  if (port === 0) return Promise.resolve(null);
+  return new Promise((resolveFree) => {
+    const srv = net.createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => resolveFree(err.code ?? err.message));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolveFree(null)));
+  });
+}
 
 /** A self-signed EC certificate for localhost/127.0.0.1, made once per state dir. */
 async function ensureCertificate(dir: string): Promise<{ cert: string; key: string }> {
@@ -54,6 +65,19 @@ export async function runDemo(args: string[]): Promise<number> {
     if (!Number.isInteger(v) || v < 0 || v > 65535) {
       process.stderr.write(`sluice demo: ${flag} must be a port number, got "${raw}"\n`);
       return 2;
+    }
+  }
+  if (port !== 0 && port === adminPort) {
+    process.stderr.write(`sluice demo: --port and --admin-port are both ${port}; pick two different ports\n`);
+    return 2;
+  }
+  // Checked before the embedded database boots (which can take minutes on a busy machine).
+  for (const [flag, p, next] of [['--port', port, 6433], ['--admin-port', adminPort, 6481]] as const) {
+    const why = await portFree(p);
+    if (why) {
+      const what = why === 'EADDRINUSE' ? 'is in use' : why === 'EACCES' ? 'needs privileges' : `cannot be used (${why})`;
+      process.stderr.write(`sluice demo: port ${p} (${flag}) ${what}; pick another with ${flag} ${next}, or ${flag} 0 for any free port\n`);
+      return 1;
     }
   }
   const stateDir = resolve(values['state-dir']);
@@ -123,7 +147,8 @@ export async function runDemo(args: string[]): Promise<number> {
   } catch (err) {
     await db.stop();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      process.stderr.write(`sluice demo: port ${port} or ${adminPort} is in use; pick others with --port 6433 --admin-port 6481\n`);
+      // Taken in the moment since the check above.
+      process.stderr.write(`sluice demo: port ${port} or ${adminPort} was taken while the embedded database started; pick others with --port 6433 --admin-port 6481\n`);
       return 1;
     }
     throw err;
