@@ -11,10 +11,61 @@ import pgProtocol from 'pg-protocol';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { prepareOrders, psql, startSluice, type Sluice } from './helpers/sluice.js';
 import { run, sshTarget, startSshd } from './helpers/sshd.js';
+import { Admission, LogLimiter, sourceOf } from '../src/core/admission.js';
 
 const { serialize } = pgProtocol;
 const TOO_MANY = 'too many connections waiting to authenticate; try again shortly';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('sources: IPv4 as is (also IPv4-mapped), IPv6 by /64', async (t) => {
+  t.equal(sourceOf('192.0.2.7'), '192.0.2.7');
+  t.equal(sourceOf('::ffff:192.0.2.7'), '192.0.2.7');
+  t.equal(sourceOf('::FFFF:c000:0207'), '192.0.2.7');
+  t.equal(sourceOf('::1'), '::1');
+  t.equal(sourceOf('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  t.equal(sourceOf('2001:db8:1:2:ffff:ffff:ffff:ffff'), '2001:db8:1:2::/64', 'one /64, one source');
+  t.equal(sourceOf('2001:0db8:0001:0003::1%eth0'), '2001:db8:1:3::/64');
+  t.equal(sourceOf('2001:db8::'), '2001:db8:0:0::/64');
+  t.equal(sourceOf('64:ff9b::192.0.2.7'), '64:ff9b:0:0::/64');
+});
+
+t.test('admission: per-source cap, eviction of the largest holder\'s oldest, never above a lowered limit', async (t) => {
+  const a = new Admission();
+  const limits = { max_unauthenticated: 4, max_unauthenticated_per_source: 3 };
+  const evicted: string[] = [];
+  const admit = (src: string, name: string, l = limits) => a.admit(src, name, 'postgres', l, () => evicted.push(name));
+  const r1 = admit('A', 'a1');
+  admit('A', 'a2');
+  admit('A', 'a3');
+  t.match(admit('A', 'a4'), { ok: false, reason: 'max_unauthenticated_per_source', held: 3 });
+  admit('B', 'b1');
+  t.equal(a.pending, 4);
+  // Full: B (1) holds fewer than A (3), so A's oldest goes.
+  t.match(admit('B', 'b2'), { ok: true, evicted: { source: 'A', client: 'a1', held: 3 } });
+  t.same(evicted, ['a1']);
+  // A and B hold 2 each: a newcomer from B (2) does not take from an equal holder.
+  t.match(admit('B', 'b3'), { ok: false, reason: 'max_unauthenticated', held: 2 });
+  t.match(admit('C', 'c1'), { ok: true, evicted: { source: 'A', client: 'a2' } });
+  if (r1.ok) r1.release(); // a1's release after its eviction is a no-op
+  t.equal(a.pending, 4);
+  t.equal(a.held('A'), 1);
+  // A reload lowered the limit below what is pending: nobody is admitted above it.
+  t.match(admit('D', 'd1', { max_unauthenticated: 2, max_unauthenticated_per_source: 3 }), { ok: false, reason: 'max_unauthenticated' });
+  t.equal(a.pending, 4, 'and nobody evicted for it');
+  t.same(evicted, ['a1', 'a2']);
+});
+
+t.test('log limiter: one line per key per window, a global budget, counts of what was left out', async (t) => {
+  const l = new LogLimiter(1000, 3);
+  t.same(l.allow('k1', 0), { suppressed: 0, dropped: 0 });
+  t.equal(l.allow('k1', 10), null);
+  t.equal(l.allow('k1', 20), null);
+  t.ok(l.allow('k2', 30));
+  t.ok(l.allow('k3', 40));
+  t.equal(l.allow('k4', 50), null, 'over the global budget');
+  t.same(l.allow('k1', 1000), { suppressed: 2, dropped: 1 }, 'next window: what k1 missed, and what the budget dropped');
+  t.same(l.allow('k4', 1001), { suppressed: 0, dropped: 0 });
+});
 
 const pgc = await withPostgres(t);
 await prepareOrders(pgc);

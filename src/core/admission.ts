@@ -95,13 +95,12 @@ export class Admission {
     if (mine >= limits.max_unauthenticated_per_source) return { ok: false, reason: 'max_unauthenticated_per_source', held: mine };
     let evicted: { source: string; client: string; protocol: string; held: number } | undefined;
     if (this.total >= limits.max_unauthenticated) {
-      const victim = this.victimFor(mine);
+      // Above the limit (lowered by a reload): refuse until the excess has drained by itself.
+      const victim = this.total === limits.max_unauthenticated ? this.victimFor(mine) : undefined;
       if (!victim) return { ok: false, reason: 'max_unauthenticated', held: mine };
       evicted = { source: victim.source, client: victim.client, protocol: victim.protocol, held: this.held(victim.source) };
       this.remove(victim);
       victim.evict();
-      // A limit lowered by a reload: never admit above it.
-      if (this.total >= limits.max_unauthenticated) return { ok: false, reason: 'max_unauthenticated', held: mine };
     }
     const entry: Pending = { source, client, protocol, evict, live: true };
     let set = this.bySource.get(source);
