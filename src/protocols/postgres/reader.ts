@@ -46,6 +46,7 @@ export class MessageReader {
   /** Bytes the pending read waits for; 0 when nobody reads. */
   private want = 0;
   private paused = false;
+  private attached = false;
   private waiter: (() => void) | null = null;
   private ended: Error | null = null;
   private readonly onData = (chunk: Buffer) => {
@@ -77,6 +78,7 @@ export class MessageReader {
 
   private attach(socket: Duplex): void {
     this.socket = socket;
+    this.attached = true;
     socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('close', this.onEnd);
@@ -167,6 +169,7 @@ export class MessageReader {
   /** Stops listening and returns the bytes read but not consumed; a socket it paused flows again. */
   detach(): Buffer {
     const s = this.socket;
+    this.attached = false;
     s.off('data', this.onData);
     s.off('end', this.onEnd);
     s.off('close', this.onEnd);
@@ -181,8 +184,12 @@ export class MessageReader {
     return rest;
   }
 
-  /** Stops listening for good (the connection is being refused): nothing more is read or kept. */
+  /**
+   * Stops listening for good (the connection is being refused): nothing more is
+   * read or kept. A no-op once the socket was handed on (detached).
+   */
   stop(): void {
+    if (!this.attached) return;
     this.detach();
     this.socket.pause();
   }
