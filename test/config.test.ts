@@ -104,7 +104,7 @@ log: { level: debug, file: logs/sluice.log }
         connect_timeout: 500,
       },
     },
-    limits: { max_message_bytes: 1024 * 1024, auth_timeout: 5000, max_unauthenticated: 10 },
+    limits: { max_message_bytes: 1024 * 1024, auth_timeout: 5000, startup_timeout: 5000, max_unauthenticated: 10, max_unauthenticated_per_source: 32 },
     log: { level: 'debug', file: '/etc/sluice/logs/sluice.log' },
     policies: [],
     policy: { default: 'deny', on_parse_error: 'deny' },
@@ -187,7 +187,7 @@ t.test('defaults', async (t) => {
     allow: ['*'],
     connect_timeout: 10000,
   });
-  t.same(cfg.limits, { max_message_bytes: 64 * 1024 * 1024, auth_timeout: 15000, max_unauthenticated: 256 });
+  t.same(cfg.limits, { max_message_bytes: 64 * 1024 * 1024, auth_timeout: 15000, startup_timeout: 5000, max_unauthenticated: 256, max_unauthenticated_per_source: 32 });
   t.same(cfg.log, { level: 'info' });
 
   const anchored = parseConfig(MINIMAL_TARGET.replace('["*"]', '&all ["group:a"]') + '  other: { protocol: postgres, host: h, user: u, allow: *all }\n', SRC);
@@ -220,6 +220,8 @@ t.test('wrong types name key and line', async (t) => {
   t.equal(e.message, 'sluice.yaml: 1 problem:\n  line 7: targets.orders.port: expected an integer from 1 to 65535, got "abc"');
   t.match(problems('limits: { auth_timeout: soon }').message, /line 1: limits\.auth_timeout: invalid duration "soon": expected a number of seconds/);
   t.match(problems('limits: { max_message_bytes: lots }').message, /limits\.max_message_bytes: invalid size "lots"/);
+  t.match(problems('limits:\n  max_unauthenticated_per_source: 0\n').message, /line 2: limits\.max_unauthenticated_per_source: expected an integer from 1 to 1000000/);
+  t.match(problems('limits:\n  startup_timeout: whenever\n').message, /line 2: limits\.startup_timeout: invalid duration "whenever"/);
   t.match(problems('listeners: { postgres: { allow_insecure_auth: yes } }').message, /expected true or false, got "yes"/);
   t.match(problems('targets: [a]').message, /line 1: targets: expected a map, got a list/);
   t.match(problems('log: { level: loud }').message, /log\.level: expected one of trace, debug, info, warn, error, fatal, silent, got "loud"/);

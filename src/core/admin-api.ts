@@ -9,12 +9,13 @@
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { ListenerConfig } from './config-types.js';
 import type { Identity } from './identity-types.js';
 import { AuthError } from './identity-types.js';
 import { ApprovalError, type ApprovalScope } from './approvals.js';
 import type { Gateway } from './gateway.js';
+import { TOO_MANY_PENDING } from './protocol.js';
 import { parseUntil } from './units.js';
 
 export interface AdminApi {
@@ -254,7 +255,14 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     throw new HttpError(404, `no endpoint ${method} ${path}: GET /api lists them`, 'not_found');
   }
 
+  /** `address:port` of connections refused admission, answered 503 if they send a request before they are dropped. */
+  const refused = new Set<string>();
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    if (refused.size && refused.has(`${req.socket.remoteAddress}:${req.socket.remotePort}`)) {
+      res.setHeader('connection', 'close');
+      res.setHeader('retry-after', '1');
+      return send(res, 503, { error: 'too_many_pending', message: TOO_MANY_PENDING });
+    }
     route(req, res).catch((err: Error) => {
       if (res.headersSent) return res.destroy();
       if (err instanceof HttpError) return send(res, err.status, { error: err.code, message: err.message });
@@ -265,9 +273,40 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
 
   const tlsOptions = (c: ListenerConfig) => (c.tls ? { cert: readFileSync(c.tls.cert), key: readFileSync(c.tls.key) } : null);
   const opts = tlsOptions(cfg);
-  const server: http.Server = opts ? https.createServer(opts, handler) : http.createServer(handler);
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+  // Deadlines are checked every second (Node's default is every 30 s, which let a
+  // silent connection stay ~40 s); they are applied from the limits below.
+  const httpOpts = { connectionsCheckingInterval: 1000 };
+  const startLimits = gw.config().limits;
+  const server: http.Server = opts
+    ? https.createServer({ ...opts, ...httpOpts, handshakeTimeout: Math.min(startLimits.startup_timeout, startLimits.auth_timeout) }, handler)
+    : http.createServer(httpOpts, handler);
+  const applyLimits = () => {
+    const l = gw.config().limits;
+    // Request headers within the startup deadline, the whole request within auth_timeout.
+    const headers = Math.min(l.startup_timeout, l.auth_timeout, 10_000);
+    server.requestTimeout = Math.max(headers, Math.min(l.auth_timeout, 30_000));
+    server.headersTimeout = headers;
+    server.keepAliveTimeout = 5_000;
+  };
+  applyLimits();
+  // Every connection counts as waiting to authenticate (each request carries its
+  // own token) in the pool all listeners share, from accept until it closes;
+  // the deadlines above end idle and slow ones. A refused connection is told so
+  // (503) if it sends a request within a second, then dropped.
+  server.on('connection', (sock: Socket) => {
+    const release = gw.admitUnauthenticated({ address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, protocol: 'admin' }, () => sock.destroy());
+    if (!release) {
+      // By address and port: under TLS the request arrives on the TLS socket, not this one.
+      const key = `${sock.remoteAddress}:${sock.remotePort}`;
+      refused.add(key);
+      setTimeout(() => {
+        refused.delete(key);
+        sock.destroy();
+      }, 1000).unref();
+      return;
+    }
+    sock.once('close', release);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(cfg.port, cfg.host, () => {
@@ -283,6 +322,7 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     port: addr.port,
     url: `${scheme}://${hostPart}:${addr.port}`,
     reload(next) {
+      applyLimits();
       if (!next) return;
       current = next;
       const o = tlsOptions(next);

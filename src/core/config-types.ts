@@ -94,8 +94,12 @@ export interface LimitsConfig {
   max_message_bytes: number;
   /** Milliseconds a client has to finish startup and authentication. */
   auth_timeout: number;
+  /** Milliseconds a client has to send its first message (startup packet, SSH key exchange, HTTP headers). */
+  startup_timeout: number;
   /** Connections that have not authenticated yet, across all listeners. */
   max_unauthenticated: number;
+  /** Of those, from one source (an IPv4 address or an IPv6 /64). */
+  max_unauthenticated_per_source: number;
 }
 
 export interface LogConfig {

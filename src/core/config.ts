@@ -608,7 +608,9 @@ const schema = object({
     object({
       max_message_bytes: def(size(1024, 1024 ** 3), '64MiB'), // default 64 MiB
       auth_timeout: def(duration('ms', 1), '15s'), // default 15 s
-      max_unauthenticated: def(int(1, 1_000_000), 256), // default 256
+      startup_timeout: def(duration('ms', 1), '5s'), // default 5 s: first message (Postgres startup packet, SSH key exchange, HTTP request headers)
+      max_unauthenticated: def(int(1, 1_000_000), 256), // default 256, across all listeners
+      max_unauthenticated_per_source: def(int(1, 1_000_000), 32), // default 32, per client IPv4 address or IPv6 /64
     }),
   ),
   policies: def(list(policyItem), []),

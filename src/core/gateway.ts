@@ -8,7 +8,8 @@ import { loadConfig } from './config.js';
 import { AuthError, type Identity } from './identity-types.js';
 import { IdentityVerifier } from './identity.js';
 import { createLogger, type Logger } from './log.js';
-import type { AuthGrant, ClientInfo, Core, ProtocolModule, RunningListener, TargetFor } from './protocol.js';
+import type { AuthGrant, ClientInfo, Core, PreAuthClient, PreAuthLogFields, ProtocolModule, RunningListener, TargetFor } from './protocol.js';
+import { Admission, LogLimiter, sourceOf } from './admission.js';
 import { resolveSecret } from './secrets.js';
 import { SessionRegistry, type SessionHost } from './sessions.js';
 import { isAllowed } from './access.js';
@@ -35,7 +36,8 @@ export class Gateway implements Core, SessionHost {
   private cfg: SluiceConfig;
   private verifier: IdentityVerifier;
   private readonly listeners = new Map<string, RunningListener>();
-  private unauthenticated = 0;
+  private readonly admission = new Admission();
+  private readonly preAuthLogLimit = new LogLimiter();
   private resolver: PolicyResolver;
   private maskingResolver: MaskingResolver;
   maskContext: MaskContext = { hmacKey: Buffer.alloc(0) };
@@ -320,15 +322,38 @@ export class Gateway implements Core, SessionHost {
     return value;
   }
 
-  admitUnauthenticated(): (() => void) | null {
-    if (this.unauthenticated >= this.cfg.limits.max_unauthenticated) return null;
-    this.unauthenticated++;
-    let admitted = true;
-    return () => {
-      if (!admitted) return;
-      admitted = false;
-      this.unauthenticated--;
-    };
+  admitUnauthenticated(client: PreAuthClient, evict: () => void): (() => void) | null {
+    const source = sourceOf(client.address);
+    const who = `${client.address}:${client.port}`;
+    const r = this.admission.admit(source, who, client.protocol, this.cfg.limits, evict);
+    if (!r.ok) {
+      const limit = r.reason === 'max_unauthenticated' ? this.cfg.limits.max_unauthenticated : this.cfg.limits.max_unauthenticated_per_source;
+      this.logPreAuth(
+        'warn',
+        { event: 'connection.refused', reason: r.reason, protocol: client.protocol, client: who, source, held: r.held, pending: this.admission.pending },
+        r.reason === 'max_unauthenticated'
+          ? `too many unauthenticated connections (limits.max_unauthenticated: ${limit}); ${source} holds ${r.held}, no source holds more`
+          : `source ${source} already holds ${r.held} unauthenticated connections (limits.max_unauthenticated_per_source: ${limit})`,
+      );
+      return null;
+    }
+    if (r.evicted) {
+      const e = r.evicted;
+      this.logPreAuth(
+        'warn',
+        { event: 'connection.evicted', reason: 'max_unauthenticated', protocol: e.protocol, client: e.client, source: e.source, held: e.held, for_source: source },
+        `unauthenticated connection pool full (limits.max_unauthenticated: ${this.cfg.limits.max_unauthenticated}): closed the oldest pending connection of ${e.source} (which held ${e.held}) to admit one from ${source}`,
+      );
+    }
+    return r.release;
+  }
+
+  logPreAuth(level: 'info' | 'warn', fields: PreAuthLogFields, msg: string): void {
+    const source = typeof fields.source === 'string' ? fields.source : sourceOf(fields.client.slice(0, fields.client.lastIndexOf(':')));
+    const ok = this.preAuthLogLimit.allow(`${fields.event}|${fields.reason}|${source}`);
+    if (!ok) return;
+    if (ok.dropped) this.log.warn({ event: 'log.suppressed', lines: ok.dropped }, `${ok.dropped} log lines about unauthenticated connections were left out in the last 10 s (rate limit)`);
+    this.log[level]({ ...fields, source, ...(ok.suppressed ? { suppressed: ok.suppressed } : {}) }, ok.suppressed ? `${msg} (${ok.suppressed} more like it not logged)` : msg);
   }
 
   /** Stops listening, ends live sessions with `reason`, flushes logs. */

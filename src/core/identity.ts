@@ -23,7 +23,8 @@ import { AuthError, type Identity } from './identity-types.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
 
 /** Tokens longer than this are refused before any parsing. */
-const MAX_TOKEN_CHARS = 16 * 1024;
+/** The longest token accepted; protocols cap their pre-authentication messages by it. */
+export const MAX_TOKEN_CHARS = 16 * 1024;
 /** Verified-token cache: entries and the longest time an entry lives (seconds). */
 const CACHE_MAX_ENTRIES = 10_000;
 const CACHE_MAX_AGE_S = 300;

@@ -46,12 +46,43 @@ export interface Core {
   /** Live sessions. */
   readonly sessions: SessionRegistry;
   /**
-   * Admission control for connections that have not authenticated yet.
-   * Returns null when the configured limit is reached, else a release function
-   * to call when the connection authenticates or ends (calls after the first are no-ops).
+   * Admission control for connections that have not authenticated yet, called
+   * at TCP accept: the global pool (limits.max_unauthenticated) and the cap per
+   * source (limits.max_unauthenticated_per_source). Returns null when refused
+   * (already logged, rate-limited): the caller sends its protocol's "too many
+   * connections waiting to authenticate" error (`refusalMessage`) and closes. Else
+   * a release function to call when the connection authenticates or ends (calls
+   * after the first are no-ops). `evict` is called if this connection later gives
+   * its slot to a newcomer from a source holding fewer: it must close the
+   * connection with the same error (the slot is already free then).
    */
-  admitUnauthenticated(): (() => void) | null;
+  admitUnauthenticated(client: PreAuthClient, evict: () => void): (() => void) | null;
+  /**
+   * Logs a line an unauthenticated peer caused (timeout, malformed startup,
+   * oversized message), rate-limited per event, reason and source, so a flood
+   * of such connections cannot flood the log.
+   */
+  logPreAuth(level: 'info' | 'warn', fields: PreAuthLogFields, msg: string): void;
 }
+
+/** A connection at accept, before any byte was read. */
+export interface PreAuthClient {
+  address: string;
+  port: number;
+  protocol: string;
+}
+
+export interface PreAuthLogFields {
+  event: string;
+  reason: string;
+  protocol: string;
+  /** `address:port` */
+  client: string;
+  [k: string]: unknown;
+}
+
+/** What a refused or evicted client is told (each protocol wraps it in its own error). */
+export const TOO_MANY_PENDING = 'too many connections waiting to authenticate; try again shortly';
 
 export interface RunningListener {
   readonly protocol: string;

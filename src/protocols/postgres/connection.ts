@@ -4,7 +4,8 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
-import type { Core } from '../../core/protocol.js';
+import { TOO_MANY_PENDING, type Core } from '../../core/protocol.js';
+import { MAX_TOKEN_CHARS } from '../../core/identity.js';
 import type { ListenerConfig, PostgresTargetConfig } from '../../core/config-types.js';
 import { CatalogCache } from './catalog.js';
 import { Dir } from '../../recording/types.js';
@@ -21,7 +22,7 @@ import {
   readyForQuery,
   type ErrorFields,
 } from './messages.js';
-import { ConnectionClosed, MessageReader } from './reader.js';
+import { ConnectionClosed, MessageReader, MessageTooLarge } from './reader.js';
 import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
 import type { CancelKeys } from './cancel-keys.js';
@@ -76,8 +77,19 @@ function parseStartupParams(pkt: Buffer): Record<string, string> {
   return out;
 }
 
+/** The most a message before authentication may be: a token (the password message) and some slack. */
+const PREAUTH_MAX_MESSAGE = MAX_TOKEN_CHARS + 1024;
+
 class Refusal extends Error {
-  constructor(readonly fields: ErrorFields) {
+  /**
+   * `limited`: the refusal is about resources (timeouts, sizes, capacity) and an
+   * unauthenticated peer can cause it at will, so its log line is rate-limited;
+   * 'logged' when the core already logged it.
+   */
+  constructor(
+    readonly fields: ErrorFields,
+    readonly limited?: { event: string; reason: string; [k: string]: unknown } | 'logged',
+  ) {
     super(fields.message);
   }
 }
@@ -85,36 +97,73 @@ class Refusal extends Error {
 export async function handleConnection(core: Core, state: ListenerState, raw: net.Socket): Promise<void> {
   raw.setNoDelay(true);
   const remote = { address: raw.remoteAddress ?? '?', port: raw.remotePort ?? 0 };
-  const release = core.admitUnauthenticated();
+  const who = `${remote.address}:${remote.port}`;
+  // Counted from accept, before any byte is read; `fail` exists by the time an eviction can come.
+  const release = core.admitUnauthenticated({ address: remote.address, port: remote.port, protocol: 'postgres' }, () =>
+    fail(new Refusal({ severity: 'FATAL', code: '53300', message: TOO_MANY_PENDING }, 'logged')),
+  );
   if (!release) {
-    raw.end(errorResponse({ severity: 'FATAL', code: '53300', message: 'too many connections waiting to authenticate; try again shortly' }));
+    raw.end(errorResponse({ severity: 'FATAL', code: '53300', message: TOO_MANY_PENDING }));
     // Not counted any more, so never let a peer that does not close keep the socket.
     setTimeout(() => raw.destroy(), 1000).unref();
-    core.log.warn({ event: 'connection.refused', client: `${remote.address}:${remote.port}`, reason: 'max_unauthenticated' }, 'too many unauthenticated connections');
     return;
   }
 
   const limits = core.config().limits;
   let socket: net.Socket | tls.TLSSocket = raw;
-  const reader = new MessageReader(raw, limits.max_message_bytes);
+  // Before authentication nothing larger than a token is expected; the relay takes max_message_bytes.
+  const reader = new MessageReader(raw, Math.min(PREAUTH_MAX_MESSAGE, limits.max_message_bytes));
   const timer = setTimeout(() => {
-    fail(new Refusal({ severity: 'FATAL', code: '08P01', message: `authentication not completed within ${limits.auth_timeout} ms (limits.auth_timeout)` }));
+    fail(
+      new Refusal(
+        { severity: 'FATAL', code: '08P01', message: `authentication not completed within ${limits.auth_timeout} ms (limits.auth_timeout)` },
+        { event: 'connection.timeout', reason: 'auth_timeout' },
+      ),
+    );
   }, limits.auth_timeout);
+  // The first message (and TLS handshake) has a shorter deadline than the whole login.
+  let startupTimer: NodeJS.Timeout | undefined =
+    limits.startup_timeout < limits.auth_timeout
+      ? setTimeout(() => {
+          fail(
+            new Refusal(
+              { severity: 'FATAL', code: '08P01', message: `startup packet not received within ${limits.startup_timeout} ms (limits.startup_timeout)` },
+              { event: 'connection.timeout', reason: 'startup_timeout' },
+            ),
+          );
+        }, limits.startup_timeout)
+      : undefined;
 
   let failed = false;
   const fail = (err: unknown) => {
     if (failed) return;
     failed = true;
     clearTimeout(timer);
+    clearTimeout(startupTimer);
     release();
+    // Nothing more is read from a connection being refused.
+    reader.stop();
+    if (err instanceof MessageTooLarge) {
+      const password = err.type === F.Password;
+      err = new Refusal(
+        password
+          ? { severity: 'FATAL', code: '28P01', message: `token too large: the password message has ${err.length} bytes; a Sluice token is at most ${MAX_TOKEN_CHARS} characters` }
+          : { severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` },
+        { event: 'protocol.violation', reason: 'message_too_large', type: String.fromCharCode(err.type), length: err.length, limit: err.limit, bytes_read: raw.bytesRead },
+      );
+    }
     if (err instanceof Refusal) {
-      core.log.info({ event: 'auth.refused', client: `${remote.address}:${remote.port}`, code: err.fields.code, reason: err.fields.message }, 'connection refused');
+      if (err.limited === undefined) {
+        core.log.info({ event: 'auth.refused', client: who, code: err.fields.code, reason: err.fields.message }, 'connection refused');
+      } else if (err.limited !== 'logged') {
+        core.logPreAuth('info', { ...err.limited, protocol: 'postgres', client: who, code: err.fields.code }, `connection refused: ${err.fields.message}`);
+      }
       socket.end(errorResponse(err.fields));
     } else if (err instanceof ProtocolViolation) {
-      core.log.info({ event: 'protocol.violation', client: `${remote.address}:${remote.port}`, reason: err.message }, 'protocol violation during startup');
+      core.logPreAuth('info', { event: 'protocol.violation', reason: 'malformed', protocol: 'postgres', client: who, detail: err.message }, `protocol violation during startup: ${err.message}`);
       socket.end(errorResponse({ severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` }));
     } else if (!(err instanceof ConnectionClosed)) {
-      core.log.warn({ event: 'connection.error', client: `${remote.address}:${remote.port}`, err: (err as Error).message }, 'connection failed during startup');
+      core.log.warn({ event: 'connection.error', client: who, err: (err as Error).message }, 'connection failed during startup');
       // The client still learns that it was Sluice, and where to look.
       socket.end(errorResponse({ severity: 'FATAL', code: 'XX000', message: 'Sluice could not set up this session (internal error); the gateway log has the details' }));
     }
@@ -135,7 +184,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
           continue;
         }
         socket.write('S');
-        reader.detach();
+        if (reader.detach().length) throw new ProtocolViolation('unexpected data after the TLS request (possible injection attempt)');
         const t = new tls.TLSSocket(raw, { isServer: true, secureContext: state.secureContext });
         socket = t;
         reader.reattach(t);
@@ -149,6 +198,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         if (pkt.length !== 12) throw new ProtocolViolation('malformed CancelRequest');
         const entry = state.cancelKeys.lookup(pkt.readInt32BE(4), pkt.readInt32BE(8));
         clearTimeout(timer);
+        clearTimeout(startupTimer);
         release();
         failed = true;
         socket.destroy();
@@ -171,6 +221,8 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       const unsupported = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
       if (minor > 0 || unsupported.length) socket.write(negotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, unsupported));
     }
+    clearTimeout(startupTimer);
+    startupTimer = undefined;
 
     const secure = socket instanceof tls.TLSSocket;
     const client = { address: remote.address, port: remote.port, secure, user: params.user, application: params.application_name };
@@ -203,6 +255,8 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       throw err;
     }
     const { identity, target } = grant;
+    // Authenticated: no longer one of the pending connections (auth_timeout still bounds the upstream login).
+    release();
 
     const forward: Record<string, string> = {};
     for (const [k, v] of Object.entries(params)) if (FORWARDED_PARAMS.has(k)) forward[k] = v;

@@ -10,6 +10,7 @@ import type { Identity } from '../../core/identity-types.js';
 import { AuthError } from '../../core/identity-types.js';
 import type { Session } from '../../core/sessions.js';
 import { sendAuthBanner } from './auth-banner.js';
+import { SshPreAuth } from './preauth.js';
 import { SessionChannel, type ChannelHost, type LiveChannel } from './channel-relay.js';
 import { Forwarding, RelayAgent } from './forwarding.js';
 import { sshOptions, type SshOptions } from './policy.js';
@@ -32,18 +33,14 @@ export function handleConnection(core: Core, conn: ssh2.Connection, info: ssh2.C
   // No Nagle: keystrokes, sftp requests and window adjusts are small and must not wait for ACKs.
   (conn as unknown as { setNoDelay(v: boolean): void }).setNoDelay(true);
   conn.on('error', (err: Error) => core.log.debug({ event: 'ssh.client_error', client: remote, err: err.message }, 'ssh client connection error'));
-  const release = core.admitUnauthenticated();
-  if (!release) {
-    core.log.warn({ event: 'connection.refused', client: remote, reason: 'max_unauthenticated', protocol: 'ssh' }, 'too many unauthenticated connections');
+  // Admitted, and timed, since TCP accept (index.ts).
+  const pre = SshPreAuth.of(conn);
+  if (!pre) {
+    core.log.error({ event: 'connection.error', client: remote, protocol: 'ssh' }, 'ssh connection without admission state; closed');
     conn.end();
     return;
   }
-  const limits = core.config().limits;
-  const timer = setTimeout(() => {
-    core.log.info({ event: 'auth.refused', client: remote, protocol: 'ssh', reason: `authentication not completed within ${limits.auth_timeout} ms` }, 'connection refused');
-    release();
-    conn.end();
-  }, limits.auth_timeout);
+  pre.attach(conn);
   let failures = 0;
   let granted: { identity: Identity; target: SshTargetConfig; client: ClientInfo; upstream: Promise<SshClient>; agent: RelayAgent } | null = null;
 
@@ -102,15 +99,12 @@ export function handleConnection(core: Core, conn: ssh2.Connection, info: ssh2.C
 
   let started = false;
   conn.on('ready', () => {
-    clearTimeout(timer);
-    release();
+    pre.authenticated();
     if (!granted) return conn.end();
     started = true;
     new SshConnection(core, conn, granted.identity, granted.target, granted.client, granted.upstream, granted.agent);
   });
   conn.on('close', () => {
-    clearTimeout(timer);
-    release();
     // Left between the token check and the session: the upstream login started for it is not needed.
     if (granted && !started) granted.upstream.then((up) => up.end(), () => {});
   });

@@ -1,13 +1,16 @@
 // The SSH protocol module: an ssh2 Server that takes a token as the password,
 // picks the target from the user name and relays to the target's sshd.
 
+import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '../../core/protocol.js';
 import type { SshListenerConfig } from '../../core/config-types.js';
 import { handleConnection } from './connection.js';
 import { loadListenerHostKey } from './host-key.js';
+import { SshPreAuth } from './preauth.js';
 
 const { Server } = ssh2;
+const IDENT = 'Sluice';
 
 export const ssh: ProtocolModule = {
   protocol: 'ssh',
@@ -18,7 +21,7 @@ export const ssh: ProtocolModule = {
       { event: 'ssh.host_key', path: hk.path, type: hk.type, fingerprint: hk.fingerprint, generated: hk.generated },
       `ssh host key ${hk.type} ${hk.fingerprint}${hk.generated ? ' (generated)' : ''}`,
     );
-    const server = new Server({ hostKeys: [hk.key], ident: 'Sluice' }, (conn, info) => {
+    const server = new Server({ hostKeys: [hk.key], ident: IDENT }, (conn, info) => {
       try {
         handleConnection(core, conn, info);
       } catch (err) {
@@ -27,14 +30,23 @@ export const ssh: ProtocolModule = {
       }
     });
     server.on('error', (err: Error) => core.log.warn({ event: 'ssh.server_error', err: err.message }, 'ssh listener error'));
+    // Sluice accepts the TCP connection itself: ssh2 reports one only after the
+    // client's identification, and a client that never sends it must still be
+    // counted and timed (preauth.ts).
+    const tcp = net.createServer({ noDelay: true }, (sock) => {
+      sock.on('error', () => {}); // errors are handled by ssh2 and the session; never crash the gateway
+      if (!SshPreAuth.accept(core, sock, IDENT)) return;
+      server.injectSocket(sock);
+    });
+    tcp.on('error', (err: Error) => core.log.warn({ event: 'ssh.server_error', err: err.message }, 'ssh listener error'));
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(cfg.port, cfg.host, () => {
-        server.off('error', reject);
+      tcp.once('error', reject);
+      tcp.listen(cfg.port, cfg.host, () => {
+        tcp.off('error', reject);
         resolve();
       });
     });
-    const addr = server.address() as { address: string; port: number };
+    const addr = tcp.address() as net.AddressInfo;
     return {
       protocol: 'ssh',
       host: addr.address,
@@ -42,7 +54,7 @@ export const ssh: ProtocolModule = {
       reload() {
         // The host key is read at start; changing it needs a restart (clients pin it).
       },
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+      close: () => new Promise<void>((resolve) => tcp.close(() => resolve())),
     };
   },
 };
