@@ -286,6 +286,58 @@ t.test('backpressure: about 4 MiB in flight to the writer pauses the data path, 
   t.same(store.verify(r.id), { ok: true, frames: n });
 });
 
+t.test('more sessions than slots: frames wait their turn for slots, none is dropped, the store never fails', async (t) => {
+  const failures: Error[] = [];
+  // The smallest arena: 64 slots for 300 sessions that each record before pausing.
+  const store = await open({ bufferBytes: 64 * 32_715, onFailure: (e) => failures.push(e) });
+  const sessions = Array.from({ length: 300 }, () => store.start(meta()));
+  const sent = sessions.map(() => [] as Buffer[]);
+  const pauses = sessions.map(() => 0);
+  // Each session records a chunk, then waits while its recorder says so (as the relays do).
+  await Promise.all(
+    sessions.map(async (r, k) => {
+      for (let i = 0; i < 12; i++) {
+        const p = payload(k, i * 37 + 11); // sizes up to 70 kB
+        r.record(Dir.GatewayToClient, p);
+        r.record(Dir.Event, Buffer.from(`{"i":${i}}`));
+        sent[k]!.push(p, Buffer.from(`{"i":${i}}`));
+        if (r.pressure) {
+          pauses[k]!++;
+          await new Promise<void>((resolve) => r.whenDrained(resolve));
+        }
+      }
+    }),
+  );
+  t.ok(pauses.filter((n) => n > 0).length > 200, `${pauses.filter((n) => n > 0).length} sessions paused at least once`);
+  await Promise.all(sessions.map(close));
+  t.same(failures, [], 'running out of slots is not a failure');
+  t.notOk(store.failed);
+  let bad = 0;
+  for (const [k, r] of sessions.entries()) {
+    const e = store.get(r.id)!;
+    const got = all(store.frames(r.id));
+    if (e.dropped_frames !== 0 || got.length !== sent[k]!.length || got.some((f, i) => !f.payload.equals(sent[k]![i]!)) || !store.verify(r.id).ok) bad++;
+  }
+  t.equal(bad, 0, 'every session stored whole, in order, and verifies');
+});
+
+t.test('a session that ignores pressure: its waiting frames are bounded, the excess is dropped with a gap', async (t) => {
+  const failures: Error[] = [];
+  const store = await open({ bufferBytes: 64 * 32_715, onFailure: (e) => failures.push(e) });
+  const r = store.start(meta());
+  const frame = Buffer.alloc(30_000, 3);
+  for (let i = 0; i < 200; i++) r.record(Dir.GatewayToClient, frame); // 6 MB, no pause: more than the arena
+  t.ok(r.pressure);
+  await close(r);
+  const e = store.get(r.id)!;
+  t.ok(e.dropped_frames > 0 && e.dropped_frames < 200, `${e.dropped_frames} of 200 frames dropped`);
+  const frames = all(store.frames(r.id));
+  t.equal(frames.length, 200 - e.dropped_frames + 1);
+  t.match(JSON.parse(frames.at(-1)!.payload.toString()), { event: 'recording.gap', frames: e.dropped_frames, reason: /did not pause/ });
+  t.same(store.verify(r.id), { ok: true, frames: frames.length });
+  t.same(failures, []);
+});
+
 const fincore = ['/usr/bin/fincore', '/bin/fincore'].find((p) => fs.existsSync(p));
 // tmpfs keeps its pages whatever it is told: nothing to measure there.
 const noPageCacheTest = !fincore || !DD ? 'needs util-linux fincore and coreutils dd' : fs.statfsSync(root).type === 0x01021994 ? `${root} is on tmpfs` : false;
