@@ -6,7 +6,9 @@
 import t from 'tap';
 import pg from 'pg';
 import fs from 'node:fs';
-import { execFile } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { BIN, prepareOrders, psql, startSluice, type Sluice } from './helpers/sluice.js';
@@ -88,4 +90,98 @@ t.test(`pgbench -c ${CLIENTS} with recording on (deny_new): no session ends, eve
     const v = await cli(gw, 'recordings', 'verify', e.id);
     t.match(v.stdout, /^intact: \d+ frames, hash chain complete, head signed/, e.id);
   }
+});
+
+/** A small tmpfs for the store (root only): the way to fill a disk without filling the machine's. */
+function smallDisk(t: { teardown(fn: () => unknown): void }): { stateDir: string; recordings: string } | string {
+  if (process.getuid?.() !== 0) return 'needs root to mount a tmpfs';
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-full-'));
+  const stateDir = path.join(base, 'state');
+  const recordings = path.join(stateDir, 'recordings');
+  fs.mkdirSync(recordings, { recursive: true, mode: 0o700 });
+  fs.chmodSync(stateDir, 0o700);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=24m,mode=0700', 'tmpfs', recordings], { stdio: 'pipe' });
+  } catch (err) {
+    fs.rmSync(base, { recursive: true, force: true });
+    return `cannot mount a tmpfs: ${(err as Error).message.split('\n')[0]}`;
+  }
+  t.teardown(() => {
+    try {
+      execFileSync('umount', ['-l', recordings], { stdio: 'pipe' });
+    } catch {
+      /* already gone */
+    }
+    fs.rmSync(base, { recursive: true, force: true });
+  });
+  return { stateDir, recordings };
+}
+
+const fill = (file: string) => run('dd', ['if=/dev/zero', `of=${file}`, 'bs=1M']).catch(() => {}); // until ENOSPC
+
+t.test('disk full: sessions refused with 53100 naming the cause, /healthz 503; space freed: recovers without a restart', async (t) => {
+  const disk = smallDisk(t);
+  if (typeof disk === 'string') return void t.skip(disk);
+  const gw = await startSluice(t, { cluster, admin: true, config: { state_dir: disk.stateDir, recording: { on_failure: 'deny_new' } } });
+  const token = await gw.mint('ci', ['ci']);
+  const health = async () => {
+    const r = await fetch(`${gw.adminUrl}/healthz`);
+    return { status: r.status, body: (await r.json()) as { recording: string } };
+  };
+  const connect = async (app: string) => {
+    const c = new pg.Client({ host: gw.host, port: gw.port, user: 'ci', database: 'orders', password: token, application_name: app, ssl: { ca: fs.readFileSync(gw.ca!.cert), servername: 'localhost' } });
+    c.on('error', () => {});
+    const err = await c.connect().then(() => null, (e: Error & { code?: string }) => e);
+    return { c, err };
+  };
+  t.equal((await health()).status, 200);
+
+  // Fill the disk; the next writes fail.
+  const filler = path.join(disk.recordings, 'filler');
+  await fill(filler);
+  const { c: victim, err: e0 } = await connect('victim');
+  t.equal(e0, null, 'logged in before the store noticed');
+  let ended: Error | null = null;
+  for (let i = 0; i < 40 && !ended; i++) ended = await victim.query(BIG).then(() => null, (e: Error) => e);
+  t.match(ended?.message, /terminating connection: the recording store cannot write .*No space left on device \(ENOSPC\).*recording\.on_failure: deny_new/);
+  const failure = await gw.waitForLog((l) => l.event === 'recording.failure', 20_000);
+  t.match(failure.err, /^recording store cannot write: No space left on device \(ENOSPC\)$/, 'the log names the cause, not "Commit failed"');
+  t.notMatch(String(failure.err), /Commit failed/);
+
+  const { err: refused } = await connect('refused');
+  t.equal(refused?.code, '53100');
+  t.match(refused?.message, /^Sluice cannot record sessions right now \(recording store cannot write: No space left on device \(ENOSPC\)\), so new sessions are refused/);
+  t.notMatch(refused?.message, new RegExp(disk.stateDir), 'no server path in what the client sees');
+  t.same(await health(), { status: 503, body: { status: 'degraded', sessions: 0, recording: 'failing' } });
+
+  // Free the space: the store recovers on its own.
+  fs.rmSync(filler);
+  await gw.waitForLog((l) => l.event === 'recording.recovered', 20_000);
+  t.equal((await health()).status, 200, '/healthz is 200 again');
+  const r = await psql(gw, token, ['-Atc', "select 'after-recovery-canary'"], { conn: { application_name: 'after-recovery' } });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), 'after-recovery-canary');
+  const open = await gw.waitForLog((l) => l.event === 'session.open' && l.application === 'after-recovery');
+  const id = String(open.session);
+  await gw.waitForLog((l) => l.event === 'session.close' && l.session === id);
+  let v = { stdout: '' };
+  for (let i = 0; i < 20 && !v.stdout.startsWith('intact'); i++) {
+    await new Promise((res) => setTimeout(res, 200)); // the closed entry is written just after the close
+    v = await cli(gw, 'recordings', 'verify', id).catch((e: { stdout: string }) => e);
+  }
+  t.match(v.stdout, /^intact: \d+ frames, hash chain complete, head signed by .* \(closed\)/, 'the new session is recorded and verifies');
+  const exported = await cli(gw, 'export', id, '--format', 'jsonl');
+  const sent = exported.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { type: string; dir?: string; data_b64?: string })
+    .filter((f) => f.type === 'frame' && f.dir === 'client')
+    .map((f) => Buffer.from(f.data_b64!, 'base64').toString('latin1'))
+    .join('');
+  t.match(sent, "select 'after-recovery-canary'", 'and reads back');
+  // What was handed to the store before the disk filled was kept and written once it could be.
+  const { stdout } = await cli(gw, 'sessions', 'list', '--json');
+  const before = (JSON.parse(stdout) as { id: string; client: string; status: string; close_reason?: string }[]).find((e) => /recording store cannot write/.test(e.close_reason ?? ''));
+  t.equal(before?.status, 'closed', 'the session the failure ended is closed in the index');
+  t.match((await cli(gw, 'recordings', 'verify', before!.id).catch((e: { stdout: string }) => e)).stdout, /^intact/, 'and its recording verifies');
 });
