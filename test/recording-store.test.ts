@@ -338,6 +338,38 @@ t.test('a session that ignores pressure: its waiting frames are bounded, the exc
   t.same(failures, []);
 });
 
+t.test('a writer that commits nothing for stallMs counts as failed, and recovers when it writes again', async (t) => {
+  const failures: Error[] = [];
+  let recovered = 0;
+  const dir = newDir();
+  const store = await open({ dir, stallMs: 1500, onFailure: (e) => failures.push(e), onRecover: () => recovered++ });
+  const r = store.start(meta());
+  r.record(Dir.ClientToGateway, Buffer.from('before'));
+  await store.flushed();
+  // Another process holds LMDB's write lock for 4 s: the writer's next commit waits for it.
+  const holder = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', `import { open } from 'lmdb'; const env = open({ path: ${JSON.stringify(dir)}, maxDbs: 8 }); env.transactionSync(() => { process.stdout.write('locked\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000); }); process.exit(0);`],
+    { cwd: path.resolve(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+  const t0 = Date.now();
+  for (let i = 0; i < 100; i++) r.record(Dir.GatewayToClient, Buffer.alloc(30_000, i));
+  while (!store.failed && Date.now() - t0 < 10_000) await sleep(50);
+  t.ok(store.failed, `failed after ${Date.now() - t0} ms`);
+  t.match(failures[0]?.message, /^recording store is not writing: nothing committed for \d+ s/);
+  await new Promise((resolve) => holder.once('exit', resolve));
+  while (store.failed && Date.now() - t0 < 20_000) await sleep(50);
+  t.notOk(store.failed, 'recovered once the lock was released');
+  t.equal(recovered, 1);
+  t.equal(failures.length, 1);
+  const r2 = store.start(meta());
+  r2.record(Dir.ClientToGateway, Buffer.from('after'));
+  await close(r2);
+  t.same(store.verify(r2.id), { ok: true, frames: 1 });
+  await close(r);
+});
+
 const fincore = ['/usr/bin/fincore', '/bin/fincore'].find((p) => fs.existsSync(p));
 // tmpfs keeps its pages whatever it is told: nothing to measure there.
 const noPageCacheTest = !fincore || !DD ? 'needs util-linux fincore and coreutils dd' : fs.statfsSync(root).type === 0x01021994 ? `${root} is on tmpfs` : false;

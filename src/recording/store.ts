@@ -426,7 +426,7 @@ export class RecordingStore implements RecorderHost {
       queueMicrotask(() => this.slotsFreed());
       return;
     }
-    this.sent++;
+    if (this.sent++ === 0 && this.pending.size === 0) this.lastProgress = performance.now(); // work starts now
     this.unpolled++;
     if ((this.batches.push(h, slot, len, frames) || this.unpolled >= this.wakeSlots) && !this.pollQueued) {
       this.pollQueued = true;
@@ -645,6 +645,7 @@ export class RecordingStore implements RecorderHost {
     if (this.failures.has('dead') || !worker) return Promise.reject(new Error('recording writer thread is not running'));
     const req = this.nextReq++;
     op.req = req;
+    if (this.sent === 0 && this.pending.size === 0) this.lastProgress = performance.now();
     this.send(op);
     this.pendingRef(+1);
     return new Promise((resolve, reject) => this.pending.set(req, { resolve, reject }));
