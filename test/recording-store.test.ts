@@ -286,6 +286,90 @@ t.test('backpressure: about 4 MiB in flight to the writer pauses the data path, 
   t.same(store.verify(r.id), { ok: true, frames: n });
 });
 
+t.test('more sessions than slots: frames wait their turn for slots, none is dropped, the store never fails', async (t) => {
+  const failures: Error[] = [];
+  // The smallest arena: 64 slots for 300 sessions that each record before pausing.
+  const store = await open({ bufferBytes: 64 * 32_715, onFailure: (e) => failures.push(e) });
+  const sessions = Array.from({ length: 300 }, () => store.start(meta()));
+  const sent = sessions.map(() => [] as Buffer[]);
+  const pauses = sessions.map(() => 0);
+  // Each session records a chunk, then waits while its recorder says so (as the relays do).
+  await Promise.all(
+    sessions.map(async (r, k) => {
+      for (let i = 0; i < 12; i++) {
+        const p = payload(k, i * 37 + 11); // sizes up to 70 kB
+        r.record(Dir.GatewayToClient, p);
+        r.record(Dir.Event, Buffer.from(`{"i":${i}}`));
+        sent[k]!.push(p, Buffer.from(`{"i":${i}}`));
+        if (r.pressure) {
+          pauses[k]!++;
+          await new Promise<void>((resolve) => r.whenDrained(resolve));
+        }
+      }
+    }),
+  );
+  t.ok(pauses.filter((n) => n > 0).length > 200, `${pauses.filter((n) => n > 0).length} sessions paused at least once`);
+  await Promise.all(sessions.map(close));
+  t.same(failures, [], 'running out of slots is not a failure');
+  t.notOk(store.failed);
+  let bad = 0;
+  for (const [k, r] of sessions.entries()) {
+    const e = store.get(r.id)!;
+    const got = all(store.frames(r.id));
+    if (e.dropped_frames !== 0 || got.length !== sent[k]!.length || got.some((f, i) => !f.payload.equals(sent[k]![i]!)) || !store.verify(r.id).ok) bad++;
+  }
+  t.equal(bad, 0, 'every session stored whole, in order, and verifies');
+});
+
+t.test('a session that ignores pressure: its waiting frames are bounded, the excess is dropped with a gap', async (t) => {
+  const failures: Error[] = [];
+  const store = await open({ bufferBytes: 64 * 32_715, onFailure: (e) => failures.push(e) });
+  const r = store.start(meta());
+  const frame = Buffer.alloc(30_000, 3);
+  for (let i = 0; i < 200; i++) r.record(Dir.GatewayToClient, frame); // 6 MB, no pause: more than the arena
+  t.ok(r.pressure);
+  await close(r);
+  const e = store.get(r.id)!;
+  t.ok(e.dropped_frames > 0 && e.dropped_frames < 200, `${e.dropped_frames} of 200 frames dropped`);
+  const frames = all(store.frames(r.id));
+  t.equal(frames.length, 200 - e.dropped_frames + 1);
+  t.match(JSON.parse(frames.at(-1)!.payload.toString()), { event: 'recording.gap', frames: e.dropped_frames, reason: /did not pause/ });
+  t.same(store.verify(r.id), { ok: true, frames: frames.length });
+  t.same(failures, []);
+});
+
+t.test('a writer that commits nothing for stallMs counts as failed, and recovers when it writes again', async (t) => {
+  const failures: Error[] = [];
+  let recovered = 0;
+  const dir = newDir();
+  const store = await open({ dir, stallMs: 1500, onFailure: (e) => failures.push(e), onRecover: () => recovered++ });
+  const r = store.start(meta());
+  r.record(Dir.ClientToGateway, Buffer.from('before'));
+  await store.flushed();
+  // Another process holds LMDB's write lock for 4 s: the writer's next commit waits for it.
+  const holder = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', `import { open } from 'lmdb'; const env = open({ path: ${JSON.stringify(dir)}, maxDbs: 8 }); env.transactionSync(() => { process.stdout.write('locked\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 4000); }); process.exit(0);`],
+    { cwd: path.resolve(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  await new Promise<void>((resolve) => holder.stdout!.once('data', () => resolve()));
+  const t0 = Date.now();
+  for (let i = 0; i < 100; i++) r.record(Dir.GatewayToClient, Buffer.alloc(30_000, i));
+  while (!store.failed && Date.now() - t0 < 10_000) await sleep(50);
+  t.ok(store.failed, `failed after ${Date.now() - t0} ms`);
+  t.match(failures[0]?.message, /^recording store is not writing: nothing committed for \d+ s/);
+  await new Promise((resolve) => holder.once('exit', resolve));
+  while (store.failed && Date.now() - t0 < 20_000) await sleep(50);
+  t.notOk(store.failed, 'recovered once the lock was released');
+  t.equal(recovered, 1);
+  t.equal(failures.length, 1);
+  const r2 = store.start(meta());
+  r2.record(Dir.ClientToGateway, Buffer.from('after'));
+  await close(r2);
+  t.same(store.verify(r2.id), { ok: true, frames: 1 });
+  await close(r);
+});
+
 const fincore = ['/usr/bin/fincore', '/bin/fincore'].find((p) => fs.existsSync(p));
 // tmpfs keeps its pages whatever it is told: nothing to measure there.
 const noPageCacheTest = !fincore || !DD ? 'needs util-linux fincore and coreutils dd' : fs.statfsSync(root).type === 0x01021994 ? `${root} is on tmpfs` : false;

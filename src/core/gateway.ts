@@ -163,7 +163,10 @@ export class Gateway implements Core, SessionHost {
     this.store = await openRecordingStore(this.cfg, {
       onFailure: (err) => {
         this.storeError = err.message;
-        this.log.error({ event: 'recording.failure', err: err.message, on_failure: this.cfg.recording.on_failure }, `RECORDING STORE CANNOT WRITE: ${err.message}`);
+        this.log.error(
+          { event: 'recording.failure', err: err.message, dir: join(this.cfg.state_dir, 'recordings'), on_failure: this.cfg.recording.on_failure },
+          `RECORDING STORE CANNOT WRITE: ${err.message}; it retries every second and recovers on its own once writes succeed`,
+        );
         if (this.cfg.recording.on_failure === 'deny_new') {
           const n = this.sessions.terminateWhere(() => true, `the recording store cannot write (${err.message}); sessions cannot continue unrecorded (recording.on_failure: deny_new)`);
           if (n) this.log.error({ event: 'recording.sessions_closed', sessions: n }, 'live sessions closed because they can no longer be recorded');
@@ -206,7 +209,7 @@ export class Gateway implements Core, SessionHost {
     if (this.cfg.recording.enabled && this.cfg.recording.on_failure === 'deny_new' && (!this.store || this.store.failed)) {
       throw new AuthError(
         'recording_unavailable',
-        `Sluice cannot record sessions right now (${this.storeError ?? 'recording store unavailable'}), so new sessions are refused (recording.on_failure: deny_new)`,
+        `Sluice cannot record sessions right now (${this.storeError ?? 'recording store unavailable'}), so new sessions are refused (recording.on_failure: deny_new); try again later`,
         '53100',
       );
     }

@@ -2,6 +2,11 @@
 // current batch, a slot of the shared arena (frames.ts layout), and returns: no hashing, no
 // encryption, no I/O on this thread. Full batches go to the writer thread in the next event-loop
 // turn, partial ones after at most flushMs.
+//
+// When the arena has no free slot (many sessions, a writer behind), a frame is not dropped: it is
+// copied aside (the session's overflow) and the session waits in the store's queue for slots, in
+// order of arrival; `pressure` is true for it meanwhile, so its relay stops reading. Only a failed
+// store drops frames.
 
 import { BATCH_HEADER, FRAME_HEADER, NO_SEQ } from './frames.js';
 import type { SessionIndexEntry } from './types.js';
@@ -18,8 +23,15 @@ export interface RecorderHost {
   readonly pressure: boolean;
   /** Calls cb once the writer has caught up (or the store failed, so nobody waits forever). */
   whenDrained(cb: () => void): void;
-  /** Takes n free slots (returns false, taking none, if fewer are free). */
+  /**
+   * Takes n free slots (returns false, taking none, if fewer are free or other sessions wait for
+   * slots: those come first).
+   */
   takeSlots(n: number, out: number[]): boolean;
+  /** r has frames in its overflow: queue it for slots (its drainOverflow() is called as they free up). */
+  waitForSlots(r: SessionRecorder): void;
+  /** Most bytes one session may hold in its overflow (beyond: the relay ignored `pressure`). */
+  readonly maxOverflow: number;
   /** Hands a finished batch to the writer; frames: the session's frames complete once it is stored. */
   sendBatch(h: number, slot: number, len: number, frames: number): void;
   /** Asks for flushPartial() within flushMs. */
@@ -43,6 +55,7 @@ export class SessionRecorder {
   dropped = 0;
   private droppedBytes = 0;
   private droppedNoted = 0;
+  private dropReason = '';
   private closing: Promise<void> | null = null;
   countersDirty = false;
 
@@ -54,6 +67,16 @@ export class SessionRecorder {
   private hasStart = false; // a frame starts in the current batch
   private pendingFlush = false;
   private readonly slots: number[] = [];
+  /**
+   * Frames waiting for arena slots, in order (each a copy of its payload): once a frame waits,
+   * every later one queues behind it. Null when none waits (the usual case).
+   */
+  private overflow: Overflowed[] | null = null;
+  private overflowBytes = 0;
+  /** Index of the first frame of `overflow` not yet in the arena. */
+  private overflowHead = 0;
+  /** Callbacks waiting for the overflow to be written into the arena (whenDrained, close). */
+  private overflowWaiters: (() => void)[] | null = null;
 
   constructor(
     private readonly host: RecorderHost,
@@ -65,13 +88,18 @@ export class SessionRecorder {
     this.entry = entry;
   }
 
-  /** The store's buffer is filling: the data path should pause until `whenDrained`. */
+  /**
+   * The data path should pause until `whenDrained`: the store's buffer is filling, or this session's
+   * frames wait for room in it.
+   */
   get pressure(): boolean {
-    return this.host.pressure;
+    return this.overflow !== null || this.host.pressure;
   }
 
+  /** Calls cb once this session's frames are in the store's buffer and the writer has caught up. */
   whenDrained(cb: () => void): void {
-    this.host.whenDrained(cb);
+    if (this.overflow === null) return this.host.whenDrained(cb);
+    (this.overflowWaiters ??= []).push(() => this.host.whenDrained(cb));
   }
 
   /** Records bytes [offset, end) of payload; the bytes are copied, so payload may be reused at once. Never throws. */
@@ -85,11 +113,13 @@ export class SessionRecorder {
     const len = end - offset;
     if (dir === Dir.ClientToGateway) this.bytesFromClient += len;
     else if (dir === Dir.GatewayToClient) this.bytesToClient += len;
-    if (this.host.failed || (this.dropped !== this.droppedNoted && !this.noteGap())) {
-      this.drop(len);
+    if (this.host.failed) {
+      this.drop(len, GAP_FAILED);
       return;
     }
-    if (!this.put(dir, payload, offset, len)) this.drop(len);
+    const t = Math.floor((performance.now() - this.t0) * 1000);
+    if (this.dropped !== this.droppedNoted && this.overflow === null) this.noteGap(t);
+    if (this.overflow !== null || !this.put(dir, payload, offset, len, t)) this.spill(dir, payload, offset, len, t);
   }
 
   /** Records a JSON event (Dir.Event). */
@@ -116,9 +146,7 @@ export class SessionRecorder {
   /** Flushes, signs the chain head and marks the session closed. Idempotent. */
   close(summary: { reason: string; bytes_from_client: number; bytes_to_client: number }): Promise<void> {
     if (this.closing === null) {
-      if (this.dropped !== this.droppedNoted) this.noteGap();
-      this.flushPartial();
-      this.closing = this.host.closeSession(this, {
+      const fields: Partial<SessionIndexEntry> = {
         status: 'closed',
         ended_at: new Date().toISOString(),
         close_reason: summary.reason,
@@ -126,8 +154,14 @@ export class SessionRecorder {
         bytes_to_client: summary.bytes_to_client,
         statements: this.statements,
         decisions: { ...this.decisions },
-        dropped_frames: this.dropped,
-      });
+      };
+      const finish = (): Promise<void> => {
+        this.flushPartial();
+        return this.host.closeSession(this, { ...fields, dropped_frames: this.dropped });
+      };
+      this.noteGapIfAny();
+      // Frames still waiting for room in the arena are written first (or dropped if the store fails).
+      this.closing = this.overflow === null ? finish() : this.overflowWritten().then(finish);
     }
     return this.closing;
   }
@@ -142,24 +176,101 @@ export class SessionRecorder {
     if (this.slot >= 0 && this.pos > this.base + BATCH_HEADER) this.finishBatch();
   }
 
-  private drop(len: number): void {
-    this.dropped++;
-    this.droppedBytes += len;
+  /** Frames waiting for room in the arena (for `flushed()`, which waits for them). */
+  get overflowing(): boolean {
+    return this.overflow !== null;
   }
 
-  /** Writes a `recording.gap` event for frames dropped since the last one; false if it cannot. */
-  private noteGap(): boolean {
-    const b = Buffer.from(
-      JSON.stringify({ event: 'recording.gap', frames: this.dropped - this.droppedNoted, bytes: this.droppedBytes, reason: 'recording store failing or falling behind' }),
-      'utf8',
-    );
-    if (!this.put(Dir.Event, b, 0, b.length)) return false;
-    this.droppedNoted = this.dropped;
-    this.droppedBytes = 0;
+  /**
+   * Called by the store, in queue order, while slots are free: moves overflowed frames into the arena
+   * in order. True once none is left (the session leaves the queue); false when it needs more slots
+   * than are free (it stays at the head of the queue: a frame needs at most maxOverflow bytes of
+   * slots, and every slot comes back once the writer has committed it).
+   */
+  drainOverflow(): boolean {
+    const q = this.overflow;
+    if (q === null) return true;
+    while (this.overflowHead < q.length) {
+      const f = q[this.overflowHead]!;
+      if (!this.put(f.dir, f.data, 0, f.data.length, f.t)) return false;
+      q[this.overflowHead++] = EMPTY_FRAME;
+    }
+    this.overflow = null;
+    this.overflowBytes = 0;
+    this.overflowHead = 0;
+    this.releaseOverflowWaiters();
     return true;
   }
 
-  private put(dir: Dir, payload: Buffer, offset: number, len: number): boolean {
+  /** The store failed: frames waiting for room are dropped (counted; a gap event marks them later). */
+  dropOverflow(): void {
+    const q = this.overflow;
+    if (q === null) return;
+    for (let i = this.overflowHead; i < q.length; i++) this.drop(q[i]!.data.length, GAP_FAILED);
+    this.overflow = null;
+    this.overflowBytes = 0;
+    this.overflowHead = 0;
+    this.releaseOverflowWaiters();
+  }
+
+  /** Resolves once no frame waits for room in the arena (a gap noted meanwhile included). */
+  private overflowWritten(): Promise<void> {
+    return new Promise<void>((resolve) => (this.overflowWaiters ??= []).push(resolve)).then(() => {
+      if (!this.host.failed) this.noteGapIfAny();
+      return this.overflow === null ? undefined : this.overflowWritten();
+    });
+  }
+
+  private noteGapIfAny(): void {
+    if (this.dropped !== this.droppedNoted && this.overflow === null) this.noteGap(Math.floor((performance.now() - this.t0) * 1000));
+  }
+
+  private releaseOverflowWaiters(): void {
+    const w = this.overflowWaiters;
+    if (w === null) return;
+    this.overflowWaiters = null;
+    for (const cb of w) cb();
+  }
+
+  private drop(len: number, reason: string): void {
+    this.dropped++;
+    this.droppedBytes += len;
+    this.dropReason = reason;
+  }
+
+  /** Copies a frame aside until the arena has room for it (see the top of this file). */
+  private spill(dir: Dir, payload: Buffer, offset: number, len: number, t: number, force = false): void {
+    if (this.overflowBytes + len > this.host.maxOverflow && !force) {
+      // Only a data path that ignores `pressure` (or one frame of over maxOverflow bytes) gets here:
+      // memory stays bounded.
+      this.drop(len, GAP_OVERFLOW);
+      return;
+    }
+    const data = Buffer.allocUnsafe(len);
+    payload.copy(data, 0, offset, offset + len);
+    if (this.overflow === null) {
+      this.overflow = [];
+      // The partial batch goes to the writer now: its slot comes back sooner.
+      this.flushPartial();
+      this.host.waitForSlots(this);
+    }
+    this.overflow.push({ dir, t, data });
+    this.overflowBytes += len;
+  }
+
+  /** Writes a `recording.gap` event for frames dropped since the last one (callers: no overflow). */
+  private noteGap(t: number): void {
+    const b = Buffer.from(
+      JSON.stringify({ event: 'recording.gap', frames: this.dropped - this.droppedNoted, bytes: this.droppedBytes, reason: this.dropReason }),
+      'utf8',
+    );
+    this.droppedNoted = this.dropped;
+    this.droppedBytes = 0;
+    // Only with no frame waiting for room (so at most one gap note waits): past the overflow's bound.
+    if (!this.put(Dir.Event, b, 0, b.length, t)) this.spill(Dir.Event, b, 0, b.length, t, true);
+  }
+
+  private put(dir: Dir, payload: Buffer, offset: number, len: number, t: number): boolean {
     let p = this.pos;
     if (this.slot < 0 || this.end - p < FRAME_HEADER + len) {
       if (!this.reserve(len)) return false;
@@ -168,7 +279,6 @@ export class SessionRecorder {
     const arena = this.host.arena;
     const view = this.host.view;
     const seq = this.seq++;
-    const t = Math.floor((performance.now() - this.t0) * 1000);
     if (!this.hasStart) {
       view.setUint32(this.base + 2, seq);
       this.hasStart = true;
@@ -236,3 +346,15 @@ export class SessionRecorder {
     this.slot = -1;
   }
 }
+
+const GAP_FAILED = 'the recording store failed';
+const GAP_OVERFLOW = 'frames arrived faster than the recording store took them and the data path did not pause';
+
+interface Overflowed {
+  dir: Dir;
+  /** µs since start, taken when record() was called. */
+  t: number;
+  data: Buffer;
+}
+
+const EMPTY_FRAME: Overflowed = { dir: Dir.Event, t: 0, data: Buffer.alloc(0) };

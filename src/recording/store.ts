@@ -12,6 +12,7 @@ import { Worker } from 'node:worker_threads';
 import { headMessage } from './chain.js';
 import { auditKeyFrom, checkKey, openAudit, SEAL_OVERHEAD, wrapDataKey } from './crypto.js';
 import { openDbs, FORMAT_VERSION, type Dbs } from './db.js';
+import { BATCH_HEADER, FRAME_HEADER } from './frames.js';
 import { checkSessionId, idOfTimeKey, timeBound } from './keys.js';
 import { BatchRing, type AuditFields, type FromWriter, type ToWriter, type WriterInit } from './protocol.js';
 import { dataKeyOf, keyFor, readFrames, scanSession, type Keyring } from './read.js';
@@ -54,7 +55,14 @@ function flowLimits(slotSize: number, slots: number): { pressureSlots: number; d
   return { pressureSlots, drainSlots: Math.max(2, Math.floor(pressureSlots / 2)) };
 }
 
-type FailureKind = 'writer' | 'backlog' | 'dead';
+/**
+ * How long the writer may hold batches or requests without committing anything before the store
+ * counts as failed ('stalled'): a disk or filesystem that hangs. Waiting for a writer that works,
+ * however slowly, is backpressure, never a failure.
+ */
+const STALL_MS = 30_000;
+
+type FailureKind = 'writer' | 'stalled' | 'dead';
 
 export class RecordingStore implements RecorderHost {
   readonly arena: Buffer;
@@ -63,6 +71,19 @@ export class RecordingStore implements RecorderHost {
 
   private readonly freeSlots: number[] = [];
   private readonly slotCount: number;
+  /** Most bytes of frames one session may hold outside the arena while it waits for slots. */
+  readonly maxOverflow: number;
+  /** Sessions waiting for slots, in order of arrival (their frames wait in their overflow). */
+  private slotQueue: SessionRecorder[] = [];
+  private queueHead = 0;
+  /** serveQueue() is running: the queue's head may take slots. */
+  private serving = false;
+  /** flushed() calls waiting for the slot queue to empty. */
+  private queueWaiters: (() => void)[] = [];
+  /** When the writer last showed progress (a commit, an answer), or nothing was waiting for it. */
+  private lastProgress = performance.now();
+  private stallTimer: NodeJS.Timeout | null = null;
+  private readonly stallMs: number;
   private readonly live = new Map<string, SessionRecorder>();
   private readonly pruning = new Set<string>();
   private readonly flushSet = new Set<SessionRecorder>();
@@ -104,8 +125,13 @@ export class RecordingStore implements RecorderHost {
     this.pressureSlots = flow.pressureSlots;
     this.wakeSlots = flow.drainSlots;
     for (let i = this.slotCount - 1; i >= 0; i--) this.freeSlots.push(i);
+    // A quarter of the arena: a frame that size always gets its slots once the queue reaches it.
+    this.maxOverflow = Math.min(PRESSURE_BYTES, Math.floor(this.slotCount / 4) * (slotSize - BATCH_HEADER) - FRAME_HEADER);
     this.flushMs = opts.flushMs ?? 200;
+    this.stallMs = opts.stallMs ?? STALL_MS;
     if (worker) {
+      this.stallTimer = setInterval(this.checkStall, Math.min(1000, Math.max(10, this.stallMs / 4)));
+      this.stallTimer.unref();
       worker.on('message', (m: FromWriter) => this.onWriter(m));
       worker.on('error', (err) => this.onWriterDeath(err));
       worker.on('exit', (code) => this.onWriterDeath(new Error(`writer thread exited with code ${code}`)));
@@ -181,17 +207,18 @@ export class RecordingStore implements RecorderHost {
     }
   }
 
-  /** True while the store cannot record (full, write errors, writer falling behind or gone). */
+  /** True while the store cannot record (full, write errors, writer stalled or gone). */
   get failed(): boolean {
     return this.failures.size > 0;
   }
 
   /** Gauges for metrics: the in-memory buffer between record() and the writer, live sessions. */
-  stats(): { bufferBytes: number; bufferedBytes: number; liveSessions: number; failed: boolean } {
+  stats(): { bufferBytes: number; bufferedBytes: number; liveSessions: number; waitingSessions: number; failed: boolean } {
     return {
       bufferBytes: this.slotCount * this.slotSize,
       bufferedBytes: (this.slotCount - this.freeSlots.length) * this.slotSize,
       liveSessions: this.live.size,
+      waitingSessions: this.slotQueue.length - this.queueHead,
       failed: this.failed,
     };
   }
@@ -249,6 +276,7 @@ export class RecordingStore implements RecorderHost {
   /** Resolves when everything recorded so far is durable. */
   async flushed(): Promise<void> {
     if (this.readOnly) return;
+    if (this.queueHead < this.slotQueue.length) await new Promise<void>((resolve) => this.queueWaiters.push(resolve));
     for (const r of this.live.values()) r.flushPartial();
     this.flushCounters();
     await this.request({ t: 'flush', req: 0 });
@@ -262,6 +290,7 @@ export class RecordingStore implements RecorderHost {
         open.map((r) => r.close({ reason: 'recording store closed', bytes_from_client: r.bytesFromClient, bytes_to_client: r.bytesToClient }).catch(() => {})),
       );
       if (this.flushTimer) clearTimeout(this.flushTimer);
+      if (this.stallTimer) clearInterval(this.stallTimer);
       if (this.worker) {
         await this.request({ t: 'shutdown', req: 0 }).catch(() => {});
         this.failures.add('dead'); // from here on the writer is gone on purpose
@@ -281,6 +310,11 @@ export class RecordingStore implements RecorderHost {
   // partial batch); it resumes below half of both. Large results then stream at the writer's pace
   // with a bounded amount in flight (arena pages touched, sealed values, LMDB's dirty pages), and no
   // frame is dropped for being fast.
+  //
+  // A session that finds no free slot (the relay records the chunk it has already read before it
+  // can pause) keeps its frames in its overflow and waits in slotQueue; slots that come back go to
+  // the queue first, in order, so every session moves on in turn whatever the number of sessions.
+  // Running out of slots is backpressure, never a failure.
   private drainWaiters: (() => void)[] = [];
   /** Slots handed to the writer and not yet given back. */
   private sent = 0;
@@ -313,26 +347,86 @@ export class RecordingStore implements RecorderHost {
   }
 
   takeSlots(n: number, out: number[]): boolean {
-    if (this.freeSlots.length < n) {
-      this.fail('backlog', `recording store is falling behind: ${((this.slotCount * this.slotSize) / 1048576).toFixed(0)} MiB of frames wait for the writer; new frames are dropped until it catches up`);
+    if (this.freeSlots.length < n || (this.queueHead < this.slotQueue.length && !this.serving)) {
+      this.flushPartialsSoon();
       return false;
     }
     for (let i = 0; i < n; i++) out.push(this.freeSlots.pop()!);
     // Short of slots: hand partial batches over now rather than after flushMs.
-    if (this.freeSlots.length < this.slotCount / 4 && this.flushSet.size > 0 && !this.flushSoon) {
+    if (this.freeSlots.length < this.slotCount / 4) this.flushPartialsSoon();
+    return true;
+  }
+
+  private flushPartialsSoon(): void {
+    if (this.flushSet.size > 0 && !this.flushSoon) {
       this.flushSoon = true;
       setImmediate(this.onTimer);
     }
-    return true;
+  }
+
+  waitForSlots(r: SessionRecorder): void {
+    if (this.failed) {
+      queueMicrotask(() => r.dropOverflow());
+      return;
+    }
+    if (this.queueHead === this.slotQueue.length) this.pendingRef(+1);
+    this.slotQueue.push(r);
+  }
+
+  /** Slots came back: the sessions waiting for them take them first, in order. */
+  private serveQueue(): void {
+    if (this.serving || this.queueHead === this.slotQueue.length) return;
+    this.serving = true;
+    try {
+      while (this.queueHead < this.slotQueue.length && this.freeSlots.length > 0) {
+        if (!this.slotQueue[this.queueHead]!.drainOverflow()) break;
+        this.queueHead++;
+      }
+    } finally {
+      this.serving = false;
+    }
+    this.queueSettled();
+  }
+
+  /** Compacts the queue; once it is empty, lets the process exit and wakes flushed(). */
+  private queueSettled(): void {
+    if (this.queueHead < this.slotQueue.length) {
+      if (this.queueHead > 64 && this.queueHead * 2 > this.slotQueue.length) {
+        this.slotQueue = this.slotQueue.slice(this.queueHead);
+        this.queueHead = 0;
+      }
+      return;
+    }
+    if (this.slotQueue.length === 0) return;
+    this.slotQueue = [];
+    this.queueHead = 0;
+    this.pendingRef(-1);
+    const w = this.queueWaiters;
+    this.queueWaiters = [];
+    for (const cb of w) cb();
+  }
+
+  /** The store failed: frames waiting for slots are dropped like every frame until it recovers. */
+  private dropQueue(): void {
+    const q = this.slotQueue.slice(this.queueHead);
+    this.queueHead = this.slotQueue.length;
+    for (const r of q) r.dropOverflow();
+    this.queueSettled();
+  }
+
+  /** Slots given back (committed batches, or batches a dead writer will never take). */
+  private slotsFreed(): void {
+    this.checkDrained();
+    this.serveQueue();
   }
 
   sendBatch(h: number, slot: number, len: number, frames: number): void {
     if (this.failures.has('dead') || !this.batches) {
       this.freeSlots.push(slot);
-      this.checkDrained();
+      queueMicrotask(() => this.slotsFreed());
       return;
     }
-    this.sent++;
+    if (this.sent++ === 0 && this.pending.size === 0) this.lastProgress = performance.now(); // work starts now
     this.unpolled++;
     if ((this.batches.push(h, slot, len, frames) || this.unpolled >= this.wakeSlots) && !this.pollQueued) {
       this.pollQueued = true;
@@ -551,6 +645,7 @@ export class RecordingStore implements RecorderHost {
     if (this.failures.has('dead') || !worker) return Promise.reject(new Error('recording writer thread is not running'));
     const req = this.nextReq++;
     op.req = req;
+    if (this.sent === 0 && this.pending.size === 0) this.lastProgress = performance.now();
     this.send(op);
     this.pendingRef(+1);
     return new Promise((resolve, reject) => this.pending.set(req, { resolve, reject }));
@@ -586,8 +681,8 @@ export class RecordingStore implements RecorderHost {
       case 'free':
         for (const s of m.slots) this.freeSlots.push(s);
         this.sent -= m.slots.length;
-        this.checkDrained();
-        if (this.failures.has('backlog') && this.freeSlots.length >= this.slotCount / 4) this.recover('backlog');
+        this.progress();
+        this.slotsFreed();
         return;
       case 'failure':
         this.fail('writer', m.message);
@@ -602,6 +697,7 @@ export class RecordingStore implements RecorderHost {
         return;
       case 'head':
       case 'ack': {
+        this.progress();
         const p = this.pending.get(m.req);
         if (!p) return;
         this.pending.delete(m.req);
@@ -619,8 +715,32 @@ export class RecordingStore implements RecorderHost {
     this.pending.clear();
   }
 
+  /** The writer committed or answered something. */
+  private progress(): void {
+    this.lastProgress = performance.now();
+    if (this.failures.has('stalled')) this.recover('stalled');
+  }
+
+  /** Counts the writer as stalled when work waits for it and it has shown no progress for stallMs. */
+  private readonly checkStall = (): void => {
+    const now = performance.now();
+    if (this.sent === 0 && this.pending.size === 0) {
+      this.lastProgress = now;
+      return;
+    }
+    if (now - this.lastProgress < this.stallMs || this.failures.has('stalled') || this.failures.has('dead')) return;
+    this.fail(
+      'stalled',
+      `recording store is not writing: nothing committed for ${Math.round((now - this.lastProgress) / 1000)} s ` +
+        `(${this.sent} batches and ${this.pending.size} requests waiting; is the disk or filesystem hung?)`,
+    );
+  };
+
   private fail(kind: FailureKind, message: string): void {
-    queueMicrotask(() => this.checkDrained());
+    queueMicrotask(() => {
+      this.checkDrained();
+      this.dropQueue();
+    });
     if (this.failures.has(kind)) return;
     const was = this.failed;
     this.failures.add(kind);

@@ -96,9 +96,16 @@ export interface StoreOptions {
   flushMs?: number;
   /**
    * Shared buffer between record() and the writer thread (default 64 MiB, touched only as used): every
-   * session with a partial batch holds one batch-sized slot; when none is free, frames are dropped.
+   * session with a partial batch holds one batch-sized slot. When none is free, a session's frames
+   * wait outside it (copied, at most a quarter of it or 4 MiB per session) and `pressure` asks its
+   * relay to pause; sessions get slots back in turn. Frames are dropped only while the store fails.
    */
   bufferBytes?: number;
+  /**
+   * How long the writer may have work waiting without committing anything before the store counts
+   * as failed (a hung disk; default 30 s). Slow progress is backpressure, not failure.
+   */
+  stallMs?: number;
   /**
    * Queries only (get, list, frames, verify, audit), e.g. for a CLI while the gateway records: no
    * writer thread, no crash recovery, no ownership claim. The store must exist.
@@ -109,7 +116,7 @@ export interface StoreOptions {
    * Recordings are read rarely; false leaves the cache to the kernel, for stores that are replayed a lot.
    */
   dropPageCache?: boolean;
-  /** Called once per failure episode (store full, write errors, writer falling behind). */
+  /** Called once per failure episode (store full, write errors, writer stalled or gone). */
   onFailure?: (err: Error) => void;
   /** Called when a failure episode ends. */
   onRecover?: () => void;

@@ -8,10 +8,12 @@
 // which lmdb-js commits as one transaction. At database-session rates this makes one commit and one
 // wakeup of this thread per DRAIN_MS instead of one per batch.
 
+import { getSystemErrorName } from 'node:util';
 import { parentPort, workerData } from 'node:worker_threads';
+import type { Database } from 'lmdb';
 import { chainBatchInPlace, chainStart } from './chain.js';
 import { batchAad, SEAL_OVERHEAD, sealAudit, sealBatch } from './crypto.js';
-import { openDbs, EMPTY, type StoredAudit } from './db.js';
+import { openDbs, EMPTY, FORMAT_VERSION, type StoredAudit } from './db.js';
 import { PageCacheDropper } from './page-cache.js';
 import { auditKey as auditDbKey, framePrefix, frameKey, frameRange, timeKey } from './keys.js';
 import { BatchRing, storedCost, type FromWriter, type ToWriter, type WriterInit } from './protocol.js';
@@ -45,7 +47,6 @@ const live = new Map<number, Live>();
 let lastStarted = 0;
 let used = init.usedBytes;
 let full = false; // over the budget
-let ioError: string | null = null; // last write failed
 let checkpointTimer: NodeJS.Timeout | null = null;
 /** The checkpoint timer fired while a drain was due: that drain writes the live entries. */
 let checkpointDue = false;
@@ -72,22 +73,13 @@ function post(m: FromWriter): void {
   port.postMessage(m);
 }
 
-/** Acknowledges a request once everything written so far is durable (write errors are reported by track). */
-function ackWhenFlushed(req: number, before?: () => void): void {
-  const ack = (): void => {
-    before?.();
-    post({ t: 'ack', req });
-  };
-  void Promise.resolve(dbs.env.flushed).then(ack, ack);
-}
-
 function budgetCheck(): void {
   if (!full && used > init.mapSize) {
     full = true;
     post({
       t: 'failure',
       message:
-        `recording store is full (map size ${init.mapSize} bytes): about ${used} bytes in use in ${init.dir}; ` +
+        `recording store is full (map size ${init.mapSize} bytes): about ${used} bytes in use; ` +
         'new frames are dropped until old recordings are pruned or the map size is raised',
     });
   } else if (full && used <= init.mapSize * 0.95) {
@@ -96,34 +88,217 @@ function budgetCheck(): void {
   }
 }
 
-function track(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    () => {
-      if (ioError !== null) {
-        ioError = null;
-        if (!full) post({ t: 'recovered' });
-      }
-    },
-    (err: Error) => {
-      const msg = /MDB_MAP_FULL/.test(String(err?.message))
-        ? `recording store is full (map size ${init.mapSize} bytes): ${err.message}`
-        : `recording store cannot write to ${init.dir}: ${err?.message ?? err}`;
-      if (ioError === null) post({ t: 'failure', message: msg });
-      ioError = msg;
-    },
-  );
+// ---- write failures ------------------------------------------------------------------------------
+//
+// A write that fails (ENOSPC, EIO, a genuine MDB_MAP_FULL) is kept, not lost: a batch with its arena
+// slot and sealed value, an index entry as its session's latest state, an audit event, a removal.
+// While writes fail, every later write is kept too. Every PROBE_MS the writer writes everything kept
+// in one transaction (or, with nothing kept, rewrites the format record): once that commits, the
+// store works again ('recovered'), with nothing that was handed to it before the failure missing.
+// Meanwhile the main thread drops new frames and the gateway refuses or ends sessions as configured.
+
+/** How often a failing store tries its kept writes again (ms). */
+const PROBE_MS = 1000;
+
+type Kept = { k: 'batch'; b: SealedBatch } | { k: 'put'; db: Database<any, any>; key: unknown; value: unknown } | { k: 'remove'; db: Database<any, any>; key: unknown };
+
+interface SealedBatch {
+  key: Buffer;
+  value: Buffer;
+  slot: number;
+  /** The pooled buffer holding value. */
+  buf: Buffer;
 }
 
-function put<K, V>(db: { put(k: K, v: V): Promise<boolean> }, key: K, value: V, cost: number): Promise<unknown> {
+/** Why writes fail, as reported (null: they work). */
+let ioError: string | null = null;
+/** The 'failure' message of the current episode has been posted (so 'recovered' may follow). */
+let reported: Promise<void> = Promise.resolve();
+const kept: Kept[] = [];
+/** Index entries to write again, by session id: the session's latest state is what gets written. */
+const keptEntries = new Map<string, Live>();
+let probeTimer: NodeJS.Timeout | null = null;
+
+// lmdb-js rejects a failed commit's puts with "Commit failed (see commitError for details)" and the
+// real error (errno in `code`) in a promise it rejects at the same time, unhandled unless read here;
+// an unhandled rejection can end this thread. Anything else unhandled is reported, not fatal.
+process.on('unhandledRejection', (err) => {
+  // A failed commit reaches promises lmdb-js chains internally too; the failure is reported already.
+  if ((err as { commitError?: unknown } | null)?.commitError) return quiet(err);
+  post({ t: 'notice', message: `recording writer: unhandled ${describeCause(err)}` });
+});
+
+/** The cause of a failed write in words, e.g. "No space left on device (ENOSPC)". */
+async function describeWriteError(err: unknown): Promise<string> {
+  let cause: unknown = err;
+  const ce = (err as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (ce && typeof ce.then === 'function') {
+    cause = await Promise.race([ce.then(() => err, (e: unknown) => e), new Promise((r) => setTimeout(r, 1000, err))]);
+  }
+  const what = describeCause(cause);
+  return /MDB_MAP_FULL/.test(what) ? `recording store is full (map size ${init.mapSize} bytes): ${what}` : `recording store cannot write: ${what}`;
+}
+
+function describeCause(cause: unknown): string {
+  const e = cause as { message?: unknown; code?: unknown } | null;
+  const message = typeof e?.message === 'string' ? e.message : String(cause);
+  if (typeof e?.code !== 'number' || e.code <= 0) return message;
+  // lmdb-js appends where it failed ("…: Attempting to write page at position …"): the errno says it.
+  let name = '';
+  try {
+    name = getSystemErrorName(-e.code);
+  } catch {
+    name = `errno ${e.code}`;
+  }
+  return `${message.split(': ')[0]} (${name})`;
+}
+
+/** Marks lmdb-js's commitError promise handled (the cause is read from it once per episode). */
+function quiet(err: unknown): void {
+  const ce = (err as { commitError?: Promise<unknown> } | null)?.commitError;
+  if (ce && typeof ce.then === 'function') ce.then(undefined, () => {});
+}
+
+/** A write failed: report it (once per episode) and try again every PROBE_MS. */
+function writeFailed(err: unknown): void {
+  quiet(err);
+  releaseFlushAcks();
+  if (ioError !== null) return;
+  ioError = 'recording store cannot write';
+  reported = describeWriteError(err).then((message) => {
+    if (ioError !== null) ioError = message;
+    post({ t: 'failure', message });
+  });
+  if (probeTimer === null) probeTimer = setTimeout(probe, PROBE_MS);
+}
+
+function issue(w: Kept): Promise<unknown> {
+  if (w.k === 'batch') return dbs.frames.put(w.b.key, w.b.value);
+  return w.k === 'put' ? w.db.put(w.key, w.value) : w.db.remove(w.key);
+}
+
+/** Writes, or keeps the write while writes fail. */
+function submit(w: Kept): void {
+  if (ioError !== null) {
+    kept.push(w);
+    return;
+  }
+  issue(w).then(undefined, (err: unknown) => {
+    kept.push(w);
+    writeFailed(err);
+  });
+}
+
+function put(db: Database<any, any>, key: unknown, value: unknown, cost: number): void {
   used += cost;
-  return track(db.put(key, value));
+  submit({ k: 'put', db, key, value });
 }
 
-function writeEntry(s: Live): Promise<unknown> {
+function remove(db: Database<any, any>, key: unknown): void {
+  submit({ k: 'remove', db, key });
+}
+
+function writeEntry(s: Live): void {
   s.dirty = false;
   const e = s.entry;
   e.frames = s.frames;
-  return put(dbs.sessions, e.id, e, 0);
+  if (ioError !== null) {
+    keptEntries.set(e.id, s);
+    return;
+  }
+  dbs.sessions.put(e.id, e).then(undefined, (err: unknown) => {
+    keptEntries.set(e.id, s);
+    writeFailed(err);
+  });
+}
+
+/** Writes everything kept in one transaction; recovers if it commits, else tries again later. */
+function probe(): void {
+  probeTimer = null;
+  if (ioError === null) return;
+  const ws = kept.splice(0);
+  const entries = [...keptEntries.values()];
+  keptEntries.clear();
+  const writes: Promise<unknown>[] = ws.map(issue);
+  for (const s of entries) {
+    s.entry.frames = s.frames;
+    writes.push(dbs.sessions.put(s.entry.id, s.entry));
+  }
+  // Something to commit even when nothing is kept (a write that threw rather than failed).
+  writes.push(dbs.meta.put('format', FORMAT_VERSION));
+  let lastErr: unknown = null;
+  const failed = (err: unknown): boolean => {
+    quiet(err);
+    lastErr = err;
+    return false;
+  };
+  void Promise.all(writes.map((p) => p.then(() => true, failed))).then(async (ok) => {
+    const slots: number[] = [];
+    const values: Buffer[] = [];
+    ws.forEach((w, i) => {
+      if (!ok[i]) kept.push(w);
+      else if (w.k === 'batch') {
+        slots.push(w.b.slot);
+        values.push(w.b.buf);
+      }
+    });
+    entries.forEach((s, j) => {
+      if (!ok[ws.length + j] && !keptEntries.has(s.entry.id)) keptEntries.set(s.entry.id, s);
+    });
+    if (slots.length) {
+      release(values);
+      post({ t: 'free', slots });
+    }
+    if (lastErr !== null) {
+      releaseFlushAcks();
+      releaseProbeAcks(false);
+      probeTimer = setTimeout(probe, PROBE_MS);
+      return;
+    }
+    await reported;
+    ioError = null;
+    if (!full) post({ t: 'recovered' });
+    releaseProbeAcks(true);
+    // Batches that waited in the ring meanwhile.
+    if (queue.length > 0 && drainTimer === null && !drainAfterCommit) drainTimer = setTimeout(onDrainTimer, 0);
+  });
+}
+
+/** Acks waiting for the data file's flush: released at once when a write fails (that flush never comes). */
+const flushAcks = new Set<() => void>();
+/** Acks asked for while writes fail: released after the next probe. */
+let probeAcks: (() => void)[] = [];
+
+/**
+ * Acknowledges a request once everything written so far is durable. While writes fail, once the
+ * kept writes have been tried again: the failure was reported, and a request must not hang on it.
+ */
+function ackWhenFlushed(req: number, before?: () => void): void {
+  let done = false;
+  const ack = (): void => {
+    if (done) return;
+    done = true;
+    flushAcks.delete(ack);
+    before?.();
+    post({ t: 'ack', req });
+  };
+  if (ioError !== null) probeAcks.push(ack);
+  else waitFlushed(ack);
+}
+
+function waitFlushed(ack: () => void): void {
+  flushAcks.add(ack);
+  void Promise.resolve(dbs.env.flushed).then(ack, ack);
+}
+
+function releaseFlushAcks(): void {
+  for (const ack of [...flushAcks]) ack();
+}
+
+function releaseProbeAcks(written: boolean): void {
+  const acks = probeAcks;
+  probeAcks = [];
+  for (const ack of acks) (written ? waitFlushed : (a: () => void) => a())(ack);
 }
 
 /**
@@ -144,12 +319,11 @@ function release(values: Buffer[]): void {
   for (const v of values) if (valuePool.length < VALUE_POOL_MAX) valuePool.push(v);
 }
 
-/** Seals a batch into a pooled buffer, chains it and queues its put; returns the put's promise. */
-function putBatch(s: Live, slot: number, len: number, frames: number, values: Buffer[]): Promise<unknown> {
+/** Seals a batch into a pooled buffer and chains it. */
+function sealInto(s: Live, slot: number, len: number, frames: number): SealedBatch {
   const plain = arena.subarray(slot * init.slotSize, slot * init.slotSize + len);
   // 32 bytes of room before the value, for the chain's input (chainBatchInPlace).
   const buf = valuePool.pop() ?? Buffer.allocUnsafeSlow(32 + init.slotSize + SEAL_OVERHEAD);
-  values.push(buf);
   const batch = s.entry.batches++;
   const value = sealBatch(s.key, s.noncePrefix, batch, batchAad(s.idBuf, batch), plain, buf.subarray(32));
   chainBatchInPlace(s.hash, buf, value.length);
@@ -159,7 +333,7 @@ function putBatch(s: Live, slot: number, len: number, frames: number, values: Bu
   s.entry.stored_bytes += cost;
   s.dirty = true;
   used += cost;
-  return dbs.frames.put(key, value);
+  return { key, value, slot, buf };
 }
 
 /**
@@ -200,23 +374,34 @@ function drain(forced: boolean): void {
   let stored = 0;
   let last: Promise<unknown> | undefined;
   const commits: Promise<unknown>[] = [];
+  /** The batches put, with their transaction's promise (kept if it fails). */
+  const issued: SealedBatch[] = [];
+  const txnOf: Promise<unknown>[] = [];
   for (const b of q) {
-    slots.push(b.slot);
+    let sealed: SealedBatch;
     try {
-      const p = putBatch(b.s, b.slot, b.len, b.frames, values);
-      stored += b.len;
-      // lmdb-js hands every put of one transaction the same promise.
-      if (p !== last) commits.push((last = p));
+      sealed = sealInto(b.s, b.slot, b.len, b.frames);
     } catch (err) {
-      post({ t: 'failure', message: `recording writer error: ${(err as Error).message}` });
+      slots.push(b.slot);
+      writeFailed(err);
+      continue;
     }
+    stored += b.len;
+    if (ioError !== null) {
+      kept.push({ k: 'batch', b: sealed }); // its slot comes back once written
+      continue;
+    }
+    const p = dbs.frames.put(sealed.key, sealed.value);
+    // lmdb-js hands every put of one transaction the same promise.
+    if (p !== last) commits.push((last = p));
+    issued.push(sealed);
+    txnOf.push(p);
   }
   if (checkpointDue) checkpoint();
   budgetCheck();
   pageCache?.stored(stored);
   if (commits.length === 0) {
-    release(values);
-    post({ t: 'free', slots });
+    if (slots.length) post({ t: 'free', slots });
     if (drainAfterCommit) {
       drainAfterCommit = false;
       setImmediate(onDrainTimer);
@@ -224,10 +409,26 @@ function drain(forced: boolean): void {
     return;
   }
   committing++;
-  void Promise.all(commits.map(track)).then(() => {
+  const failed = new Set<Promise<unknown>>();
+  void Promise.all(
+    commits.map((p) =>
+      p.then(undefined, (err: unknown) => {
+        failed.add(p);
+        writeFailed(err);
+      }),
+    ),
+  ).then(() => {
     committing--;
+    for (let i = 0; i < issued.length; i++) {
+      const sb = issued[i]!;
+      if (failed.has(txnOf[i]!)) kept.push({ k: 'batch', b: sb });
+      else {
+        slots.push(sb.slot);
+        values.push(sb.buf);
+      }
+    }
     release(values);
-    post({ t: 'free', slots });
+    if (slots.length) post({ t: 'free', slots });
     if (committing === 0 && drainAfterCommit) {
       drainAfterCommit = false;
       drain(false);
@@ -292,7 +493,7 @@ function handle(op: ToWriter): void {
       live.set(op.h, s);
       lastStarted = Math.max(lastStarted, op.h);
       put(dbs.byStart, timeKey(Date.parse(e.started_at), e.id), EMPTY, 64);
-      void writeEntry(s);
+      writeEntry(s);
       used += 1024;
       return;
     }
@@ -341,9 +542,10 @@ function handle(op: ToWriter): void {
     case 'prune': {
       for (const p of op.sessions) {
         const prefix = framePrefix(p.id);
-        for (const key of dbs.frames.getKeys(frameRange(prefix))) void track(dbs.frames.remove(Buffer.from(key)));
-        void track(dbs.byStart.remove(timeKey(p.startedMs, p.id)));
-        void track(dbs.sessions.remove(p.id));
+        for (const key of dbs.frames.getKeys(frameRange(prefix))) remove(dbs.frames, Buffer.from(key));
+        remove(dbs.byStart, timeKey(p.startedMs, p.id));
+        remove(dbs.sessions, p.id);
+        keptEntries.delete(p.id);
         used -= p.bytes + 1024 + 64;
       }
       ackWhenFlushed(op.req, budgetCheck);
@@ -362,7 +564,8 @@ port.on('message', (ops: ToWriter[]) => {
     try {
       handle(op);
     } catch (err) {
-      post({ t: 'failure', message: `recording writer error: ${(err as Error).message}` });
+      // Counted as a write failure: the probe says when writing works again.
+      writeFailed(err);
     }
   }
   poll();
