@@ -2,6 +2,7 @@
 // pg-copy-streams), text and CSV; binary COPY refused; the row splitter and the
 // CopyData rebuild under arbitrary chunking.
 import t from 'tap';
+import { mock } from 'node:test';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import fs from 'node:fs';
@@ -254,6 +255,38 @@ t.test('CopyData rebuilt per row whatever the chunking; untouched messages are t
   const a = await run([custText]);
   a.masker.flush();
   t.same(a.applied, [{ columns: { 'customers.ssn': 2, 'customers.score': 2 }, detectors: { email: 2, credit_card: 1 } }]);
+});
+
+t.test('COPY: a value split across CopyData messages is held until its row completes, whatever the pause (fake timers)', async (t) => {
+  // Rows are masked whole: a partial row is held (bounded) until its newline or CopyDone, never released by time.
+  const secrets = ['jane.doe', '4111 1111', '123-45-6789', 'bob@mail', '234-56-7890'];
+  const whole = await (async () => {
+    const h = harness(custCols);
+    h.query('COPY customers TO STDOUT');
+    await h.backend(copyOut(0, 5));
+    await h.backend(msg('d', custText));
+    await h.backend(msg('c', Buffer.alloc(0)));
+    return h.result().data;
+  })();
+  let bad = 0;
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+  try {
+    for (let c = 1; c < custText.length; c++) {
+      const h = harness(custCols);
+      h.query('COPY customers TO STDOUT');
+      await h.backend(copyOut(0, 5));
+      await h.backend(msg('d', custText.subarray(0, c)));
+      mock.timers.tick(60_000);
+      const early = h.result().data;
+      await h.backend(msg('d', custText.subarray(c)));
+      await h.backend(msg('c', Buffer.alloc(0)));
+      const done = h.result().data;
+      if (!whole.startsWith(early) || secrets.some((x) => early.includes(x)) || done !== whole) bad++;
+    }
+  } finally {
+    mock.timers.reset();
+  }
+  t.equal(bad, 0, `all ${custText.length - 1} split points: nothing in clear before the row is complete`);
 });
 
 t.test('CSV with header: the header passes, quoted fields are re-quoted', async (t) => {

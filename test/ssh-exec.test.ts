@@ -19,7 +19,7 @@ const gw = await startSluice(t, {
       nokey: sshTarget(sshd, { host_key: undefined }),
       opsonly: sshTarget(sshd, { allow: ['group:ops'] }),
     },
-    masking: [{ name: 'pii', match: { protocols: ['ssh'], groups: ['masked'] }, detectors: ['credit_card', 'email'] }],
+    masking: [{ name: 'pii', match: { protocols: ['ssh'], groups: ['masked'] }, detectors: ['credit_card', 'email', 'private_key'] }],
   },
 });
 const port = String(gw.sshPort);
@@ -66,8 +66,9 @@ t.test('env: only names in env_allow reach the target', async (t) => {
   t.equal(r.stdout.toString().trim(), 'LANG=C.UTF-8 X=');
 });
 
-t.test('masking: detectors run on exec output, also on a value split across packets', async (t) => {
-  const cmd = `printf '4111 1111 '; sleep 0.01; printf '1111 1111 mail '; printf 'jane.doe@exam'; sleep 0.01; printf 'ple.com\\n'; echo 'card 5500-0000-0000-0004' >&2`;
+t.test('masking: detectors run on exec output, also on a value split across packets, whatever the pause', async (t) => {
+  // The halves arrive 300 ms apart: longer than any hold timer; masking must not depend on timing.
+  const cmd = `printf '4111 1111 '; sleep 0.3; printf '1111 1111 mail '; printf 'jane.doe@exa'; sleep 0.3; printf 'mple.com\\n'; echo 'card 5500-0000-0000-0004' >&2`;
   const r = await ssh(masked, 'web01', cmd);
   t.equal(r.code, 0);
   t.equal(r.stdout.toString(), '**** **** **** 1111 mail ****@example.com\n');
@@ -76,6 +77,28 @@ t.test('masking: detectors run on exec output, also on a value split across pack
   t.same(ev.detectors, { credit_card: 2, email: 1 });
   const clear = await ssh(token, 'web01', cmd);
   t.match(clear.stdout.toString(), /4111 1111 1111 1111/, 'not masked for identities the rule does not match');
+});
+
+t.test('masking: a private key block is held whole across a 1.5 s pause', async (t) => {
+  const cmd = `printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA\\n'; sleep 1.5; printf 'QyNTUxOQAAACDsecret\\n-----END OPENSSH PRIVATE KEY-----\\nafter\\n'`;
+  const r = await ssh(masked, 'web01', cmd);
+  t.equal(r.code, 0);
+  t.equal(r.stdout.toString(), '[REDACTED:private_key]\nafter\n');
+});
+
+t.test('masking: a prompt without a newline reaches the client at once', async (t) => {
+  // user@… and a trailing '$ ' could start an email or a number: nothing of it can, once the space came.
+  let seen = '';
+  let promptAt = 0;
+  const r = await ssh(masked, 'web01', `printf 'user@host:~$ '; sleep 3; printf 'x\\n'`, {
+    onStdout: (c) => {
+      seen += c.toString();
+      if (!promptAt && seen.includes('user@host:~$ ')) promptAt = Date.now();
+    },
+  });
+  const end = Date.now();
+  t.equal(r.stdout.toString(), 'user@host:~$ x\n');
+  t.ok(promptAt > 0 && end - promptAt > 1500, `the prompt arrived ${end - promptAt} ms before the command ended (it sleeps 3 s after the prompt)`);
 });
 
 t.test('bad tokens are refused with the reason shown to the user', async (t) => {

@@ -22,6 +22,7 @@ const gw = await startSluice(t, {
     admin: { groups: ['sluice-admins'] },
     approvals: { approvers: ['leads'] },
     targets: { web01: sshTarget(sshd) },
+    masking: [{ name: 'pii', match: { protocols: ['ssh'], groups: ['masked'] }, detectors: ['credit_card', 'email', 'private_key'] }],
     policies: [
       { name: 'everyone', match: { protocols: ['ssh'] }, rules: [{ allow: {} }] },
       {
@@ -40,13 +41,14 @@ const gw = await startSluice(t, {
   },
 });
 const port = String(gw.sshPort);
-const [token, ro, nw, rv, lead, admin] = await Promise.all([
+const [token, ro, nw, rv, lead, admin, maskedTok] = await Promise.all([
   gw.mint('alice', ['ci']),
   gw.mint('bob', ['ci', 'ro']),
   gw.mint('carol', ['ci', 'nw']),
   gw.mint('dave', ['ci', 'rv']),
   gw.mint('lead-1', ['leads']),
   gw.mint('admin-1', ['sluice-admins']),
+  gw.mint('erin', ['ci', 'masked']),
 ]);
 
 /** An interactive `ssh -tt` session: send keystrokes, wait for output. */
@@ -91,6 +93,44 @@ t.test('ssh -tt: a pty shell driven by a script; lines are audited', async (t) =
   recorded = await sessionOf('alice', started);
   const line = await gw.waitForLog((l) => l.event === 'session.close' && l.session === recorded);
   t.ok(Number(line.statements) >= 3, 'typed lines are counted as statements');
+});
+
+/** Types `word` one character at a time, waiting for each echo; returns the echo times in ms. */
+async function typeTimed(sh: ReturnType<typeof shell>, word: string): Promise<number[]> {
+  const ms: number[] = [];
+  for (const ch of word) {
+    const t0 = process.hrtime.bigint();
+    sh.type(ch);
+    await sh.waitFor(new RegExp(`${ch.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`), 5000);
+    ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  return ms;
+}
+const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1]!;
+
+t.test('masking in a pty shell: the prompt and typed characters show at once; a value split by a pause is masked', async (t) => {
+  const echo: Record<string, number[]> = {};
+  for (const [who, tok] of [['unmasked', token], ['masked', maskedTok]] as const) {
+    const sh = shell(tok);
+    // The prompt ends in '$ ' with no newline after it; it must not wait for more output.
+    sh.type("PS1='user@host:~$ '\r");
+    await sh.waitFor(/user@host:~\$ $/);
+    // A word being typed could be the start of an email address: its echo is still not held.
+    echo[who] = await typeTimed(sh, 'jane.doe');
+    sh.type('\x15');
+    sh.type(`printf 'jane.doe@exa'; sleep 0.3; printf 'mple.com\\n'\r`);
+    await sh.waitFor(/@example\.com\r\n(\x1b\[\?2004h)?user@host:~\$ $/);
+    const out = sh.output().replace(/\x1b\[\?2004[hl]/g, ''); // bracketed paste on/off around the prompt
+    const result = out.slice(out.lastIndexOf("'mple.com\\n'") + 13).replace(/\r/g, '');
+    if (who === 'masked') t.equal(result, '\n****@example.com\nuser@host:~$ ', 'the value is masked although its halves came 300 ms apart');
+    else t.equal(result, '\njane.doe@example.com\nuser@host:~$ ');
+    sh.type('exit\r');
+    t.equal((await sh.done).code, 0);
+  }
+  const m = echo.masked!;
+  const u = echo.unmasked!;
+  t.comment(`echo of a typed character: masked median ${median(m).toFixed(1)} ms (max ${Math.max(...m).toFixed(1)}), unmasked median ${median(u).toFixed(1)} ms (max ${Math.max(...u).toFixed(1)})`);
+  t.ok(Math.max(...m) < 2000, 'every typed character was echoed well before the next could be typed');
 });
 
 t.test('exec: a command the policy denies gets exit 126 and the reason', async (t) => {

@@ -2,6 +2,7 @@
 // (a value split at every byte), keystroke line reconstruction,
 // user names, legacy scp detection, host key config, and the config schema.
 import t from 'tap';
+import { mock } from 'node:test';
 import { StreamMasker } from '../src/policy/masking/stream.js';
 import { Scanner } from '../src/policy/masking/scanner.js';
 import { ShellLineTracker } from '../src/protocols/ssh/shell-line.js';
@@ -38,21 +39,186 @@ t.test('stream masking: a value split at any byte is caught', async (t) => {
   t.equal(bad, 0);
 });
 
-t.test('stream masking: an unterminated line is let out after the hold time; a private key is held whole', async (t) => {
-  const scanner = new Scanner(['private_key'], []);
-  const out: string[] = [];
-  const m = new StreamMasker(scanner, () => 'redact', { hmacKey: Buffer.alloc(32) }, (b) => out.push(b.toString()), { holdMs: 10 });
-  m.push(Buffer.from('user@host:~$ '));
-  t.same(out, [], 'held while the line may go on');
-  await new Promise((r) => setTimeout(r, 40));
-  t.same(out, ['user@host:~$ '], 'a prompt is not held for long');
-  out.length = 0;
-  m.push(Buffer.from('-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n'));
-  await new Promise((r) => setTimeout(r, 40));
-  t.same(out, [], 'an open key block waits for its END');
-  m.push(Buffer.from('QyNTUxOQAAACD\n-----END OPENSSH PRIVATE KEY-----\nafter\n'));
-  t.equal(out.join(''), '[REDACTED:private_key]\nafter\n');
+// Values of every detector, each in several surroundings (terminal escapes, prompts, end of output).
+const JWT = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U';
+const KEY = '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\nQyNTUxOQAAACDsecretsecretsecret\n-----END OPENSSH PRIVATE KEY-----';
+const VALUES: [string, string][] = [
+  ['email', 'jane.doe@example.com'],
+  ['email', 'bob+ops@mail.example.co.uk'],
+  ['credit_card', '4111 1111 1111 1111'],
+  ['credit_card', '5500-0000-0000-0004'],
+  ['credit_card', '378282246310005'],
+  ['us_ssn', '123-45-6789'],
+  ['phone', '+1 (555) 123-4567'],
+  ['phone', '+44 20 7946 0958'],
+  ['phone', '(555) 123-4567'],
+  ['iban', 'DE89 3704 0044 0532 0130 00'],
+  ['iban', 'GB82WEST12345698765432'],
+  ['aws_access_key', 'AKIAIOSFODNN7EXAMPLE'],
+  ['jwt', JWT],
+  ['private_key', KEY],
+  ['order', 'ORD-12345678'],
+];
+const SURROUNDINGS: [string, string][] = [
+  ['mail ', '\n'],
+  ['user@host:~$ echo ', '\r\nuser@host:~$ '],
+  ['\x1b[1;31m', '\x1b[0m done'],
+  ['value=', ''],
+  ['(', '), next\n'],
+];
+const streamScanner = new Scanner(
+  ['credit_card', 'email', 'us_ssn', 'phone', 'iban', 'aws_access_key', 'jwt', 'private_key'],
+  [{ name: 'order', pattern: 'ORD-[0-9]{8}', strategy: 'redact' }],
+);
+const redact = () => 'redact' as const;
+const mctx = { hmacKey: Buffer.alloc(32, 1) };
+
+function masked(parts: Buffer[], between?: () => void, opts?: { maxHold?: number }): string {
+  const out: Buffer[] = [];
+  const m = new StreamMasker(streamScanner, redact, mctx, (b) => out.push(Buffer.from(b)), opts);
+  for (const p of parts) {
+    m.push(p);
+    between?.();
+  }
   m.end();
+  return Buffer.concat(out).toString('latin1');
+}
+
+t.test('stream masking: no split point and no delay lets a value out in clear (fake timers)', async (t) => {
+  let cases = 0;
+  let bad = 0;
+  // Timers are mocked: any time-based release would fire during tick().
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+  try {
+    const tick = () => mock.timers.tick(10_000);
+    for (const [det, v] of VALUES) {
+      for (const [pre, post] of SURROUNDINGS) {
+        const text = Buffer.from(pre + v + post);
+        const whole = masked([text]);
+        if (whole.includes(v) || !whole.includes(`[REDACTED:${det}]`)) {
+          t.fail(`one chunk: ${JSON.stringify(whole)}`);
+          continue;
+        }
+        // Every two-way split, with a long pause between the halves.
+        for (let c = 1; c < text.length; c++) {
+          cases++;
+          const got = masked([text.subarray(0, c), text.subarray(c)], tick);
+          if (got !== whole) {
+            if (bad++ < 5) t.equal(got, whole, `${det} split at ${c} of ${JSON.stringify(text.toString())}`);
+          }
+        }
+        // Byte by byte.
+        cases++;
+        const bytes = [...text].map((b) => Buffer.from([b]));
+        if (masked(bytes, tick) !== whole && bad++ < 5) t.fail(`${det}: byte by byte`);
+      }
+    }
+  } finally {
+    mock.timers.reset();
+  }
+  t.equal(bad, 0, `${cases} chunkings of ${VALUES.length} values in ${SURROUNDINGS.length} surroundings give the one-chunk result`);
+});
+
+t.test('stream masking: the held part is only what may still be a value', async (t) => {
+  const held = (s: string, input?: string) => {
+    const out: string[] = [];
+    const m = new StreamMasker(streamScanner, redact, mctx, (b) => out.push(b.toString('latin1')));
+    if (input) m.noteInput(Buffer.from(input));
+    m.push(Buffer.from(s));
+    return s.slice(out.join('').length);
+  };
+  // Prompts, progress and terminal sequences go out at once.
+  for (const s of [
+    'user@host:~$ ',
+    'root@db01:/var/log# ',
+    '\x1b[01;32malice@web01\x1b[00m:\x1b[01;34m~\x1b[00m$ ',
+    '\x1b[32m$ \x1b[0m',
+    'mysql> ',
+    '>>> ',
+    'Password: ',
+    'Do you want to continue? [Y/n] ',
+    'Downloading  45% |#####     |\r',
+    '\x1b[2K\x1b[1G',
+    'done.\n',
+  ]) {
+    t.equal(held(s), '', `nothing held: ${JSON.stringify(s)}`);
+  }
+  // What could still become a value is held, and only that.
+  for (const [s, h] of [
+    ['mail jane.doe@exa', 'jane.doe@exa'],
+    ['mail jane', 'jane'],
+    ['card 4111 1111 ', '4111 1111 '],
+    ['call +1 (555) ', '+1 (555) '],
+    ['iban DE89 3704 ', 'DE89 3704 '],
+    ['key AKIAIOSF', 'AKIAIOSF'],
+    [`token ${JWT.slice(0, 50)}`, JWT.slice(0, 50)],
+    ['ref ORD-1234', 'ORD-1234'],
+    ['x -----BEG', '-----BEG'],
+    [`${KEY.slice(0, 60)}`, KEY.slice(0, 60)],
+    ['prompt \x1b[3', '\x1b[3'],
+  ]) {
+    t.equal(held(s!), h, `held: ${JSON.stringify(s)}`);
+  }
+  // Terminal echo: the word being typed is what the client sent, so it is not held.
+  t.equal(held('l', 'l'), '', 'a typed character is echoed at once');
+  t.equal(held('jane', 'ls jane'), '', 'a typed word is echoed at once');
+  t.equal(held('jane', 'x'), 'jane', 'output the client did not type is held');
+  t.equal(held('jane', 'echo jane\r'), 'jane', 'a finished command line is no echo any more');
+});
+
+t.test('stream masking: a private key block is held whole, whatever the pause, up to the size cap', async (t) => {
+  const out: string[] = [];
+  const m = new StreamMasker(streamScanner, redact, mctx, (b) => out.push(b.toString()));
+  mock.timers.enable({ apis: ['setTimeout', 'setInterval', 'Date'] });
+  try {
+    m.push(Buffer.from('start\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n'));
+    mock.timers.tick(60_000);
+    t.same(out, ['start\n'], 'an open key block waits for its END');
+    m.push(Buffer.from('QyNTUxOQAAACD\n-----END OPENSSH PRIVATE KEY-----\nafter\n'));
+    t.equal(out.join(''), 'start\n[REDACTED:private_key]\nafter\n');
+  } finally {
+    mock.timers.reset();
+  }
+  m.end();
+  // A header whose END never comes holds output only up to the cap: that part goes out masked
+  // (fail closed), then output flows again.
+  const after: Buffer[] = [Buffer.from('-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n')];
+  for (let i = 0; i < 40; i++) after.push(Buffer.from(`line ${i} of ordinary output\n`));
+  after.push(Buffer.from('mail jane.doe@example.com\n'));
+  const got = masked(after, undefined, { maxHold: 1024 });
+  t.notMatch(got, /MIIE/, 'no key material');
+  t.match(got, /^\[REDACTED:private_key\]line \d+ of ordinary output\n/, 'masked up to the cap, then output resumes');
+  t.match(got, /line 39 of ordinary output\nmail \[REDACTED:email\]\n$/);
+  // A JWT still open at the cap goes out masked.
+  const longJwt = `${JWT.split('.')[0]}.${'eyJzdWIiOiIxMjM0NTY3ODkwIn0'.repeat(60)}`;
+  const j = masked([Buffer.from(`t ${longJwt}`), Buffer.from('.c2lnbmF0dXJl done')], undefined, { maxHold: 1024 });
+  t.match(j, /^t \[REDACTED:jwt\]/);
+  t.notMatch(j, /eyJzdWIiOi/, 'no token payload');
+});
+
+t.test('stream masking: a custom pattern is held exactly while a match may be under way', async (t) => {
+  const patterns: [string, string[]][] = [
+    ['ORD-[0-9]{8}', ['ORD-12345678']],
+    ['(?i)aws_?secret_?access_?key["\']?\\s*[:=]\\s*["\']?[A-Za-z0-9/+]{40}', ['AWS_SECRET_ACCESS_KEY = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY']],
+    ['\\bsk_(?:live|test)_[0-9a-zA-Z]{8,}\\b', ['sk_live_abcdefgh1234']],
+    ['(?P<k>token)=(\\w+)|secret:\\s\\S+', ['token=abc', 'secret: hunter2']],
+    ['[[:upper:]]{3}\\d{2,}', ['ABC12345']],
+    ['\\Qx.y\\E\\d+', ['x.y7']],
+    ['a(?i)bc|de', ['aBC', 'DE']],
+  ];
+  for (const [pattern, matches] of patterns) {
+    const sc = new Scanner([], [{ name: 'c', pattern, strategy: 'redact' }]);
+    for (const v of matches) {
+      // Every proper prefix of a match, at the end of output, is held from its start.
+      for (let k = 1; k <= v.length; k++) {
+        const s = Buffer.from(`noise ${v.slice(0, k)}`);
+        const at = sc.pending(s, 0, s.length, 65536);
+        if (at > 6) t.fail(`${pattern}: ${JSON.stringify(v.slice(0, k))} not held (from ${at})`);
+      }
+    }
+    const s = Buffer.from('plain output, nothing here\n');
+    t.equal(sc.pending(s, 0, s.length, 65536), s.length, `${pattern}: plain output not held`);
+  }
 });
 
 // ---- keystrokes ---------------------------------------------------------------------------------

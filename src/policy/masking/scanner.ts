@@ -27,6 +27,8 @@ import * as automaton from './automaton.js';
 import { matchIban } from './iban.js';
 import { M, matchCard, matchE164, matchNanp, matchSsn } from './numeric.js';
 import { matchAwsKey, matchEmail, matchJwt, matchPrivateKey } from './text.js';
+import * as pending from './pending.js';
+import { prefixClosure } from './prefix.js';
 import { isDetectorName, isStrategy, DETECTOR_NAMES, type CustomDetector, type DetectorName, type Finding } from './types.js';
 
 const NONE: readonly Finding[] = Object.freeze([]);
@@ -46,6 +48,8 @@ const CUSTOM_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 interface Compiled {
   name: string;
   re: RE2;
+  /** Finds where a match may still be under way at the end (prefix.ts); null: not analysed. */
+  open: RE2 | null;
 }
 
 export class Scanner {
@@ -61,6 +65,7 @@ export class Scanner {
   readonly #card: boolean;
   readonly #ssn: boolean;
   readonly #phone: boolean;
+  readonly #on: Record<DetectorName, boolean>;
   readonly #custom: Compiled[] = [];
   readonly #customSet: { test(s: Buffer): boolean } | null = null;
   #acc: Finding[] | null = null;
@@ -73,6 +78,7 @@ export class Scanner {
       if (!isDetectorName(d)) throw new Error(`masking: unknown detector "${String(d)}" (known: ${DETECTOR_NAMES.join(', ')})`);
       on[d] = true;
     }
+    this.#on = on;
     this.#card = on.credit_card;
     this.#ssn = on.us_ssn;
     this.#phone = on.phone;
@@ -100,6 +106,51 @@ export class Scanner {
     this.#acc = null;
     if (acc === null) return NONE;
     return acc.length === 1 ? acc : resolveOverlaps(acc);
+  }
+
+  /** The detector whose value may be under way at the offset the last pending() call returned ('' for none). */
+  pendingDetector = '';
+
+  /**
+   * For stream masking: the earliest offset in [lo, hi) from which the bytes
+   * may still belong to a value that is not complete at hi (more bytes could
+   * make or extend a match), or hi when every value is decided. Bytes before
+   * it can be scanned and sent; the rest must wait for more bytes. Sets
+   * pendingDetector to the detector of that value.
+   */
+  pending(buf: Buffer, lo: number, hi: number): number {
+    const on = this.#on;
+    let v = hi;
+    let det = '';
+    const take = (x: number, d: string): void => {
+      if (x < v) {
+        v = x;
+        det = d;
+      }
+    };
+    const ls = pending.lineStart(buf, lo, hi);
+    if (ls < hi) {
+      if (on.email) take(pending.pendingEmail(buf, ls, hi), 'email');
+      if (this.#card || this.#ssn || this.#phone) take(pending.pendingNumber(buf, ls, hi), 'number');
+      if (on.iban) take(pending.pendingIban(buf, ls, hi), 'iban');
+      if (on.aws_access_key) take(pending.pendingAws(buf, ls, hi), 'aws_access_key');
+      if (on.jwt) take(pending.pendingJwt(buf, ls, hi), 'jwt');
+    }
+    if (on.private_key) take(pending.pendingPrivateKey(buf, lo, hi), 'private_key');
+    if (this.#custom.length > 0) {
+      take(pending.utf8Tail(buf, lo, hi), '');
+      const sub = lo === 0 && hi === buf.length ? buf : buf.subarray(lo, hi);
+      for (const c of this.#custom) {
+        if (c.open === null) {
+          take(ls, c.name); // not analysed: the whole last line may belong to a match
+          continue;
+        }
+        const m = c.open.exec(sub);
+        if (m !== null && m.index < sub.length) take(lo + m.index, c.name);
+      }
+    }
+    this.pendingDetector = det;
+    return v;
   }
 
   /** The prefilter over [start, end), two bytes per step while nothing triggers. */
@@ -338,7 +389,16 @@ function compileCustom(c: CustomDetector): Compiled {
   if (new RE2(c.pattern).test('')) {
     throw new Error(`masking: custom detector "${name}": pattern ${JSON.stringify(c.pattern)} matches the empty string`);
   }
-  return { name, re };
+  let open: RE2 | null = null;
+  const closure = prefixClosure(c.pattern);
+  if (closure !== null) {
+    try {
+      open = new RE2(closure);
+    } catch {
+      open = null; // too large for RE2: streams hold the whole last line
+    }
+  }
+  return { name, re, open };
 }
 
 /**

@@ -1,55 +1,52 @@
-// Masking a byte stream (terminal or command output) with the content detectors,
-// across chunk boundaries: a value split over two packets is still caught.
+// Masking a byte stream (terminal or command output) with the content
+// detectors, across chunk boundaries, whatever the timing: a value split over
+// packets that arrive seconds apart is still caught.
 //
-// How: output is scanned up to the last line end ('\n' or '\r') seen so far;
-// the rest of the line is held back until its end arrives, more than
-// `maxHold` bytes pile up, or `holdMs` pass without more data (an interactive
-// prompt or a typed character must not wait for a newline). Detectors never
-// match across a line end, except private keys: a "-----BEGIN …" without its
-// "-----END" is held whole (up to `maxPem` bytes) so the key is masked in one
-// piece.
+// How: on each chunk the scanner says where a value may still be under way at
+// the end (Scanner.pending: a local part that may still get its '@', a number
+// that may still grow into a card, a "-----BEGIN …PRIVATE KEY-----" whose END
+// has not come, …). Everything before that offset is scanned and sent at once;
+// the rest is held until more bytes complete or rule out the value, or the
+// stream ends (then it is scanned as final). Nothing is ever released by a
+// timer, so the result does not depend on scheduling.
 //
-// Best effort by design: a value whose halves arrive more than `holdMs` apart
-// (a program that sleeps mid-value) is scanned as two values.
+// Held bytes are bounded: values with a maximum length (cards, emails, …, at
+// most 318 bytes) bound themselves; a private key block, a JWT or a custom
+// pattern still open after `maxHold` bytes is sent masked whole as its detector
+// (fail closed), and what follows it is scanned afresh.
+//
+// Terminal echo: with a pty, the shell echoes what the client types. Held bytes
+// that are exactly bytes the client itself just typed are sent at once (they
+// tell the client nothing it did not send), so a word being typed shows as it
+// is typed even though it could be the start of an email address.
 
 import type { MaskContext } from './strategies.js';
 import { maskFindings } from './strategies.js';
-import type { Scanner } from './scanner.js';
-import type { Strategy } from './types.js';
+import { resolveOverlaps, type Scanner } from './scanner.js';
+import type { Finding, Strategy } from './types.js';
+import { blankEscapes } from './pending.js';
+
+const ESC = 0x1b;
 
 export interface StreamMaskerOptions {
-  /** Longest wait for the rest of a line, in ms (default 30). */
-  holdMs?: number;
-  /** Most bytes held without a line end (default 64 KiB). */
+  /** Most bytes held for one value still under way (default 64 KiB). */
   maxHold?: number;
-  /** Most bytes held for an unterminated private key block (default 64 KiB). */
-  maxPem?: number;
 }
 
-/** A line without an end beyond maxHold is cut this far before its end, at a space if there is one. */
-const TAIL = 512;
-const NL = 0x0a;
-const CR = 0x0d;
-const BEGIN = Buffer.from('-----BEGIN ');
-const END = Buffer.from('-----END ');
-/** How long an unterminated private key block may be held. */
-const PEM_WAIT_MS = 1000;
-
-function openPem(b: Buffer): boolean {
-  const i = b.lastIndexOf(BEGIN);
-  return i >= 0 && b.indexOf(END, i) < 0;
-}
+/** Typed bytes remembered for recognising their echo. */
+const ECHO_WINDOW = 256;
+/** Input bytes that end the typed line: CR, LF, Ctrl-C, Ctrl-U. */
+const LINE_DONE = new Uint8Array(256);
+for (const c of [0x0d, 0x0a, 0x03, 0x15]) LINE_DONE[c] = 1;
 
 export class StreamMasker {
   private carry: Buffer | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private readonly holdMs: number;
   private readonly maxHold: number;
-  private readonly maxPem: number;
+  /** Client input not yet seen echoed (pty only). */
+  private typed: Buffer | null = null;
   /** Findings masked so far, per detector. */
   readonly counts: Record<string, number> = {};
   private closed = false;
-  private heldSince = 0;
 
   constructor(
     private readonly scanner: Scanner,
@@ -59,9 +56,7 @@ export class StreamMasker {
     private readonly emit: (b: Buffer) => void,
     opts: StreamMaskerOptions = {},
   ) {
-    this.holdMs = opts.holdMs ?? 30;
-    this.maxHold = opts.maxHold ?? 64 * 1024;
-    this.maxPem = opts.maxPem ?? 64 * 1024;
+    this.maxHold = Math.max(opts.maxHold ?? 64 * 1024, 1024);
   }
 
   /** Bytes held back right now. */
@@ -69,46 +64,35 @@ export class StreamMasker {
     return this.carry?.length ?? 0;
   }
 
+  /**
+   * Bytes the client sent (a pty's keystrokes): their echo is not held. Only
+   * the line being typed counts: Enter, Ctrl-C and Ctrl-U start afresh, so
+   * output of a command that merely repeats what was typed is still masked.
+   */
+  noteInput(b: Buffer): void {
+    if (this.closed || b.length === 0) return;
+    let s = b.length;
+    while (s > 0 && !LINE_DONE[b[s - 1]!]) s--;
+    if (s > 0) this.typed = null;
+    if (s === b.length) return;
+    const t = this.typed;
+    const add = b.length - s;
+    if (add >= ECHO_WINDOW || !t) this.typed = Buffer.from(b.subarray(Math.max(s, b.length - ECHO_WINDOW)));
+    else this.typed = Buffer.concat([t.subarray(Math.max(0, t.length + add - ECHO_WINDOW)), b.subarray(s)]);
+  }
+
   push(chunk: Buffer): void {
-    if (this.closed) return;
-    if (chunk.length === 0) return;
+    if (this.closed || chunk.length === 0) return;
     const data = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
     this.carry = null;
-    const cut = this.cutPoint(data);
-    if (cut > 0) this.out(data, 0, cut);
-    if (cut < data.length) {
-      // Copy: the caller may reuse its chunk.
-      this.carry = Buffer.from(data.subarray(cut));
-      if (!this.timer) {
-        this.heldSince = Date.now();
-        this.arm();
-      }
-    } else if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
+    this.release(data, false);
   }
 
-  private arm(): void {
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      // An open private key block gets longer (PEM_WAIT_MS) to see its END line.
-      const c = this.carry;
-      if (c && openPem(c) && Date.now() - this.heldSince < PEM_WAIT_MS) this.arm();
-      else this.flush();
-    }, this.holdMs);
-    this.timer.unref?.();
-  }
-
-  /** Emits everything held (end of stream, or the hold time passed). */
+  /** Scans and emits everything held, as if the stream ended here. */
   flush(): void {
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = null;
-    }
     const c = this.carry;
     this.carry = null;
-    if (c && c.length) this.out(c, 0, c.length);
+    if (c && c.length) this.release(c, true);
   }
 
   /** Flushes and stops; later pushes are ignored. */
@@ -119,39 +103,67 @@ export class StreamMasker {
 
   /** Drops what is held (the stream was cut off) without emitting it. */
   discard(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
     this.carry = null;
+    this.typed = null;
     this.closed = true;
   }
 
-  /** How much of data can be scanned and emitted now. */
-  private cutPoint(data: Buffer): number {
-    let cut = lastLineEnd(data) + 1;
-    if (cut === 0 && data.length > this.maxHold) {
-      const soft = data.length - TAIL;
-      const sp = data.lastIndexOf(0x20, soft);
-      cut = sp > soft - 4 * TAIL ? sp + 1 : soft;
+  private release(data: Buffer, final: boolean): void {
+    const n = data.length;
+    // Detectors see terminal control sequences as boundaries (a copy, only when there are any).
+    let view = data;
+    let escOpen = n;
+    const esc = data.indexOf(ESC);
+    if (esc >= 0) {
+      view = Buffer.from(data);
+      escOpen = blankEscapes(view, esc, n);
     }
-    if (cut > 0) {
-      // Hold an unterminated private key block whole (within maxPem).
-      const b = data.lastIndexOf(BEGIN, cut - 1);
-      if (b >= 0 && data.indexOf(END, b) < 0 && data.length - b <= this.maxPem) cut = Math.min(cut, b);
+    let cut = n;
+    let open: Finding | null = null;
+    if (!final) {
+      cut = Math.min(escOpen, this.scanner.pending(view, 0, n));
+      if (cut < n && n - cut > this.maxHold) {
+        // Too long to hold: out it goes, the unfinished value masked whole.
+        const det = cut === escOpen ? '' : this.scanner.pendingDetector;
+        if (det !== '' && det !== 'number' && det !== 'email') open = { start: cut, end: n, detector: det };
+        cut = n;
+      } else if (cut < n && this.isEcho(data, cut)) cut = n;
     }
-    return cut;
+    if (cut === 0) {
+      this.carry = Buffer.from(data); // the caller may reuse its chunk
+      return;
+    }
+    let f = this.scanner.scan(view, 0, n);
+    if (open && !f.some((x) => x.start <= open!.start && x.end >= n)) f = resolveOverlaps([...f, open]);
+    // Never split a value found in what is here: hold it whole.
+    let k = 0;
+    while (k < f.length && f[k]!.start < cut) {
+      if (f[k]!.end > cut) {
+        cut = f[k]!.start;
+        break;
+      }
+      k++;
+    }
+    if (cut > 0) this.out(data, cut, k === f.length ? f : f.slice(0, k));
+    if (cut < n) this.carry = Buffer.from(data.subarray(cut));
   }
 
-  private out(buf: Buffer, start: number, end: number): void {
-    const f = this.scanner.scan(buf, start, end);
+  /** Whether data[cut, n) is exactly bytes the client typed (then consumed). */
+  private isEcho(data: Buffer, cut: number): boolean {
+    const t = this.typed;
+    if (!t || data.length - cut > t.length) return false;
+    const i = t.indexOf(data.subarray(cut));
+    if (i < 0) return false;
+    this.typed = t.subarray(i + data.length - cut);
+    return true;
+  }
+
+  private out(buf: Buffer, end: number, f: readonly Finding[]): void {
     if (f.length === 0) {
-      this.emit(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+      this.emit(end === buf.length ? buf : buf.subarray(0, end));
       return;
     }
     for (const x of f) this.counts[x.detector] = (this.counts[x.detector] ?? 0) + 1;
-    this.emit(maskFindings(buf, start, end, f, this.strategyFor, this.ctx));
+    this.emit(maskFindings(buf, 0, end, f, this.strategyFor, this.ctx));
   }
-}
-
-function lastLineEnd(b: Buffer): number {
-  return Math.max(b.lastIndexOf(NL), b.lastIndexOf(CR));
 }

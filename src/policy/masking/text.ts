@@ -108,7 +108,7 @@ export function matchJwt(buf: Buffer, p: number, lo: number, hi: number): number
   return j;
 }
 
-function headerHasAlg(buf: Buffer, s: number, e: number): boolean {
+export function headerHasAlg(buf: Buffer, s: number, e: number): boolean {
   if (e - s > 4096) return false;
   try {
     const h: unknown = JSON.parse(Buffer.from(buf.toString('latin1', s, e), 'base64url').toString('utf8'));

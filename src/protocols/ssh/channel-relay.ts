@@ -291,8 +291,10 @@ export class SessionChannel implements LiveChannel {
         recordData(rec, Stream.Stdin, id, chunk);
         inPump.checkRecorder(rec);
       }
-      if (this.sftp) this.sftpData(() => this.sftp!.clientData(chunk));
-      else if (this.shell) this.shell.input(chunk);
+      if (this.sftp) return this.sftpData(() => this.sftp!.clientData(chunk));
+      // With a pty the terminal echoes keystrokes: the masker lets their echo out at once.
+      if (this.pty) this.outMask?.noteInput(chunk);
+      if (this.shell) this.shell.input(chunk);
       else inPump.write(upc, chunk);
     }));
 
