@@ -104,6 +104,12 @@ export class MessageReader {
     return b;
   }
 
+  /** The next byte, left unread (0x16 first: a TLS ClientHello, sslnegotiation=direct). */
+  async peekByte(): Promise<number> {
+    await this.need(1);
+    return this.buf[0];
+  }
+
   /** Stops listening and returns the bytes read but not consumed. */
   detach(): Buffer {
     const s = this.socket;
