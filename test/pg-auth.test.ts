@@ -442,6 +442,15 @@ t.test('sslnegotiation=direct: TLS without SSLRequest, ALPN "postgresql" require
   t.equal(r.code, 0, r.stderr);
 });
 
+t.test('plaintext sent behind an SSLRequest, before the answer, is refused, never read as if encrypted', async (t) => {
+  const sslRequest = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+  const inj = await raw(gw);
+  inj.write(Buffer.concat([sslRequest, startupPacket(0x30000, { user: 'ci', database: 'orders' })]));
+  const answer = await untilClosed(inj.socket);
+  t.equal(answer[0], 0x45, 'an ErrorResponse, not S');
+  t.equal(parseBackend(answer)[0]?.fields?.M, 'protocol violation: unencrypted data after the SSLRequest (possible injection attempt)');
+});
+
 t.test('protocol versions: 3.2 with its long cancel keys, newer minors and _pq_ options negotiated the way libpq 18 reads them', async (t) => {
   // libpq 18's checks of NegotiateProtocolVersion (fe-protocol3.c), on what it sent.
   const libpqAccepts = (sent: number, sentOptions: string[], npv: { version: number; options: string[] }): string | null => {
