@@ -4,6 +4,8 @@
 // allow list, and the token never reaching the logs.
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
 import os from 'node:os';
 import path from 'node:path';
 import { createPrivateKey } from 'node:crypto';
@@ -108,6 +110,163 @@ async function assertRefused(
   t.equal(err?.code, sqlstate, `SQLSTATE ${sqlstate}`);
   t.equal(err?.severity, 'FATAL');
   t.match(err?.message ?? '', fatal, 'node-postgres message');
+}
+
+// ---- raw wire helpers (protocol versions, direct TLS) -----------------------
+
+interface BackendMsg {
+  type: string;
+  body: Buffer;
+  fields?: Record<string, string>;
+}
+
+function parseBackend(buf: Buffer): BackendMsg[] {
+  const out: BackendMsg[] = [];
+  for (let i = 0; i + 5 <= buf.length; ) {
+    const len = buf.readInt32BE(i + 1);
+    if (i + 1 + len > buf.length) break;
+    const msg: BackendMsg = { type: String.fromCharCode(buf[i]!), body: buf.subarray(i + 5, i + 1 + len) };
+    if (msg.type === 'E' || msg.type === 'N') {
+      msg.fields = {};
+      for (let j = 0; j < msg.body.length && msg.body[j] !== 0; ) {
+        const z = msg.body.indexOf(0, j + 1);
+        msg.fields[String.fromCharCode(msg.body[j]!)] = msg.body.toString('utf8', j + 1, z);
+        j = z + 1;
+      }
+    }
+    out.push(msg);
+    i += 1 + len;
+  }
+  return out;
+}
+
+function startupPacket(version: number, params: Record<string, string>): Buffer {
+  const body = Buffer.from(Object.entries(params).map(([k, v]) => `${k}\0${v}\0`).join('') + '\0');
+  const out = Buffer.alloc(8 + body.length);
+  out.writeInt32BE(out.length, 0);
+  out.writeInt32BE(version, 4);
+  body.copy(out, 8);
+  return out;
+}
+
+function typed(type: string, body: Buffer): Buffer {
+  const out = Buffer.alloc(5 + body.length);
+  out[0] = type.charCodeAt(0);
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+const passwordMessage = (pw: string) => typed('p', Buffer.from(pw + '\0'));
+const queryMessage = (sql: string) => typed('Q', Buffer.from(sql + '\0'));
+
+/** NegotiateProtocolVersion's body: the newest version (major << 16 | minor), then the unsupported options. */
+function parseNpv(body: Buffer): { version: number; options: string[] } {
+  const n = body.readInt32BE(4);
+  const options = body.toString('utf8', 8).split('\0').slice(0, n);
+  return { version: body.readInt32BE(0), options };
+}
+
+/** A raw client: reads whole backend messages in order. */
+async function raw(g: Sluice) {
+  const socket = net.connect({ host: g.host, port: g.port });
+  await new Promise<void>((resolve, reject) => (socket.once('connect', resolve), socket.once('error', reject)));
+  let buf = Buffer.alloc(0);
+  const queue: BackendMsg[] = [];
+  let wake: (() => void) | null = null;
+  socket.on('data', (c: Buffer) => {
+    buf = Buffer.concat([buf, c]);
+    for (const m of parseBackend(buf)) {
+      queue.push(m);
+      buf = buf.subarray(5 + m.body.length);
+    }
+    wake?.();
+  });
+  socket.on('error', () => {});
+  socket.on('close', () => wake?.());
+  const next = async (): Promise<BackendMsg> => {
+    const deadline = Date.now() + 10_000;
+    while (!queue.length) {
+      if (socket.destroyed || Date.now() > deadline) throw new Error('no message from the gateway');
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 200);
+      });
+    }
+    return queue.shift()!;
+  };
+  const until = async (type: string): Promise<BackendMsg[]> => {
+    const got: BackendMsg[] = [];
+    for (;;) {
+      const m = await next();
+      got.push(m);
+      if (m.type === type) return got;
+    }
+  };
+  return {
+    socket,
+    write: (b: Buffer) => socket.write(b),
+    next,
+    until,
+    /** Runs a simple query; the first column of each row. */
+    async query(sql: string): Promise<string[]> {
+      socket.write(queryMessage(sql));
+      return (await until('Z')).filter((m) => m.type === 'D').map((m) => m.body.toString('utf8', 6, 6 + m.body.readInt32BE(2)));
+    },
+  };
+}
+
+/** A CancelRequest with a key of any length (4 bytes in protocol 3.0, up to 256 in 3.2). */
+function cancelRequest(g: Sluice, pid: number, key: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    const pkt = Buffer.alloc(12 + key.length);
+    pkt.writeInt32BE(pkt.length, 0);
+    pkt.writeInt32BE(80877102, 4);
+    pkt.writeInt32BE(pid, 8);
+    key.copy(pkt, 12);
+    const s = net.connect({ host: g.host, port: g.port }, () => s.write(pkt));
+    s.on('error', () => resolve());
+    s.on('close', () => resolve());
+  });
+}
+
+async function activeCount(app: string): Promise<number> {
+  return Number((await pgc.sql(`select count(*) from pg_stat_activity where application_name = '${app}' and state = 'active'`)).trim());
+}
+async function waitActive(app: string): Promise<void> {
+  for (let i = 0; i < 100 && (await activeCount(app)) !== 1; i++) await new Promise((r) => setTimeout(r, 100));
+}
+
+/** A TLS connection started directly (no SSLRequest), as sslnegotiation=direct does. */
+function tlsConnect(g: Sluice, opts: tls.ConnectionOptions): Promise<{ socket: tls.TLSSocket; error?: Error }> {
+  return new Promise((resolve) => {
+    const socket = tls.connect({ host: g.host, port: g.port, ...opts });
+    socket.once('secureConnect', () => resolve({ socket }));
+    socket.once('error', (error) => resolve({ socket, error }));
+  });
+}
+
+function untilClosed(s: net.Socket): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('error', () => {});
+    const timer = setTimeout(() => s.destroy(), 10_000);
+    s.once('close', () => (clearTimeout(timer), resolve(Buffer.concat(chunks))));
+  });
+}
+
+/** node-postgres with sslnegotiation=direct; resolves with the error, or null if a query ran. */
+async function pgConnectDirect(g: Sluice, password: string, ssl: tls.ConnectionOptions): Promise<Error | null> {
+  const c = new pg.Client({ host: g.host, port: g.port, user: 'ci', database: 'orders', password, ssl, sslnegotiation: 'direct', connectionTimeoutMillis: 10_000 } as pg.ClientConfig);
+  c.on('error', () => {});
+  try {
+    await c.connect();
+    await c.query('select 1');
+    await c.end();
+    return null;
+  } catch (err) {
+    return err as Error;
+  }
 }
 
 const ISO = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`;
@@ -235,7 +394,136 @@ t.test('a gateway without TLS refuses sslmode=require and serves sslmode=disable
   t.equal(dis.stdout.trim(), 'app');
   const open = await plain.waitForLog((l) => l.event === 'session.open' && l.application === 'plain-loopback');
   t.equal(open.tls, false);
+
+  // sslnegotiation=direct (TLS without SSLRequest) to a listener without TLS: refused, and the log says why.
+  const direct = await pgConnectDirect(plain, tok, { ca: fs.readFileSync(gw.ca!.cert), servername: 'localhost' });
+  t.ok(direct, 'a direct-TLS client is refused');
+  t.notMatch(direct?.message ?? '', /startup packet/);
+  const refused = await plain.waitForLog((l) => l.event === 'connection.refused' && l.reason === 'direct_tls_without_tls');
+  t.match(refused.msg, /started TLS directly \(sslnegotiation=direct\), but this listener has no TLS \(listeners\.postgres\.tls\)/);
+  t.notOk(plain.logs().some((l) => /invalid startup packet length/.test(String(l.reason))), 'not logged as a malformed startup packet');
   t.notOk(plain.output().includes(tok), 'no token in that gateway\'s logs');
+});
+
+t.test('sslnegotiation=direct: TLS without SSLRequest, ALPN "postgresql" required', async (t) => {
+  const ca = fs.readFileSync(gw.ca!.cert);
+  // node-postgres 8 with sslnegotiation: 'direct' (ALPN postgresql), verify-full against the gateway's certificate.
+  const c = new pg.Client({
+    host: gw.host,
+    port: gw.port,
+    user: 'ci',
+    database: 'orders',
+    password: ciToken,
+    application_name: 'direct-tls',
+    ssl: { ca, servername: 'localhost', rejectUnauthorized: true },
+    sslnegotiation: 'direct',
+  } as pg.ClientConfig);
+  await c.connect();
+  t.same((await c.query('select current_user as u, count(*)::int as n from items')).rows, [{ u: 'app', n: 2 }]);
+  t.equal(((c as unknown as { connection: { stream: tls.TLSSocket } }).connection.stream).alpnProtocol, 'postgresql', 'ALPN postgresql was negotiated');
+  await c.end();
+  const open = await gw.waitForLog((l) => l.event === 'session.open' && l.application === 'direct-tls');
+  t.equal(open.tls, true);
+
+  // Without ALPN the handshake completes, then the gateway refuses, as Postgres 17 does.
+  const bare = await tlsConnect(gw, { ca, servername: 'localhost' });
+  t.equal(bare.socket.alpnProtocol, false);
+  const got = await untilClosed(bare.socket);
+  t.equal(parseBackend(got)[0]?.fields?.C, '08P01');
+  t.match(parseBackend(got)[0]?.fields?.M, /direct TLS connections must negotiate ALPN "postgresql"/);
+  await gw.waitForLog((l) => l.event === 'tls.refused' && /ALPN/.test(String(l.reason)));
+
+  // A different ALPN protocol: the TLS handshake fails with no_application_protocol.
+  const other = await tlsConnect(gw, { ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] });
+  t.match(other.error?.message ?? '', /no application protocol/);
+
+  // TLS after SSLRequest still works, with or without ALPN (psql 15 offers none).
+  const r = await psql(gw, ciToken, ['-Atc', 'select 1'], { conn: { sslmode: 'require' } });
+  t.equal(r.code, 0, r.stderr);
+});
+
+t.test('plaintext sent behind an SSLRequest, before the answer, is refused, never read as if encrypted', async (t) => {
+  const sslRequest = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+  const inj = await raw(gw);
+  inj.write(Buffer.concat([sslRequest, startupPacket(0x30000, { user: 'ci', database: 'orders' })]));
+  const answer = await untilClosed(inj.socket);
+  t.equal(answer[0], 0x45, 'an ErrorResponse, not S');
+  t.equal(parseBackend(answer)[0]?.fields?.M, 'protocol violation: unencrypted data after the SSLRequest (possible injection attempt)');
+});
+
+t.test('protocol versions: 3.2 with its long cancel keys, newer minors and _pq_ options negotiated the way libpq 18 reads them', async (t) => {
+  // libpq 18's checks of NegotiateProtocolVersion (fe-protocol3.c), on what it sent.
+  const libpqAccepts = (sent: number, sentOptions: string[], npv: { version: number; options: string[] }): string | null => {
+    if (npv.version > sent) return 'server requested downgrade to a higher-numbered version';
+    if (npv.version < 0x30000) return 'server requested downgrade to pre-3.0 protocol version';
+    if (npv.version === 0x30001) return 'server requested downgrade to non-existent 3.1 protocol version';
+    if (npv.version === sent && npv.options.length === 0) return 'server negotiated but asks for no changes';
+    for (const o of npv.options) if (!o.startsWith('_pq_.') || !sentOptions.includes(o)) return `unexpected option ${o}`;
+    return null;
+  };
+  const V30 = 0x30000;
+  const V32 = 0x30002;
+  const cases: { name: string; version: number; options: string[]; npv: { version: number; options: string[] } | null; keyBytes: number }[] = [
+    { name: '3.2', version: V32, options: [], npv: null, keyBytes: 32 },
+    { name: '3.2 with _pq_.x', version: V32, options: ['_pq_.x'], npv: { version: V32, options: ['_pq_.x'] }, keyBytes: 32 },
+    { name: '3.0 with _pq_.a', version: V30, options: ['_pq_.a'], npv: { version: V30, options: ['_pq_.a'] }, keyBytes: 4 },
+    { name: '3.3', version: 0x30003, options: [], npv: { version: V32, options: [] }, keyBytes: 32 },
+    { name: '3.9 with two _pq_ options', version: 0x30009, options: ['_pq_.a', '_pq_.b'], npv: { version: V32, options: ['_pq_.a', '_pq_.b'] }, keyBytes: 32 },
+    { name: '3.0', version: V30, options: [], npv: null, keyBytes: 4 },
+  ];
+  for (const k of cases) {
+    const s = await raw(gw);
+    const params: Record<string, string> = { user: 'ci', database: 'orders', application_name: `proto-${k.name}` };
+    for (const o of k.options) params[o] = 'on';
+    s.write(startupPacket(k.version, params));
+    const first = await s.next();
+    if (k.npv) {
+      t.equal(first.type, 'v', `${k.name}: NegotiateProtocolVersion`);
+      const npv = parseNpv(first.body);
+      t.same(npv, k.npv, `${k.name}: names ${k.npv.version >> 16}.${k.npv.version & 0xffff} and the unsupported options`);
+      t.equal(libpqAccepts(k.version, k.options, npv), null, `${k.name}: libpq 18 accepts it`);
+    } else {
+      t.equal(first.type, 'R', `${k.name}: no NegotiateProtocolVersion`);
+    }
+    const auth = k.npv ? await s.next() : first;
+    t.equal(auth.type, 'R');
+    t.equal(auth.body.readInt32BE(0), 3, `${k.name}: asked for the token`);
+    s.write(passwordMessage(ciToken));
+    const hello = await s.until('Z');
+    t.same(hello.filter((m) => m.type === 'E'), [], `${k.name}: logged in`);
+    const key = hello.find((m) => m.type === 'K')!;
+    t.equal(key.body.length, 4 + k.keyBytes, `${k.name}: BackendKeyData has a ${k.keyBytes}-byte secret`);
+    const rows = await s.query('select pg_backend_pid()');
+    t.equal(Number(rows[0]), key.body.readInt32BE(0), `${k.name}: the BackendKeyData pid is pg_backend_pid()`);
+
+    if (k.name === '3.2') {
+      // Cancel with a 3.2 key: a forged key (last byte changed, or only its first 4 bytes) does nothing; the right one cancels.
+      const pid = key.body.readInt32BE(0);
+      const secret = key.body.subarray(4);
+      s.write(queryMessage('select pg_sleep(60)'));
+      await waitActive('proto-3.2');
+      const forged = Buffer.from(secret);
+      forged[forged.length - 1] ^= 1;
+      await cancelRequest(gw, pid, forged);
+      await cancelRequest(gw, pid, secret.subarray(0, 4));
+      await new Promise((r) => setTimeout(r, 500));
+      t.equal(await activeCount('proto-3.2'), 1, 'forged 3.2 cancel keys do nothing');
+      const sent = Date.now();
+      await cancelRequest(gw, pid, secret);
+      const res = await s.until('Z');
+      t.equal(res.find((m) => m.type === 'E')?.fields?.C, '57014', 'the right key cancels');
+      t.ok(Date.now() - sent < 2000, `cancelled in ${Date.now() - sent} ms`);
+    }
+    s.write(Buffer.from([0x58, 0, 0, 0, 4]));
+    s.socket.end();
+  }
+
+  // Protocol 4 is refused.
+  const s = await raw(gw);
+  s.write(startupPacket(0x40000, { user: 'ci', database: 'orders' }));
+  const e = await s.next();
+  t.equal(e.fields?.C, '0A000');
+  s.socket.destroy();
 });
 
 t.test('isLoopback (a non-loopback client cannot be produced in tests)', async (t) => {

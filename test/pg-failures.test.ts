@@ -384,7 +384,7 @@ t.test('malformed startup packets get 08P01 and are closed', async (t) => {
   const { data } = await untilClosed(s);
   const [e] = parseBackend(data);
   t.equal(e?.fields?.C, '0A000');
-  t.equal(e?.fields?.M, 'unsupported frontend protocol 2.0: Sluice speaks 3.0');
+  t.equal(e?.fields?.M, 'unsupported frontend protocol 2.0: Sluice speaks 3.0 to 3.2');
 
   // A query instead of the password message.
   const q = await rawConnect(gw.port);

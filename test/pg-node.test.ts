@@ -11,6 +11,8 @@ import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { prepareOrders, startSluice } from './helpers/sluice.js';
+import { CancelKeys } from '../src/protocols/postgres/cancel-keys.js';
+import type { PostgresTargetConfig } from '../src/core/config-types.js';
 
 const { from: copyFrom, to: copyTo } = copyStreams;
 
@@ -384,16 +386,20 @@ t.test('LISTEN/NOTIFY between two clients', async (t) => {
   await waitFor(4);
   t.equal(got[3].payload, 'while idle');
 
-  // The pid in a notification: a session's own notifications carry the pid its
-  // client got in BackendKeyData (how libpq/pg clients recognise their own);
-  // node-postgres exposes it as client.processID.
+  // The pid in a notification is the sending session's pid, the one number a
+  // client can learn about a session: pg_backend_pid(), BackendKeyData
+  // (node-postgres: client.processID) and notifications agree, for a session's
+  // own notifications (how libpq/pg clients skip their own) and for others'.
   const pidOf = (c: pg.Client) => (c as unknown as { processID: number }).processID;
+  const backendPid = async (c: pg.Client) => (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+  t.equal(pidOf(listener), await backendPid(listener), "the listener's BackendKeyData pid is its pg_backend_pid()");
+  t.equal(pidOf(notifier), await backendPid(notifier), "the notifier's BackendKeyData pid is its pg_backend_pid()");
   await listener.query("notify sluice_events, 'to myself'");
   await waitFor(5);
   t.equal(got[4].payload, 'to myself');
-  t.equal(got[4].processId, pidOf(listener), "a session's own notification carries its client-visible pid");
-  t.not(got[0].processId, pidOf(listener), 'one from another session does not');
-  t.ok(got[0].processId > 0);
+  t.equal(got[4].processId, pidOf(listener), "a session's own notification carries its pid");
+  t.equal(got[0].processId, pidOf(notifier), "another session's notification carries that session's pid");
+  t.equal(got[2].processId, pidOf(notifier));
 
   await listener.query('unlisten *');
   await notifier.query("notify sluice_events, 'after unlisten'");
@@ -506,23 +512,23 @@ t.test('COPY FROM STDIN and TO STDOUT, text and binary', async (t) => {
   await c.end();
 });
 
-/** Sends a CancelRequest to the gateway the way node-postgres does: a new connection, no startup. */
-function sendCancel(pid: number, secret: number): Promise<void> {
+/** Sends a CancelRequest the way node-postgres does: a new connection, no startup (to the gateway unless told). */
+function sendCancel(pid: number, secret: number, to: { host: string; port: number } = gw): Promise<void> {
   return new Promise((resolve) => {
     const con = new pg.Connection() as pg.Connection & { connect(port: number, host: string): void; cancel(pid: number, secret: number): void };
     con.on('error', () => {});
     con.on('end', () => resolve());
     con.on('connect', () => con.cancel(pid, secret));
-    con.connect(gw.port, gw.host);
+    con.connect(to.port, to.host);
   });
 }
 
-t.test('cancel: pg_sleep(60) fails with 57014 quickly; pids are not upstream ones', async (t) => {
+t.test('cancel: pg_sleep(60) fails with 57014 quickly; the pid is the backend\'s, the secret is Sluice\'s own', async (t) => {
   const c = await connect('cancel');
   const keys = c as unknown as { processID: number; secretKey: number };
   const real = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
   t.type(keys.processID, 'number');
-  t.not(keys.processID, real, 'BackendKeyData pid is not the upstream backend pid');
+  t.equal(keys.processID, real, 'BackendKeyData carries the backend pid, as pg_backend_pid() shows it');
 
   const q = c.query('select pg_sleep(60)').then(
     () => null,
@@ -530,11 +536,14 @@ t.test('cancel: pg_sleep(60) fails with 57014 quickly; pids are not upstream one
   );
   await until('pg_sleep to run', async () => (await backends('cancel', " and state = 'active' and query like 'select pg_sleep%'")) === 1);
 
-  // Wrong secret, or the upstream pid: nothing happens.
+  // The right pid with a wrong secret (forged), or the client's key sent straight
+  // to the server (it is not the server's secret): nothing happens.
   await sendCancel(keys.processID, (keys.secretKey + 1) | 0);
-  await sendCancel(real, keys.secretKey);
+  await sendCancel(keys.processID, (keys.secretKey ^ 0x40000000) | 0);
+  await sendCancel(keys.processID, keys.secretKey, { host: pgc.host, port: pgc.port });
   await sleep(500);
   t.equal(await backends('cancel', " and state = 'active'"), 1, 'a cancel with the wrong key does nothing');
+  t.notOk(gw.logs().some((l) => l.event === 'cancel.forwarded'), 'nothing was forwarded');
 
   const sent = Date.now();
   await sendCancel(keys.processID, keys.secretKey);
@@ -566,6 +575,30 @@ t.test('cancel: pg_sleep(60) fails with 57014 quickly; pids are not upstream one
   t.ok(Date.now() - s2 < 2000, `Client#cancel took ${Date.now() - s2} ms`);
   t.same((await c.query('select 2 as two')).rows, [{ two: 2 }]);
   await c.end();
+});
+
+t.test('cancel keys: backends of two targets with the same pid are told apart by the secret', async (t) => {
+  const keys = new CancelKeys();
+  const a = { name: 'a' } as PostgresTargetConfig;
+  const b = { name: 'b' } as PostgresTargetConfig;
+  const ka = keys.add(a, 4242, 111, 4);
+  const kb = keys.add(b, 4242, 222, 4);
+  const k32 = keys.add(b, 4243, 333, 32);
+  t.equal(ka.pid, 4242, 'the client is given the backend pid');
+  t.equal(kb.pid, 4242);
+  t.equal(k32.secret.length, 32, 'a 3.2 client gets a 32-byte key');
+  t.notOk(ka.secret.equals(kb.secret), 'two sessions with one pid never share a secret');
+  t.equal(keys.lookup(4242, ka.secret)?.target.name, 'a');
+  t.equal(keys.lookup(4242, kb.secret)?.upstreamSecret, 222);
+  t.equal(keys.lookup(4243, k32.secret)?.upstreamSecret, 333);
+  const wrong = Buffer.from(ka.secret);
+  wrong[3] ^= 1;
+  t.equal(keys.lookup(4242, wrong), wrong.equals(kb.secret) ? kb : undefined, 'a wrong secret finds nothing');
+  t.equal(keys.lookup(4243, k32.secret.subarray(0, 4)), undefined, 'a prefix of the key finds nothing');
+  t.equal(keys.lookup(4244, ka.secret), undefined, 'the right secret with another pid finds nothing');
+  keys.remove(ka);
+  t.equal(keys.lookup(4242, ka.secret), undefined, 'gone with its session');
+  t.equal(keys.lookup(4242, kb.secret)?.target.name, 'b', 'the other session keeps its key');
 });
 
 t.test('a client that vanishes mid-query: upstream backend goes, session closes, others go on', async (t) => {
@@ -720,8 +753,10 @@ t.test('an error inside a transaction, ROLLBACK, and more queries', async (t) =>
 
 t.test('every session closed cleanly and nothing leaked into the logs', async (t) => {
   await until('all upstream sessions to close', async () => Number((await pgc.sql("select count(*) from pg_stat_activity where usename = 'app'")).trim()) === 0);
-  const opens = gw.logs().filter((l) => l.event === 'session.open').length;
-  await until('a session.close for every session.open', async () => gw.logs().filter((l) => l.event === 'session.close').length === opens);
+  // Both counted on each try: log lines reach this process in batches, opens as late as closes.
+  const count = (event: string) => gw.logs().filter((l) => l.event === event).length;
+  await until('a session.close for every session.open', async () => count('session.close') === count('session.open'));
+  t.ok(count('session.open') > 30, 'the sessions of this file were counted');
   const all = gw.output();
   t.notOk(all.includes(token), 'no token in logs');
   t.notOk(all.includes('Tgt-Pa55word'), 'no target password in logs');

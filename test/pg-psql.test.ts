@@ -66,6 +66,15 @@ t.test('errors reach the client and the session goes on', async (t) => {
   t.match(r.stdout, /42/);
 });
 
+t.test("psql: a session's own notification names its pg_backend_pid()", async (t) => {
+  const r = await psql(gw, token, ['-At', '-c', 'listen psql_events', '-c', "notify psql_events, 'hi'", '-c', 'select pg_backend_pid()']);
+  t.equal(r.code, 0, r.stderr);
+  const m = /Asynchronous notification "psql_events" with payload "hi" received from server process with PID (\d+)\./.exec(r.stdout);
+  t.ok(m, r.stdout);
+  const pid = r.stdout.trim().split('\n').at(-1);
+  t.equal(m?.[1], pid, 'the pid psql printed is the one pg_backend_pid() returns');
+});
+
 t.test('Ctrl-C cancels pg_sleep(60) within a second', async (t) => {
   const started = Date.now();
   const p = spawn('psql', ['-X', connString(gw), '-c', 'select pg_sleep(60)'], {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { withPostgres } from './helpers/pg-cluster.js';
-import { BIN, ordersTarget, prepareOrders, startSluice } from './helpers/sluice.js';
+import { BIN, ordersTarget, prepareOrders, psql, startSluice } from './helpers/sluice.js';
 
 const run = promisify(execFile);
 const cluster = await withPostgres(t);
@@ -115,6 +115,44 @@ t.test('pgbench and node-postgres (binary, COPY) are recorded byte-exactly', asy
   compare(t, tp2, nrec);
   const brec = await recorded(id);
   t.ok(brec.client.length > 0 && brec.server.length > 0, 'pgbench session recorded');
+});
+
+t.test('the close reason says who ended the session, in the log and in the recording', async (t) => {
+  // psql's \q sends Terminate and closes; the server closes too as soon as it reads
+  // the Terminate. Which close the gateway sees first varies, so try it many times.
+  const N = 16;
+  const apps = Array.from({ length: N }, (_, i) => `close-q-${i}`);
+  for (let i = 0; i < N; i += 4) {
+    await Promise.all(
+      apps.slice(i, i + 4).map(async (app) => {
+        const r = await psql(gw, token, [], { conn: { application_name: app }, input: 'select 1;\n\\q\n' });
+        t.equal(r.code, 0, r.stderr);
+      }),
+    );
+  }
+  // A client that drops its socket without Terminate, and a backend the server ends.
+  const drop = new pg.Client({ host: gw.host, port: gw.port, user: 'ci', database: 'orders', password: token, application_name: 'close-drop' });
+  drop.on('error', () => {});
+  await drop.connect();
+  (drop as unknown as { connection: { stream: net.Socket } }).connection.stream.destroy();
+  const ended = new pg.Client({ host: gw.host, port: gw.port, user: 'ci', database: 'orders', password: token, application_name: 'close-server' });
+  ended.on('error', () => {});
+  await ended.connect();
+  await cluster.sql("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'close-server'");
+
+  const want: Record<string, string> = { 'close-drop': 'client disconnected', 'close-server': 'server closed the connection' };
+  for (const app of apps) want[app] = 'client ended the session';
+  const ids: Record<string, string> = {};
+  for (const app of Object.keys(want)) {
+    ids[app] = String((await gw.waitForLog((l) => l.event === 'session.open' && l.application === app)).session);
+    await gw.waitForLog((l) => l.event === 'session.close' && l.session === ids[app]);
+  }
+  await new Promise((r) => setTimeout(r, 400)); // the recorder flushes on close
+  const logged = Object.fromEntries(Object.entries(ids).map(([app, id]) => [app, gw.logs().find((l) => l.event === 'session.close' && l.session === id)?.reason]));
+  t.same(logged, want, 'session.close log lines');
+  const list = JSON.parse((await sluice('sessions', 'list', '--identity', 'ci-job', '--limit', '500', '--json')).stdout) as { id: string; close_reason?: string }[];
+  const recorded = Object.fromEntries(Object.entries(ids).map(([app, id]) => [app, list.find((e) => e.id === id)?.close_reason]));
+  t.same(recorded, want, '`sluice sessions list --json` close_reason');
 });
 
 t.test('sessions list, replay, verify, audit: the DBA view, from the recording alone', async (t) => {

@@ -10,7 +10,7 @@ import type { ListenerConfig, PostgresTargetConfig } from '../../core/config-typ
 import { CatalogCache } from './catalog.js';
 import { Dir } from '../../recording/types.js';
 import { AuthError } from '../../core/identity-types.js';
-import { CANCEL_REQUEST, F, GSSENC_REQUEST, PROTOCOL_3_0, SSL_REQUEST } from './constants.js';
+import { CANCEL_KEY_BYTES_3_2, CANCEL_REQUEST, F, GSSENC_REQUEST, MAX_CANCEL_KEY_BYTES, PROTOCOL_3_0, PROTOCOL_3_2, SSL_REQUEST } from './constants.js';
 import { ProtocolViolation } from './framer.js';
 import {
   AUTH_CLEARTEXT,
@@ -94,6 +94,64 @@ class Refusal extends Error {
   }
 }
 
+/** The TLS handshake with the client failed: nothing more can be said to it. */
+class TlsFailed extends Error {
+  constructor(
+    message: string,
+    readonly code: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** The first byte of a TLS record carrying a handshake (a ClientHello). */
+const TLS_HANDSHAKE = 0x16;
+/** A fatal TLS alert, handshake_failure: what a direct-TLS client gets from a listener without TLS. */
+const TLS_ALERT_HANDSHAKE_FAILURE = Buffer.from([0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x28]);
+
+/**
+ * Starts TLS with the client on `raw` and waits for the handshake. ALPN offers
+ * `postgresql`, as Postgres 17 does: a client that offers only other protocols
+ * is refused by the handshake. With sslnegotiation=direct the ClientHello is
+ * already in the reader: it goes back to the socket for TLS to read.
+ */
+async function startTls(raw: net.Socket, reader: MessageReader, secureContext: tls.SecureContext): Promise<tls.TLSSocket> {
+  const hello = reader.detach();
+  if (hello.length) {
+    raw.pause();
+    raw.unshift(hello); // TLSSocket feeds what the socket already buffered to the handshake
+  }
+  const t = new tls.TLSSocket(raw, { isServer: true, secureContext, ALPNProtocols: ['postgresql'] });
+  reader.reattach(t);
+  await new Promise<void>((resolve, reject) => {
+    const done = (err?: Error) => {
+      t.off('secure', onSecure);
+      t.off('error', onError);
+      t.off('close', onClose);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onSecure = () => done();
+    const onError = (e: NodeJS.ErrnoException) => done(new TlsFailed(e.message, e.code));
+    const onClose = () => done(new ConnectionClosed('client left during the TLS handshake'));
+    t.on('secure', onSecure);
+    t.on('error', onError);
+    t.on('close', onClose);
+  });
+  return t;
+}
+
+/** What a direct-TLS client that did not negotiate ALPN `postgresql` gets (as from Postgres 17). */
+const NO_ALPN = new Refusal(
+  {
+    severity: 'FATAL',
+    code: '08P01',
+    message: 'direct TLS connections must negotiate ALPN "postgresql"',
+    hint: 'Use a Postgres 17 or later client with sslnegotiation=direct, or connect with sslnegotiation=postgres.',
+  },
+  { event: 'tls.refused', reason: 'no_alpn' },
+);
+
 export async function handleConnection(core: Core, state: ListenerState, raw: net.Socket): Promise<void> {
   raw.setNoDelay(true);
   const remote = { address: raw.remoteAddress ?? '?', port: raw.remotePort ?? 0 };
@@ -159,6 +217,9 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         core.logPreAuth('info', { ...err.limited, protocol: 'postgres', client: who, code: err.fields.code }, `connection refused: ${err.fields.message}`);
       }
       socket.end(errorResponse(err.fields));
+    } else if (err instanceof TlsFailed) {
+      core.logPreAuth('info', { event: 'tls.failed', protocol: 'postgres', client: who, code: err.code, reason: err.message }, 'TLS handshake with the client failed');
+      socket.destroy();
     } else if (err instanceof ProtocolViolation) {
       core.logPreAuth('info', { event: 'protocol.violation', reason: 'malformed', protocol: 'postgres', client: who, detail: err.message }, `protocol violation during startup: ${err.message}`);
       socket.end(errorResponse({ severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` }));
@@ -173,6 +234,30 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
   try {
     let params: Record<string, string> | null = null;
     let negotiated = false;
+    if ((await reader.peekByte()) === TLS_HANDSHAKE) {
+      // sslnegotiation=direct (Postgres 17+ clients): TLS at once, without SSLRequest.
+      if (!state.secureContext) {
+        failed = true;
+        clearTimeout(timer);
+        clearTimeout(startupTimer);
+        release();
+        reader.stop();
+        core.logPreAuth(
+          'warn',
+          { event: 'connection.refused', protocol: 'postgres', client: who, reason: 'direct_tls_without_tls' },
+          'a client started TLS directly (sslnegotiation=direct), but this listener has no TLS (listeners.postgres.tls); refused',
+        );
+        raw.end(TLS_ALERT_HANDSHAKE_FAILURE);
+        setTimeout(() => raw.destroy(), 1000).unref();
+        return;
+      }
+      negotiated = true;
+      const t = await startTls(raw, reader, state.secureContext);
+      socket = t;
+      if (t.alpnProtocol !== 'postgresql') throw NO_ALPN;
+    }
+    /** The protocol version spoken with the client: 3.0, or 3.2 (longer cancel keys; the upstream stays 3.0). */
+    let version = PROTOCOL_3_0;
     while (!params) {
       const pkt = await reader.readStartupPacket();
       const code = pkt.readInt32BE(0);
@@ -183,11 +268,10 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
           socket.write('N');
           continue;
         }
+        // Bytes sent before our answer would be read as if they came over TLS.
+        if (reader.buffered) throw new ProtocolViolation('unencrypted data after the SSLRequest (possible injection attempt)');
         socket.write('S');
-        if (reader.detach().length) throw new ProtocolViolation('unexpected data after the TLS request (possible injection attempt)');
-        const t = new tls.TLSSocket(raw, { isServer: true, secureContext: state.secureContext });
-        socket = t;
-        reader.reattach(t);
+        socket = await startTls(raw, reader, state.secureContext);
         continue;
       }
       if (code === GSSENC_REQUEST) {
@@ -195,8 +279,9 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         continue;
       }
       if (code === CANCEL_REQUEST) {
-        if (pkt.length !== 12) throw new ProtocolViolation('malformed CancelRequest');
-        const entry = state.cancelKeys.lookup(pkt.readInt32BE(4), pkt.readInt32BE(8));
+        // The pid, then the secret key: 4 bytes from a 3.0 client, up to 256 from a 3.2 one.
+        if (pkt.length < 12 || pkt.length > 8 + MAX_CANCEL_KEY_BYTES) throw new ProtocolViolation('malformed CancelRequest');
+        const entry = state.cancelKeys.lookup(pkt.readInt32BE(4), pkt.subarray(8));
         clearTimeout(timer);
         clearTimeout(startupTimer);
         release();
@@ -208,18 +293,21 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         }
         if (entry) {
           core.log.info({ event: 'cancel.forwarded', target: entry.target.name }, 'cancel request forwarded');
-          await sendCancel(entry.target, entry.upstreamPid, entry.upstreamSecret);
+          await sendCancel(entry.target, entry.pid, entry.upstreamSecret);
         }
         return;
       }
       const major = code >>> 16;
       if (major !== 3) {
-        throw new Refusal({ severity: 'FATAL', code: '0A000', message: `unsupported frontend protocol ${major}.${code & 0xffff}: Sluice speaks 3.0` });
+        throw new Refusal({ severity: 'FATAL', code: '0A000', message: `unsupported frontend protocol ${major}.${code & 0xffff}: Sluice speaks 3.0 to 3.2` });
       }
       params = parseStartupParams(pkt);
-      const minor = code & 0xffff;
+      // As Postgres 18: a newer minor gets 3.2, and NegotiateProtocolVersion says so
+      // (with the full version, major << 16 | minor); so does any `_pq_.` option,
+      // none of which Sluice supports. 3.0 to 3.2 are taken as asked.
+      version = Math.min(code, PROTOCOL_3_2);
       const unsupported = Object.keys(params).filter((k) => k.startsWith('_pq_.'));
-      if (minor > 0 || unsupported.length) socket.write(negotiateProtocolVersion(PROTOCOL_3_0 & 0xffff, unsupported));
+      if (code > PROTOCOL_3_2 || unsupported.length) socket.write(negotiateProtocolVersion(version, unsupported));
     }
     clearTimeout(startupTimer);
     startupTimer = undefined;
@@ -304,7 +392,9 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
     clearTimeout(timer);
     release();
 
-    const key = state.cancelKeys.add(target, upstream.pid, upstream.secret);
+    // The client learns the backend's real pid (as pg_backend_pid() and notifications
+    // show it) with a secret key of Sluice's own, so a CancelRequest has to come through Sluice.
+    const key = state.cancelKeys.add(target, upstream.pid, upstream.secret, version >= PROTOCOL_3_2 ? CANCEL_KEY_BYTES_3_2 : 4);
     let relay: PgRelay | null = null;
     const session = core.sessions.open({
       protocol: 'postgres',
@@ -318,17 +408,16 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
     relay = new PgRelay(socket, upstream.socket, session, {
       maxMessage: limits.max_message_bytes,
       onClose: (reason) => {
-        state.cancelKeys.remove(key.pid);
+        state.cancelKeys.remove(key);
         session.close(reason);
       },
       cancelUpstream: () => {
         core.log.info({ event: 'cancel.on_close', session: session.id, target: target.name }, 'session ended mid-request; cancelling its upstream query');
         void sendCancel(target, up.pid, up.secret);
       },
-      pids: { upstream: upstream.pid, client: key.pid },
       catalog: catalogFor(core, state, target),
     });
-    state.cancelKeys.setIntercept(key.pid, () => relay?.cancelApproval() ?? false);
+    key.intercept = () => relay?.cancelApproval() ?? false;
     const hello = Buffer.concat([authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')]);
     session.recorder?.record(Dir.GatewayToClient, hello);
     socket.write(hello);

@@ -1,6 +1,12 @@
 // Wire constants of the Postgres protocol (v3). https://www.postgresql.org/docs/current/protocol-message-formats.html
 
 export const PROTOCOL_3_0 = 196608; // 3 << 16
+/** The newest version Sluice speaks to clients: 3.2 (Postgres 18), whose only change is longer cancel keys. */
+export const PROTOCOL_3_2 = 196610;
+/** Secret key bytes Sluice gives clients of protocol 3.2 and later (what Postgres 18 sends). */
+export const CANCEL_KEY_BYTES_3_2 = 32;
+/** Longest cancel key a 3.2 CancelRequest may carry. */
+export const MAX_CANCEL_KEY_BYTES = 256;
 export const SSL_REQUEST = 80877103;
 export const GSSENC_REQUEST = 80877104;
 export const CANCEL_REQUEST = 80877102;

@@ -69,12 +69,13 @@ export function parameterStatus(name: string, value: string): Buffer {
   return out;
 }
 
-export function backendKeyData(pid: number, secret: number): Buffer {
-  const out = Buffer.allocUnsafe(13);
+/** BackendKeyData: the pid and a secret key of 4 bytes (protocol 3.0) or more (3.2: up to 256). */
+export function backendKeyData(pid: number, secret: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(9 + secret.length);
   out[0] = B.BackendKeyData;
-  out.writeInt32BE(12, 1);
+  out.writeInt32BE(8 + secret.length, 1);
   out.writeInt32BE(pid, 5);
-  out.writeInt32BE(secret, 9);
+  secret.copy(out, 9);
   return out;
 }
 
@@ -82,14 +83,18 @@ export function readyForQuery(status: 'I' | 'T' | 'E'): Buffer {
   return Buffer.from([B.ReadyForQuery, 0, 0, 0, 5, status.charCodeAt(0)]);
 }
 
-/** Tells a client asking for protocol 3.x (x > 0) that we speak 3.0 and which _pq_ options we ignore. */
-export function negotiateProtocolVersion(minor: number, unsupported: string[]): Buffer {
+/**
+ * NegotiateProtocolVersion: the newest version Sluice speaks for the major version
+ * the client asked for, as a full version number (major << 16 | minor, as in the
+ * startup packet: 3.0 is 196608), and the `_pq_.` options it does not support.
+ */
+export function negotiateProtocolVersion(version: number, unsupported: string[]): Buffer {
   const names = unsupported.map((s) => Buffer.from(s + '\0', 'utf8'));
   const len = 4 + 4 + 4 + names.reduce((a, b) => a + b.length, 0);
   const out = Buffer.allocUnsafe(1 + len);
   out[0] = B.NegotiateProtocolVersion;
   out.writeInt32BE(len, 1);
-  out.writeInt32BE(minor, 5);
+  out.writeInt32BE(version, 5);
   out.writeInt32BE(names.length, 9);
   let o = 13;
   for (const b of names) {

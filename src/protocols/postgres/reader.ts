@@ -166,6 +166,12 @@ export class MessageReader {
     return this.take(1)[0]!;
   }
 
+  /** The next byte, left unread (0x16 first: a TLS ClientHello, sslnegotiation=direct). */
+  async peekByte(): Promise<number> {
+    await this.need(1);
+    return this.head(1)[0]!;
+  }
+
   /** Stops listening and returns the bytes read but not consumed; a socket it paused flows again. */
   detach(): Buffer {
     const s = this.socket;

@@ -20,6 +20,9 @@ const HOLD_FRAMER = 2; // the framer waits for I/O (catalog lookup, approval)
 const HOLD_RECORDER = 4; // the recording writer is behind: slow both sides to its pace, drop nothing
 const HOLD_APPROVAL = 8; // a statement waits for approval and the client has sent a lot behind it
 
+/** The close reason after the client's Terminate message (psql's \q, a driver's close()). */
+export const CLIENT_TERMINATED = 'client ended the session';
+
 /** Client bytes held behind a statement waiting for approval before the client is no longer read. */
 const APPROVAL_HOLD_BYTES = 1 << 20;
 
@@ -33,8 +36,6 @@ export interface RelayOptions {
    * does not leave its query running on the server.
    */
   cancelUpstream?(): void;
-  /** The upstream backend pid and the pid the client was given in BackendKeyData. */
-  pids?: { upstream: number; client: number };
   /** Column names for masking rules; null when the target has none. */
   catalog?: CatalogCache | null;
 }
@@ -104,7 +105,6 @@ class FrontendHandler implements FrameHandler {
 class BackendHandler implements FrameHandler {
   constructor(
     private readonly state: Busy,
-    private readonly pids: { upstream: number; client: number } | undefined,
     private readonly gate: PolicyGate,
     private readonly masker: PgMasker,
     private readonly copy: CopyMasker,
@@ -130,11 +130,8 @@ class BackendHandler implements FrameHandler {
       return false;
     }
     if (this.masker.wants(type)) return true;
-    if (type === B.ErrorResponse) return this.gate.awaitingError;
-    // A notification from this very session carries the upstream pid; the client
-    // knows itself by the pid in its BackendKeyData (libpq's documented way to
-    // spot its own notifications), so it gets that one. Small message, buffered.
-    return type === B.NotificationResponse && this.pids !== undefined;
+    // Notifications pass unchanged: the client was given the backend's own pid.
+    return type === B.ErrorResponse && this.gate.awaitingError;
   }
 
   /** Forwards the message unchanged (null) or a replacement instead. */
@@ -183,9 +180,6 @@ class BackendHandler implements FrameHandler {
       case B.NoticeResponse:
         return this.replace(this.masker.onNotice(buf, start, end));
     }
-    if (type === B.NotificationResponse && this.pids && end - start >= 9 && buf.readInt32BE(start + 5) === this.pids.upstream) {
-      buf.writeInt32BE(this.pids.client, start + 5);
-    }
     return true;
   }
 }
@@ -228,7 +222,7 @@ export class PgRelay {
     this.front = new Framer(new FrontendHandler(session, this.state, gate, copy, () => this.awaitApproval()), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).
     this.back = new Framer(
-      new BackendHandler(this.state, opts.pids, gate, masker, copy, () => this.back, (p) => this.afterLookup(p), () => this.killAt),
+      new BackendHandler(this.state, gate, masker, copy, () => this.back, (p) => this.afterLookup(p), () => this.killAt),
       0x7fffffff,
     );
   }
@@ -237,9 +231,9 @@ export class PgRelay {
     const { client, server } = this;
     client.on('data', (chunk: Buffer) => this.fromClient(chunk));
     server.on('data', (chunk: Buffer) => this.fromServer(chunk));
-    client.on('end', () => this.close('client disconnected'));
-    client.on('close', () => this.close('client disconnected'));
-    client.on('error', (e: Error) => this.close(`client error: ${e.message}`));
+    client.on('end', () => this.socketClosed('client disconnected'));
+    client.on('close', () => this.socketClosed('client disconnected'));
+    client.on('error', (e: Error) => this.socketClosed(`client error: ${e.message}`));
     server.on('end', () => this.serverClosed('server closed the connection'));
     server.on('close', () => this.serverClosed('server closed the connection'));
     server.on('error', (e: Error) => this.serverClosed(`server error: ${e.message}`));
@@ -436,7 +430,16 @@ export class PgRelay {
 
   private serverClosed(reason: string): void {
     this.serverGone = true;
-    this.close(reason);
+    this.socketClosed(reason);
+  }
+
+  /**
+   * A socket ended. After the client's Terminate the server closes as soon as it
+   * reads it, so either side's close may come first: both mean the client ended
+   * the session. Without a Terminate, the first close names its side.
+   */
+  private socketClosed(reason: string): void {
+    this.close(this.state.terminated ? CLIENT_TERMINATED : reason);
   }
 
   close(reason: string): void {
