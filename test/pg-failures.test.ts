@@ -866,6 +866,20 @@ t.test('limits', async (t) => {
   });
 });
 
+t.test('unverified TLS to a non-loopback target is a warning at start and at reload', async (t) => {
+  const remote = (mode: string) => ({ protocol: 'postgres', host: 'db.example.invalid', user: 'app', allow: ['*'], tls: { mode } });
+  const g = await startSluice(t, { cluster: pgc, config: { targets: { remote: remote('require') } } });
+  const atStart = await g.waitForLog((l) => l.event === 'config.warning' && l.target === 'remote');
+  t.equal(atStart.level, 'warn');
+  t.equal(atStart.key, 'targets.remote.tls.mode');
+  t.match(atStart.msg, /^targets\.remote\.tls\.mode: tls\.mode is require: the target's certificate is not verified/);
+  t.notOk(g.logs().some((l) => l.event === 'config.warning' && l.target === 'orders'), 'none for the verify-full target');
+  await g.reload({ targets: { remote: remote('disable') } });
+  const atReload = await g.waitForLog((l) => l.event === 'config.warning' && String(l.msg).includes('tls.mode is disable'));
+  t.equal(atReload.target, 'remote');
+  await g.stop();
+});
+
 /** A psql process fed from a pipe that stays open, for a session that lives across events. */
 function livePsql(g: Sluice, tok: string, application = 'live-psql') {
   const p = spawn('psql', ['-X', '-A', '-t', connString(g, { application_name: application })], {
