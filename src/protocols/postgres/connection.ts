@@ -275,6 +275,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       },
       pids: { upstream: upstream.pid, client: key.pid },
       catalog: catalogFor(core, state, target),
+      clientEncoding: upstream.clientEncoding,
     });
     state.cancelKeys.setIntercept(key.pid, () => relay?.cancelApproval() ?? false);
     const hello = Buffer.concat([authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')]);

@@ -16,6 +16,7 @@ import { B, PROTOCOL_3_0 } from './constants.js';
 import { parseFields } from './messages.js';
 import { MessageReader } from './reader.js';
 import { ownedReads } from '../../core/owned-reads.js';
+import { clientEncodingOf } from './encoding.js';
 import { md5Password, ScramClient, tlsServerEndPoint, type ChannelBinding } from './scram.js';
 
 /**
@@ -48,6 +49,8 @@ export interface Upstream {
   secret: number;
   /** Bytes received after ReadyForQuery (normally none). */
   leftover: Buffer;
+  /** client_encoding as the server reported it (the client's own, or the database's when it sent none). */
+  clientEncoding?: string;
 }
 
 const caCache = new Map<string, Buffer>();
@@ -262,7 +265,7 @@ async function handshake(
       case B.ReadyForQuery: {
         auth.requireDone('ReadyForQuery');
         const leftover = reader.detach();
-        return { socket, parameterStatus, pid, secret, leftover };
+        return { socket, parameterStatus, pid, secret, leftover, clientEncoding: clientEncodingOf(parameterStatus) };
       }
       default:
         throw new UpstreamError(`target "${target.name}" sent an unexpected message (type 0x${type.toString(16)}) during login; is it a Postgres server?`, '08P01', undefined, {
