@@ -19,6 +19,27 @@ await pg.sql(
 const gw = await startSluice(t, { cluster: pg });
 const token = await gw.mint('ci', ['ci']);
 
+// For the client_encoding tests: non-ASCII names and values, and a second gateway with a policy
+// that names a non-ASCII table, and masking.
+await pg.sql(
+  `create table "café" (id int, "prénom" text, email text, note text);
+   insert into "café" values (1, 'abcdefgh±±±±', 'josé@example.com', 'Crème brûlée à ½ £');
+   create table "geheim_ä" (x int);
+   insert into "geheim_ä" values (42);
+   alter table "café" owner to app;
+   alter table "geheim_ä" owner to app;`,
+  'orders',
+);
+const enc = await startSluice(t, {
+  cluster: pg,
+  tls: false,
+  config: {
+    policies: [{ name: 'enc', match: { groups: ['enc'] }, rules: [{ deny: { tables: ['geheim_ä'], message: 'no secrets' } }, { allow: {} }] }],
+    masking: [{ name: 'pii', match: { groups: ['enc'] }, columns: [{ column: 'prénom', strategy: 'partial' }], detectors: [{ name: 'email', strategy: 'partial' }] }],
+  },
+});
+const encToken = await enc.mint('enc-user', ['ci', 'enc']);
+
 t.test('a query over verify-full TLS runs as the target user', async (t) => {
   const r = await psql(gw, token, ['-Atc', 'select current_user, count(*) from items']);
   t.equal(r.code, 0, r.stderr);
@@ -111,25 +132,6 @@ const viaConn = (g: Sluice, extra: Record<string, string> = {}) => connString(g,
 /** psql's error lines name the server it connected to; the rest must be the same. */
 const errText = (b: Buffer) => b.toString('latin1').replace(/^psql:<stdin>:\d+: /gm, '');
 
-await pg.sql(
-  `create table "café" (id int, "prénom" text, email text, note text);
-   insert into "café" values (1, 'abcdefgh±±±±', 'josé@example.com', 'Crème brûlée à ½ £');
-   create table "geheim_ä" (x int);
-   insert into "geheim_ä" values (42);
-   alter table "café" owner to app;
-   alter table "geheim_ä" owner to app;`,
-  'orders',
-);
-// A second gateway with a policy that names a non-ASCII table, and masking.
-const enc = await startSluice(t, {
-  cluster: pg,
-  tls: false,
-  config: {
-    policies: [{ name: 'enc', match: { groups: ['enc'] }, rules: [{ deny: { tables: ['geheim_ä'], message: 'no secrets' } }, { allow: {} }] }],
-    masking: [{ name: 'pii', match: { groups: ['enc'] }, columns: [{ column: 'prénom', strategy: 'partial' }], detectors: [{ name: 'email', strategy: 'partial' }] }],
-  },
-});
-const encToken = await enc.mint('enc-user', ['ci', 'enc']);
 
 t.test('a LATIN1 client writes and reads non-ASCII text through Sluice exactly as direct', async (t) => {
   const script = Buffer.from(
