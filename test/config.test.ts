@@ -1,10 +1,15 @@
 import t from 'tap';
 import { join } from 'node:path';
-import { ConfigError, configFromObject, loadConfig, parseConfig } from '../src/core/config.js';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
+import { ConfigError, configFromObject, configWarnings, loadConfig, parseConfig } from '../src/core/config.js';
 import { resolveSecret } from '../src/core/secrets.js';
 import { parseDuration, parseSize } from '../src/core/units.js';
 
 const SRC = '/etc/sluice/sluice.yaml';
+const execFileP = promisify(execFile);
 
 const MINIMAL_TARGET = `
 targets:
@@ -100,6 +105,8 @@ log: { level: debug, file: logs/sluice.log }
         user: 'app',
         password: { file: '/etc/sluice/secrets/orders' },
         tls: { mode: 'verify-full', ca: '/etc/sluice/db-ca.pem', servername: 'db.internal' },
+        auth: ['scram-sha-256'],
+        channel_binding: 'prefer',
         allow: ['group:ci', 'sub:nightly-etl', 'claim:repository=org/repo', '*'],
         connect_timeout: 500,
       },
@@ -183,7 +190,9 @@ t.test('defaults', async (t) => {
     port: 5432,
     database: 'orders',
     user: 'app',
-    tls: { mode: 'prefer' },
+    tls: { mode: 'verify-full' }, // not a loopback host
+    auth: ['scram-sha-256'],
+    channel_binding: 'prefer',
     allow: ['*'],
     connect_timeout: 10000,
   });
@@ -197,6 +206,68 @@ t.test('defaults', async (t) => {
   t.same(empty.listeners, {}, 'no listeners is fine');
   t.same(empty.targets, {});
   t.equal(parseConfig('listeners: {}\n', 'rel/sluice.yaml').source, join(process.cwd(), 'rel/sluice.yaml'));
+});
+
+t.test('postgres targets: tls default by host, auth and channel_binding checked with lines, warnings', async (t) => {
+  const target = (host: string, extra = '') => `targets:\n  t1:\n    protocol: postgres\n    host: ${host}\n    user: app\n    allow: ["*"]\n${extra}`;
+  for (const host of ['127.0.0.1', '127.3.4.5', 'localhost', '::1', '"[::1]"']) {
+    t.equal(parseConfig(target(host), SRC).targets.t1!.tls.mode, 'prefer', `${host}: loopback, prefer`);
+  }
+  for (const host of ['db.internal', '10.0.0.5', '128.0.0.1', 'localhost.example.com']) {
+    t.equal(parseConfig(target(host), SRC).targets.t1!.tls.mode, 'verify-full', `${host}: verify-full`);
+  }
+  const t1 = parseConfig(target('db', '    auth: [scram-sha-256, md5, password, none]\n    tls: { mode: require }\n'), SRC).targets.t1!;
+  t.same(t1.protocol === 'postgres' && t1.auth, ['scram-sha-256', 'md5', 'password', 'none']);
+  t.equal(t1.protocol === 'postgres' && t1.tls.mode, 'require', 'an explicit mode is kept');
+
+  const bad = problems(target('db', '    auth: [scram, md5, md5, cleartext]\n'));
+  t.match(bad.message, /line 7: targets\.t1\.auth\[0\]: expected one of scram-sha-256, md5, password, none, got "scram" \(did you mean "scram-sha-256"\?\)/);
+  t.match(bad.message, /line 7: targets\.t1\.auth\[3\]: .*got "cleartext" \("password" is that method\)/);
+  t.match(problems(target('db', '    auth: []\n')).message, /line 7: targets\.t1\.auth: must not be empty/);
+  t.match(problems(target('db', '    auth: [md5, md5]\n')).message, /line 7: targets\.t1\.auth: md5 is listed twice/);
+  t.match(
+    problems(target('db', '    channel_binding: require\n    tls: { mode: disable }\n')).message,
+    /line 7: targets\.t1\.channel_binding: require needs TLS to the target, but tls\.mode is disable/,
+  );
+  t.match(problems(target('db', '    channel_binding: require\n    auth: [scram-sha-256, md5]\n')).message, /targets\.t1\.channel_binding: require binds SCRAM to the TLS channel/);
+  t.match(problems(target('db', '    channel_binding: always\n')).message, /line 7: targets\.t1\.channel_binding: expected one of prefer, require, disable/);
+
+  // Warnings: unverified TLS and password methods over it, for non-loopback hosts only.
+  const w = (host: string, extra: string) => configWarnings(parseConfig(target(host, extra), SRC)).map((x) => `${x.path}: ${x.message}`);
+  t.same(w('db', ''), [], 'the defaults warn about nothing');
+  t.same(w('127.0.0.1', '    tls: { mode: disable }\n    auth: [password]\n'), [], 'loopback: nothing leaves the machine');
+  t.same(w('db', '    tls: { mode: verify-full }\n    auth: [md5]\n'), [], 'md5 to a verified server');
+  const warned = w('db', '    tls: { mode: require }\n    auth: [scram-sha-256, password]\n');
+  t.equal(warned.length, 2);
+  t.match(warned[0], /^targets\.t1\.tls\.mode: tls\.mode is require: the target's certificate is not verified, so anyone on the network path can read the session or impersonate the target; set tls\.mode: verify-full/);
+  t.match(warned[1], /^targets\.t1\.auth: auth allows password over a connection whose server is not verified: an impostor that asks for it gets the password itself/);
+  t.match(w('db', '    tls: { mode: prefer }\n')[0], /may be unencrypted/);
+  t.match(w('db', '    tls: { mode: disable }\n')[0], /is not encrypted/);
+});
+
+t.test("sluice config check shows each target's TLS and auth, and the warnings", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cfg-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'sluice.yaml');
+  writeFileSync(
+    file,
+    `targets:
+  safe: { protocol: postgres, host: db.internal, user: app, allow: ["*"], tls: { mode: verify-full, ca: ./ca.pem } }
+  risky: { protocol: postgres, host: db.internal, user: app, allow: ["*"], tls: { mode: require }, auth: [scram-sha-256, md5] }
+  local: { protocol: postgres, host: 127.0.0.1, user: app, allow: ["*"] }
+`,
+  );
+  const { stdout } = await execFileP(process.execPath, [join(import.meta.dirname, '../bin/sluice.js'), 'config', 'check', '--config', file]);
+  t.equal(
+    stdout,
+    `ok: ${file} (3 targets)
+target safe: tls verify-full, auth scram-sha-256, channel_binding prefer
+target risky: tls require (not verified), auth scram-sha-256, md5, channel_binding prefer
+target local: tls prefer (not verified), auth scram-sha-256, channel_binding prefer
+warning: targets.risky.tls.mode: tls.mode is require: the target's certificate is not verified, so anyone on the network path can read the session or impersonate the target; set tls.mode: verify-full (with tls.ca)
+warning: targets.risky.auth: auth allows md5 over a connection whose server is not verified: an impostor that asks for it gets the password's md5 hash; use auth: [scram-sha-256], or tls.mode: verify-full
+`,
+  );
 });
 
 t.test('YAML syntax errors report their line', async (t) => {

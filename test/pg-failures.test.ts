@@ -1,17 +1,20 @@
 // What a user sees when something is wrong, and what the gateway survives:
-// unreachable targets, a bad stored credential, upstream TLS failures, md5
-// upstreams, the credential never reaching the client's wire, malformed
+// unreachable targets, a bad stored credential, upstream TLS failures (none of
+// which tell the client the target's host, port, user or database), md5 and
+// cleartext upstreams (opt-in only), impostor targets that never get the stored
+// credential, the credential never reaching the client's wire, malformed
 // packets, auth timeouts, the unauthenticated-connection cap and shutdown.
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import tls from 'node:tls';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import pgProtocol from 'pg-protocol';
-import { makeCA } from './helpers/certs.js';
+import { issueCert, makeCA, type KeyPair } from './helpers/certs.js';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { freePort } from './helpers/ports.js';
 import { connString, ordersTarget, prepareOrders, psql, startSluice, TARGET_PASSWORD, type Sluice } from './helpers/sluice.js';
@@ -21,15 +24,17 @@ const { serialize } = pgProtocol;
 
 const BAD_PASSWORD = 'Wr0ng-Stored-Secret-do-not-echo';
 const LEGACY_PASSWORD = 'Legacy-md5-Pa55word';
+const PLAIN_PASSWORD = 'Cleartext-Pa55word';
 
-const pgc = await withPostgres(t, { md5Users: ['legacy'] });
+const pgc = await withPostgres(t, { md5Users: ['legacy'], passwordUsers: ['plainuser'] });
 await prepareOrders(pgc);
 await pgc.createUser('legacy', LEGACY_PASSWORD, { md5: true });
+await pgc.createUser('plainuser', PLAIN_PASSWORD);
 await pgc.sql(
   `create table items (id int primary key, name text);
    insert into items select g, 'item ' || g from generate_series(1, 50) g;
    alter table items owner to app;
-   grant select on items to legacy;`,
+   grant select on items to legacy, plainuser;`,
   'orders',
 );
 
@@ -37,6 +42,209 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-fail-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const otherCA = makeCA(path.join(tmp, 'other-ca'), 'A CA that did not sign the server');
 const closedPort = await freePort(); // nothing listens there
+
+// ---- impostor targets --------------------------------------------------------
+// Fake upstream servers speaking just enough of the protocol to ask Sluice for a
+// credential. Each records every byte Sluice sends it (after TLS, if any).
+
+const wire = (type: string, body: Buffer) => {
+  const h = Buffer.alloc(5);
+  h[0] = type.charCodeAt(0);
+  h.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([h, body]);
+};
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(n);
+  return b;
+};
+const authMsg = (code: number, rest: Buffer = Buffer.alloc(0)) => wire('R', Buffer.concat([int32(code), rest]));
+/** AuthenticationOk, one ParameterStatus, BackendKeyData and ReadyForQuery: a session the impostor would relay. */
+const impostorHello = () =>
+  Buffer.concat([authMsg(0), wire('S', Buffer.from('server_version\x0015.0\x00')), wire('K', Buffer.concat([int32(4242), int32(1)])), wire('Z', Buffer.from('I'))]);
+
+type FakeMode = 'cleartext' | 'md5' | 'scram-ok-early' | 'scram-bad-signature' | 'scram-no-signature';
+
+interface Fake {
+  port: number;
+  /** Everything Sluice sent, after TLS. */
+  received(): Buffer;
+  /** Frontend messages after the startup packet: type letters. */
+  messageTypes(): string[];
+  /** Queries that reached the impostor (a relayed session). */
+  queries: number;
+}
+
+/** A stream reader for the fakes: waits for n bytes. */
+function streamReader(s: net.Socket | tls.TLSSocket, record: (b: Buffer) => void) {
+  let buf = Buffer.alloc(0);
+  let wake: (() => void) | null = null;
+  let ended = false;
+  const onData = (c: Buffer) => {
+    record(c);
+    buf = Buffer.concat([buf, c]);
+    wake?.();
+  };
+  s.on('data', onData);
+  s.on('close', () => ((ended = true), wake?.()));
+  return {
+    async take(n: number): Promise<Buffer> {
+      while (buf.length < n) {
+        if (ended) throw new Error('closed');
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      const out = buf.subarray(0, n);
+      buf = buf.subarray(n);
+      return out;
+    },
+    detach: () => s.off('data', onData),
+  };
+}
+
+async function fakePostgres(mode: FakeMode, cert?: KeyPair): Promise<Fake> {
+  const chunks: Buffer[] = [];
+  const types: string[] = [];
+  const fake: Fake = { port: 0, received: () => Buffer.concat(chunks), messageTypes: () => types, queries: 0 };
+  const ctx = cert ? tls.createSecureContext({ cert: fs.readFileSync(cert.cert), key: fs.readFileSync(cert.key) }) : undefined;
+  const server = net.createServer(async (raw) => {
+    raw.on('error', () => {});
+    let sock: net.Socket | tls.TLSSocket = raw;
+    let r = streamReader(raw, (c) => chunks.push(Buffer.from(c)));
+    const message = async () => {
+      const h = await r.take(5);
+      const type = String.fromCharCode(h[0]!);
+      types.push(type);
+      return { type, body: await r.take(h.readInt32BE(1) - 4) };
+    };
+    try {
+      let first = await r.take(8);
+      if (first.readInt32BE(4) === 80877103) {
+        if (ctx) {
+          r.detach();
+          raw.write('S');
+          sock = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+          sock.on('error', () => {});
+          r = streamReader(sock, (c) => chunks.push(Buffer.from(c)));
+        } else raw.write('N');
+        first = await r.take(8);
+      }
+      await r.take(first.readInt32BE(0) - 8); // the rest of the startup packet
+      if (mode === 'cleartext') sock.write(authMsg(3));
+      else if (mode === 'md5') sock.write(authMsg(5, randomBytes(4)));
+      else {
+        sock.write(authMsg(10, Buffer.from('SCRAM-SHA-256\0\0')));
+        const init = await message(); // SASLInitialResponse: mechanism, int32 length, client-first
+        const clientFirst = init.body.subarray(init.body.indexOf(0) + 5).toString();
+        const nonce = /r=([^,]+)/.exec(clientFirst)![1];
+        sock.write(authMsg(11, Buffer.from(`r=${nonce}impostor,s=${randomBytes(16).toString('base64')},i=4096`)));
+        await message(); // client-final (with the proof)
+        if (mode === 'scram-bad-signature') sock.write(authMsg(12, Buffer.from(`v=${randomBytes(32).toString('base64')}`)));
+        if (mode === 'scram-no-signature') sock.write(authMsg(12, Buffer.from('')));
+        sock.write(impostorHello());
+      }
+      if (mode === 'cleartext' || mode === 'md5') {
+        await message(); // the password message, if Sluice sends one
+        sock.write(impostorHello());
+      }
+      for (;;) {
+        const m = await message();
+        if (m.type === 'X') break;
+        if (m.type === 'Q') {
+          fake.queries++;
+          sock.write(Buffer.concat([wire('E', Buffer.from('SFATAL\0C28000\0Mthe impostor has your session\0\0')), wire('Z', Buffer.from('I'))]));
+        }
+      }
+    } catch {
+      /* Sluice hung up */
+    }
+    sock.destroy();
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  t.teardown(() => new Promise((res) => server.close(res)));
+  fake.port = (server.address() as net.AddressInfo).port;
+  return fake;
+}
+
+/**
+ * A relay that terminates TLS with its own certificate and opens its own TLS
+ * connection to the real server: it sees everything in clear. `stripPlus`
+ * also removes SCRAM-SHA-256-PLUS from the server's mechanism list.
+ */
+async function tlsRelay(cert: KeyPair, stripPlus: boolean): Promise<number> {
+  const ctx = tls.createSecureContext({ cert: fs.readFileSync(cert.cert), key: fs.readFileSync(cert.key) });
+  const server = net.createServer(async (raw) => {
+    raw.on('error', () => {});
+    const r = streamReader(raw, () => {});
+    try {
+      await r.take(8); // SSLRequest
+      r.detach();
+      raw.pause();
+      raw.write('S');
+      const front = new tls.TLSSocket(raw, { isServer: true, secureContext: ctx });
+      front.on('error', () => {});
+      front.pause();
+      const up = net.connect({ host: pgc.host, port: pgc.port });
+      up.on('error', () => front.destroy());
+      await new Promise((res) => up.once('connect', res));
+      up.write(serialize.requestSsl());
+      const ur = streamReader(up, () => {});
+      await ur.take(1);
+      ur.detach();
+      const back = tls.connect({ socket: up, rejectUnauthorized: false });
+      back.on('error', () => front.destroy());
+      await new Promise((res) => back.once('secureConnect', res));
+      front.pipe(back);
+      front.resume();
+      front.on('close', () => back.destroy());
+      back.on('close', () => front.destroy());
+      if (!stripPlus) {
+        back.pipe(front);
+        return;
+      }
+      let pending = Buffer.alloc(0);
+      let done = false;
+      back.on('data', (c: Buffer) => {
+        if (done) return void front.write(c);
+        pending = Buffer.concat([pending, c]);
+        if (pending.length < 5 || pending.length < 1 + pending.readInt32BE(1)) return;
+        const len = pending.readInt32BE(1);
+        let first = pending.subarray(0, 1 + len);
+        if (first[0] === 0x52 && first.readInt32BE(5) === 10) first = authMsg(10, Buffer.from('SCRAM-SHA-256\0\0'));
+        front.write(Buffer.concat([first, pending.subarray(1 + len)]));
+        done = true;
+      });
+    } catch {
+      raw.destroy();
+    }
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  t.teardown(() => new Promise((res) => server.close(res)));
+  return (server.address() as net.AddressInfo).port;
+}
+
+const impostorCert = issueCert(otherCA, path.join(tmp, 'impostor'), 'impostor');
+const fakes = {
+  cleartext: await fakePostgres('cleartext'),
+  md5: await fakePostgres('md5'),
+  'tls-cleartext': await fakePostgres('cleartext', impostorCert),
+  'ok-early': await fakePostgres('scram-ok-early'),
+  'bad-signature': await fakePostgres('scram-bad-signature'),
+  'no-signature': await fakePostgres('scram-no-signature'),
+};
+const relayPort = await tlsRelay(impostorCert, false);
+const strippingRelayPort = await tlsRelay(impostorCert, true);
+/** A target as a user would write it for a server on this machine: no tls key (the loopback default, prefer). */
+const plainTarget = (port: number, extra: Record<string, unknown> = {}) => ({
+  protocol: 'postgres',
+  host: '127.0.0.1',
+  port,
+  database: 'orders',
+  user: 'app',
+  password: { env: 'ORDERS_PG_PASSWORD' },
+  allow: ['group:ci'],
+  ...extra,
+});
 
 // A loopback TCP relay to the cluster that waits before connecting: a target
 // behind it takes ~SLOW_MS to log in, long enough for a client to give up.
@@ -59,7 +267,7 @@ const slowPort = (slowProxy.address() as net.AddressInfo).port;
 
 const gw = await startSluice(t, {
   cluster: pgc,
-  env: { BAD_PG_PASSWORD: BAD_PASSWORD, LEGACY_PG_PASSWORD: LEGACY_PASSWORD },
+  env: { BAD_PG_PASSWORD: BAD_PASSWORD, LEGACY_PG_PASSWORD: LEGACY_PASSWORD, PLAIN_PG_PASSWORD: PLAIN_PASSWORD },
   config: {
     targets: {
       down: ordersTarget(pgc, { port: closedPort }),
@@ -68,8 +276,22 @@ const gw = await startSluice(t, {
       badname: ordersTarget(pgc, { tls: { mode: 'verify-full', ca: pgc.caCert, servername: 'db.wrong-name.invalid' } }),
       nopw: ordersTarget(pgc, { password: { env: 'SLUICE_TEST_UNSET_PASSWORD_VAR' } }),
       slow: ordersTarget(pgc, { port: slowPort }),
-      legacy: ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' } }),
-      'legacy-plain': ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' }, tls: { mode: 'disable' } }),
+      nodb: ordersTarget(pgc, { database: 'no_such_database' }),
+      legacy: ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' }, auth: ['md5'] }),
+      'legacy-plain': ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' }, tls: { mode: 'disable' }, auth: ['scram-sha-256', 'md5'] }),
+      'legacy-default': ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' } }),
+      cleartext: ordersTarget(pgc, { user: 'plainuser', password: { env: 'PLAIN_PG_PASSWORD' }, auth: ['password'] }),
+      'cleartext-default': ordersTarget(pgc, { user: 'plainuser', password: { env: 'PLAIN_PG_PASSWORD' } }),
+      'fake-cleartext': plainTarget(fakes.cleartext.port),
+      'fake-md5': plainTarget(fakes.md5.port),
+      'fake-tls-cleartext': plainTarget(fakes['tls-cleartext'].port, { tls: { mode: 'require' } }),
+      'fake-ok-early': plainTarget(fakes['ok-early'].port),
+      'fake-bad-signature': plainTarget(fakes['bad-signature'].port),
+      'fake-no-signature': plainTarget(fakes['no-signature'].port),
+      relay: plainTarget(relayPort, { tls: { mode: 'require' } }),
+      'relay-stripping': plainTarget(strippingRelayPort, { tls: { mode: 'require' } }),
+      'relay-nocb': plainTarget(relayPort, { tls: { mode: 'require' }, channel_binding: 'disable' }),
+      'scram-cb-required': ordersTarget(pgc, { channel_binding: 'require' }),
     },
   },
 });
@@ -183,10 +405,24 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- tests -----------------------------------------------------------------
 
-t.test('target down: a clear FATAL, and other targets keep working', async (t) => {
+/**
+ * What the client was told (psql's FATAL, DETAIL and HINT lines) names none of the
+ * target's internals: host, port, user, database (nor the server's own words).
+ */
+function noInternals(t: Test, stderr: string, extra: string[] = []): void {
+  const told = stderr.split('\n').filter((l) => /^(psql: error: .*)?(FATAL|DETAIL|HINT):/.test(l) || /FATAL:/.test(l)).map((l) => l.replace(/^.*?FATAL:/, 'FATAL:')).join('\n');
+  t.ok(told.length > 0, 'psql showed an error');
+  for (const s of ['127.0.0.1', 'localhost', String(pgc.port), '"app"', 'app@', 'orders', ...extra]) {
+    t.notOk(told.includes(s), `the client is not told ${JSON.stringify(s)}: ${told}`);
+  }
+}
+
+t.test('target down: a clear FATAL without its address, and other targets keep working', async (t) => {
   const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'down' } });
   t.equal(r.code, 2);
-  t.equal(fatalOf(r.stderr).message, `target "down" is unreachable (127.0.0.1:${closedPort}): ECONNREFUSED`, r.stderr);
+  t.equal(fatalOf(r.stderr).message, 'target "down" is unreachable (connection refused); the gateway log has the details', r.stderr);
+  t.notOk(r.stderr.includes(String(closedPort)), 'the target port is not shown');
+  noInternals(t, r.stderr);
   const err = await pgConnectError(gw, 'down');
   t.equal(err?.code, '08001');
   t.equal(err?.severity, 'FATAL');
@@ -195,15 +431,17 @@ t.test('target down: a clear FATAL, and other targets keep working', async (t) =
   t.equal(ok.code, 0, ok.stderr);
   t.equal(ok.stdout.trim(), '50');
   const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'down');
-  t.match(String(logged.err), /ECONNREFUSED/);
+  t.equal(logged.reason, 'ECONNREFUSED', 'the log keeps the specifics');
+  t.equal(logged.address, `127.0.0.1:${closedPort}`);
 });
 
-t.test('a wrong stored password: FATAL names the credential problem, never the password', async (t) => {
+t.test('a wrong stored password: FATAL names the credential problem, never the password, user or server text', async (t) => {
   const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'badpw' } });
   t.equal(r.code, 2);
   const f = fatalOf(r.stderr);
-  t.equal(f.message, `target "badpw" rejected Sluice's stored credential for user "app"`, r.stderr);
-  t.equal(f.detail, 'The server said: password authentication failed for user "app". Check targets.badpw.user and targets.badpw.password.');
+  t.equal(f.message, `target "badpw" rejected Sluice's stored credential; the gateway log has the details`, r.stderr);
+  t.equal(f.detail, "Check targets.badpw.user, targets.badpw.password and the server's pg_hba.conf.");
+  noInternals(t, r.stderr, ['password authentication failed']);
   const err = await pgConnectError(gw, 'badpw');
   t.equal(err?.code, '08006');
   t.match(err?.message, /rejected Sluice's stored credential/);
@@ -211,24 +449,48 @@ t.test('a wrong stored password: FATAL names the credential problem, never the p
     t.notOk(text.includes(BAD_PASSWORD), 'the wrong password is not shown');
     t.notOk(text.includes(TARGET_PASSWORD), 'nor the real one');
   }
+  const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'badpw');
+  t.equal(logged.server_message, 'password authentication failed for user "app"', 'the log has what the server said');
+  t.equal(logged.user, 'app');
+});
+
+t.test('a database that does not exist: the client is not told its name', async (t) => {
+  const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'nodb' } });
+  t.equal(r.code, 2);
+  const f = fatalOf(r.stderr);
+  t.equal(f.message, 'target "nodb": the configured database does not exist on the server; the gateway log has the details', r.stderr);
+  t.equal(f.detail, 'Check targets.nodb.database.');
+  noInternals(t, r.stderr, ['no_such_database']);
+  const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'nodb');
+  t.equal(logged.server_message, 'database "no_such_database" does not exist');
 });
 
 t.test('upstream TLS verification failure (CA did not sign the server cert)', async (t) => {
   const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'badtls' } });
   t.equal(r.code, 2);
   const f = fatalOf(r.stderr);
-  t.match(f.message, /^TLS to target "badtls" failed: (unable to verify the first certificate|unable to get local issuer certificate|self[- ]signed certificate.*)$/, r.stderr);
+  t.equal(f.message, 'TLS to target "badtls" failed: its certificate could not be verified; the gateway log has the details', r.stderr);
   t.equal(f.detail, "targets.badtls.tls.mode is verify-full; check targets.badtls.tls.ca and the server certificate's names");
+  noInternals(t, r.stderr);
   const err = await pgConnectError(gw, 'badtls');
   t.equal(err?.code, '08001');
+  const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'badtls');
+  t.equal(logged.level, 'error');
+  t.match(String(logged.reason), /unable to verify the first certificate|unable to get local issuer certificate|self[- ]signed certificate/);
 });
 
 t.test('upstream TLS: the server certificate does not name the configured servername', async (t) => {
   const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'badname' } });
   t.equal(r.code, 2);
   const f = fatalOf(r.stderr);
-  t.match(f.message, /^TLS to target "badname" failed: Hostname\/IP does not match certificate's altnames: Host: db\.wrong-name\.invalid\. is not in the cert's altnames: DNS:localhost, IP Address:127\.0\.0\.1$/, r.stderr);
+  t.equal(f.message, 'TLS to target "badname" failed: its certificate could not be verified; the gateway log has the details', r.stderr);
   t.equal(f.detail, "targets.badname.tls.mode is verify-full; check targets.badname.tls.ca and the server certificate's names");
+  noInternals(t, r.stderr, ['db.wrong-name.invalid']);
+  const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'badname');
+  t.match(
+    String(logged.reason),
+    /^Hostname\/IP does not match certificate's altnames: Host: db\.wrong-name\.invalid\. is not in the cert's altnames: DNS:localhost, IP Address:127\.0\.0\.1$/,
+  );
 });
 
 t.test('a stored credential that cannot be read: a clear FATAL, the reason only in the log', async (t) => {
@@ -271,16 +533,96 @@ t.test('a client that leaves while Sluice logs in upstream leaves nothing behind
   t.equal(after.code, 0, after.stderr);
 });
 
-t.test('an md5 upstream user works (over TLS and without)', async (t) => {
+t.test('md5 and cleartext upstreams work only where targets.*.auth allows them', async (t) => {
   t.equal((await pgc.sql("select rolpassword like 'md5%' from pg_authid where rolname = 'legacy'")).trim(), 't', 'legacy has an md5 hash');
   for (const db of ['legacy', 'legacy-plain']) {
     const r = await psql(gw, token, ['-Atc', 'select current_user, count(*) from items'], { conn: { dbname: db } });
     t.equal(r.code, 0, r.stderr);
     t.equal(r.stdout.trim(), 'legacy|50', db);
   }
-  // The server really asked for md5: hba puts an md5 line before the scram one.
-  const hba = await pgc.sql("select auth_method from pg_hba_file_rules where 'legacy' = any(user_name)");
-  t.equal(hba.trim(), 'md5');
+  // The server really asked for md5 / a cleartext password: hba puts those lines before the scram one.
+  t.equal((await pgc.sql("select auth_method from pg_hba_file_rules where 'legacy' = any(user_name)")).trim(), 'md5');
+  t.equal((await pgc.sql("select auth_method from pg_hba_file_rules where 'plainuser' = any(user_name)")).trim(), 'password');
+  const plain = await psql(gw, token, ['-Atc', 'select current_user, count(*) from items'], { conn: { dbname: 'cleartext' } });
+  t.equal(plain.code, 0, plain.stderr);
+  t.equal(plain.stdout.trim(), 'plainuser|50');
+
+  // Without the opt-in (the default auth: [scram-sha-256]) the same servers are refused.
+  const md5 = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'legacy-default' } });
+  t.equal(md5.code, 2);
+  t.equal(
+    fatalOf(md5.stderr).message,
+    'target "legacy-default" asked Sluice to log in with an md5 password hash, which targets.legacy-default.auth does not allow; the stored credential was not sent; the gateway log has the details',
+    md5.stderr,
+  );
+  t.equal(fatalOf(md5.stderr).detail, 'If the target really uses md5, add it to targets.legacy-default.auth (with tls.mode: verify-full); otherwise something is impersonating the target.');
+  const clear = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'cleartext-default' } });
+  t.equal(clear.code, 2);
+  t.match(fatalOf(clear.stderr).message, /^target "cleartext-default" asked Sluice to log in with a cleartext password, which targets\.cleartext-default\.auth does not allow/);
+  const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === 'cleartext-default');
+  t.equal(logged.level, 'error');
+});
+
+t.test('SCRAM with channel binding required works against the real server', async (t) => {
+  const r = await psql(gw, token, ['-Atc', 'select ssl from pg_stat_ssl where pid = pg_backend_pid()'], { conn: { dbname: 'scram-cb-required' } });
+  t.equal(r.code, 0, r.stderr);
+  t.equal(r.stdout.trim(), 't');
+});
+
+t.test('impostor targets never receive the stored password, and the client is told', async (t) => {
+  const secrets = (user: string, password: string) => ({
+    password,
+    'password (base64)': Buffer.from(password).toString('base64'),
+    'password (hex)': Buffer.from(password).toString('hex'),
+    'md5(password + user)': createHash('md5').update(password + user).digest('hex'),
+  });
+  const cases: [string, keyof typeof fakes, RegExp][] = [
+    // (a) the default for a loopback host is prefer: the fake declines TLS and asks for a cleartext password.
+    ['fake-cleartext', 'cleartext', /^target "fake-cleartext" asked Sluice to log in with a cleartext password, which targets\.fake-cleartext\.auth does not allow; the stored credential was not sent/],
+    // (b) md5.
+    ['fake-md5', 'md5', /^target "fake-md5" asked Sluice to log in with an md5 password hash, which targets\.fake-md5\.auth does not allow; the stored credential was not sent/],
+    // (c) tls.mode require: TLS with a certificate nobody trusts, then a cleartext password request.
+    ['fake-tls-cleartext', 'tls-cleartext', /^target "fake-tls-cleartext" asked Sluice to log in with a cleartext password/],
+    // (d) SCRAM that ends with AuthenticationOk and no SASLFinal.
+    ['fake-ok-early', 'ok-early', /^target "fake-ok-early" did not prove that it is the target: it ended the SCRAM exchange without the server signature; the login was stopped\. It may be an impostor; the gateway log has the details$/],
+    // (e) a wrong server signature, and none at all.
+    ['fake-bad-signature', 'bad-signature', /^target "fake-bad-signature" did not prove that it is the target: its SCRAM server signature is missing or wrong; the login was stopped\. It may be an impostor/],
+    ['fake-no-signature', 'no-signature', /^target "fake-no-signature" did not prove that it is the target: its SCRAM server signature is missing or wrong/],
+  ];
+  for (const [db, fake, message] of cases) {
+    const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: db } });
+    t.equal(r.code, 2, `${db}: psql fails`);
+    t.match(fatalOf(r.stderr).message, message, `${db}: ${r.stderr}`);
+    t.equal(fakes[fake].queries, 0, `${db}: no session was relayed to the impostor`);
+    const got = fakes[fake].received();
+    t.ok(got.length > 8, `${db}: the fake saw the startup (${got.length} bytes)`);
+    for (const [what, v] of Object.entries(secrets('app', TARGET_PASSWORD))) t.notOk(got.includes(v), `${db}: no ${what} in what the impostor received`);
+    if (fake === 'cleartext' || fake === 'md5' || fake === 'tls-cleartext') {
+      t.notOk(fakes[fake].messageTypes().includes('p'), `${db}: no password message at all`);
+    }
+    const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === db);
+    t.equal(logged.level, 'error', `${db}: logged as an error naming the target`);
+  }
+  t.ok(fakes['tls-cleartext'].received().length > 0);
+});
+
+t.test('a TLS-terminating relay (tls.mode require) is stopped by SCRAM channel binding', async (t) => {
+  // Control: with channel binding off, the relay (which sees everything in clear) works.
+  const ctl = await psql(gw, token, ['-Atc', 'select current_user'], { conn: { dbname: 'relay-nocb' } });
+  t.equal(ctl.code, 0, ctl.stderr);
+  t.equal(ctl.stdout.trim(), 'app', 'the relay works when nothing binds the login to the TLS channel');
+  for (const db of ['relay', 'relay-stripping']) {
+    const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: db } });
+    t.equal(r.code, 2, `${db}: refused`);
+    t.equal(
+      fatalOf(r.stderr).message,
+      `target "${db}" refused the SCRAM channel binding: something between Sluice and the target terminates TLS; the gateway log has the details`,
+      r.stderr,
+    );
+    const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === db);
+    t.equal(logged.level, 'error');
+    t.match(String(logged.server_message), /channel binding/);
+  }
 });
 
 t.test('the target password never crosses the client wire', async (t) => {
@@ -524,6 +866,20 @@ t.test('limits', async (t) => {
   });
 });
 
+t.test('unverified TLS to a non-loopback target is a warning at start and at reload', async (t) => {
+  const remote = (mode: string) => ({ protocol: 'postgres', host: 'db.example.invalid', user: 'app', allow: ['*'], tls: { mode } });
+  const g = await startSluice(t, { cluster: pgc, config: { targets: { remote: remote('require') } } });
+  const atStart = await g.waitForLog((l) => l.event === 'config.warning' && l.target === 'remote');
+  t.equal(atStart.level, 'warn');
+  t.equal(atStart.key, 'targets.remote.tls.mode');
+  t.match(atStart.msg, /^targets\.remote\.tls\.mode: tls\.mode is require: the target's certificate is not verified/);
+  t.notOk(g.logs().some((l) => l.event === 'config.warning' && l.target === 'orders'), 'none for the verify-full target');
+  await g.reload({ targets: { remote: remote('disable') } });
+  const atReload = await g.waitForLog((l) => l.event === 'config.warning' && String(l.msg).includes('tls.mode is disable'));
+  t.equal(atReload.target, 'remote');
+  await g.stop();
+});
+
 /** A psql process fed from a pipe that stays open, for a session that lives across events. */
 function livePsql(g: Sluice, tok: string, application = 'live-psql') {
   const p = spawn('psql', ['-X', '-A', '-t', connString(g, { application_name: application })], {
@@ -591,5 +947,5 @@ t.test('SIGTERM ends live sessions with a clear FATAL', async (t: Test) => {
 
 t.test('the gateway never logged the target passwords or the token', async (t) => {
   const out = gw.output();
-  for (const s of [TARGET_PASSWORD, BAD_PASSWORD, LEGACY_PASSWORD, token]) t.notOk(out.includes(s));
+  for (const s of [TARGET_PASSWORD, BAD_PASSWORD, LEGACY_PASSWORD, PLAIN_PASSWORD, token]) t.notOk(out.includes(s));
 });

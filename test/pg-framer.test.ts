@@ -254,3 +254,41 @@ t.test('rewrites written into the slab go out in order, at every split, also whe
   for (let k = 0; k < stream.length; k++) bytes.push(stream.subarray(k, k + 1));
   t.ok(go(bytes).equals(expected), 'byte at a time');
 });
+
+// ---- client encodings (encoding.ts) ----------------------------------------------------
+
+t.test('client encodings: decoded as the server does, and back', async (t) => {
+  const { textCodec, clientEncodingOf } = await import('../src/protocols/postgres/encoding.js');
+  const { maskValue } = await import('../src/policy/masking/strategies.js');
+  const cp = (s: string) => [...s].map((c) => c.codePointAt(0)!.toString(16));
+  const bytes = Buffer.from([0x63, 0xe9, 0x80, 0x9f, 0xa4]);
+  t.same(cp(textCodec('LATIN1').decode(bytes)), ['63', 'e9', '80', '9f', 'a4']);
+  t.same(cp(textCodec('WIN1252').decode(bytes)), ['63', 'e9', '20ac', '178', 'a4'], 'windows-1252 has printable characters at 0x80-0x9F');
+  t.same(cp(textCodec('LATIN9').decode(bytes)), ['63', 'e9', '80', '9f', '20ac'], 'LATIN9 has the euro sign at 0xA4');
+  t.same(cp(textCodec('LATIN5').decode(bytes)), ['63', 'e9', '80', '9f', 'a4'], 'LATIN5 is ISO 8859-9 (C1 controls), not windows-1254');
+  t.same(cp(textCodec('KOI8R').decode(Buffer.from([0xc1]))), ['430']);
+  t.same(cp(textCodec('EUC_JP').decode(Buffer.from([0xa4, 0xa2]))), ['3042']);
+  for (const name of ['LATIN1', 'WIN1252', 'LATIN9', 'WIN1251', 'KOI8R']) {
+    const c = textCodec(name);
+    t.ok(c.exact && c.singleByte && !c.utf8, `${name}: exact, single-byte`);
+    t.same(c.encode(c.decode(bytes.subarray(0, 3))), bytes.subarray(0, 3), `${name}: round trip`);
+  }
+  t.equal(textCodec('UTF8').utf8, true);
+  t.equal(textCodec('unicode').utf8, true);
+  for (const name of ['SQL_ASCII', 'MULE_INTERNAL', 'EUC_TW']) t.equal(textCodec(name).exact, false, `${name}: not read exactly`);
+  const ps = (k: string, v: string) => {
+    const body = Buffer.from(`${k}\0${v}\0`);
+    const m = Buffer.alloc(5);
+    m[0] = 0x53;
+    m.writeInt32BE(4 + body.length, 1);
+    return Buffer.concat([m, body]);
+  };
+  t.equal(clientEncodingOf([ps('server_version', '15'), ps('client_encoding', 'LATIN1')]), 'LATIN1');
+  t.equal(clientEncodingOf([ps('server_version', '15')]), undefined);
+
+  // partial keeps the last 4 characters: in a single-byte encoding every byte is one.
+  const ctx = { hmacKey: Buffer.alloc(32, 1) };
+  const v = Buffer.from('abcdefgh±±±±', 'latin1'); // ± is 0xB1, a UTF-8 continuation byte
+  t.equal(maskValue('partial', v, { ...ctx, bytesAreChars: true })!.toString('latin1'), '****±±±±');
+  t.equal(maskValue('partial', Buffer.from('abcdefgh±±±±'), ctx)!.toString('utf8'), '****±±±±', 'the same in UTF-8');
+});

@@ -3,10 +3,12 @@
 // codes, stdin, env allow-list, masking across packets, every way a token is
 // refused (with the reason shown to the user), and target host key checks.
 import t from 'tap';
+import { freePort } from './helpers/ports.js';
 import { startSluice } from './helpers/sluice.js';
 import { run, sshTarget, startSshd } from './helpers/sshd.js';
 
 const sshd = await startSshd(t);
+const closedPort = await freePort(); // nothing listens there
 const gw = await startSluice(t, {
   ssh: true,
   tls: false,
@@ -18,6 +20,8 @@ const gw = await startSluice(t, {
       wrongkey: sshTarget(sshd, { host_key: { fingerprint: sshd.otherFingerprint } }),
       nokey: sshTarget(sshd, { host_key: undefined }),
       opsonly: sshTarget(sshd, { allow: ['group:ops'] }),
+      badcred: sshTarget(sshd, { user: 'sluice-no-such-user' }),
+      sshdown: sshTarget(sshd, { port: closedPort }),
     },
     masking: [{ name: 'pii', match: { protocols: ['ssh'], groups: ['masked'] }, detectors: ['credit_card', 'email', 'private_key'] }],
   },
@@ -135,4 +139,20 @@ t.test('target host keys: known_hosts line accepted, mismatch and missing refuse
   const none = await ssh(token, 'nokey', 'echo should-not-run');
   t.equal(none.code, 255);
   t.match(none.stderr, new RegExp(`no host key is configured for target "nokey" \\(targets\\.nokey\\.host_key\\).*set targets\\.nokey\\.host_key: \\{ fingerprint: "${sshd.fingerprint.replace(/[+/]/g, '\\$&')}" \\}`));
+});
+
+t.test('upstream failures tell the user the target and what happened, not its host, port or user', async (t) => {
+  const cases: [string, RegExp, string][] = [
+    ['badcred', /sluice: target "badcred" rejected Sluice's stored credential; check targets\.badcred\.private_key, targets\.badcred\.user and the server's authorized_keys \(the gateway log has the details\)/, 'sluice-no-such-user'],
+    ['sshdown', /sluice: cannot reach target "sshdown" \(connection refused\); the gateway log has the details/, String(closedPort)],
+  ];
+  for (const [target, message, internal] of cases) {
+    const r = await ssh(token, target, 'echo should-not-run');
+    t.not(r.code, 0, `${target}: fails`);
+    t.equal(r.stdout.length, 0);
+    t.match(r.stderr, message, target);
+    for (const s of [internal, `:${sshd.port}`, `${sshd.user}@`]) t.notOk(r.stderr.includes(s), `${target}: ${JSON.stringify(s)} is not shown: ${r.stderr}`);
+    const logged = await gw.waitForLog((l) => l.event === 'upstream.error' && l.target === target);
+    t.match(String(logged.detail), internal, `${target}: the log has the specifics`);
+  }
 });

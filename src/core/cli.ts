@@ -1,7 +1,7 @@
 // The `sluice` command line.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, configWarnings, loadConfig } from './config.js';
 import { mintToken } from './identity.js';
 import { parseDuration } from './units.js';
 import { existsSync } from 'node:fs';
@@ -262,5 +262,11 @@ async function configCheck(args: string[]): Promise<number> {
   const cfg = await loadOrExplain(configPath(values.config));
   if (!cfg) return 2;
   process.stdout.write(`ok: ${cfg.source} (${Object.keys(cfg.targets).length} targets)\n`);
+  for (const t of Object.values(cfg.targets)) {
+    if (t.protocol !== 'postgres') continue;
+    const verified = t.tls.mode === 'verify-ca' || t.tls.mode === 'verify-full';
+    process.stdout.write(`target ${t.name}: tls ${t.tls.mode}${verified ? '' : ' (not verified)'}, auth ${t.auth.join(', ')}, channel_binding ${t.channel_binding}\n`);
+  }
+  for (const w of configWarnings(cfg)) process.stdout.write(`warning: ${w.path}: ${w.message}\n`);
   return 0;
 }

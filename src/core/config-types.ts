@@ -67,10 +67,22 @@ export interface TargetCommon {
   connect_timeout: number;
 }
 
+/**
+ * How a Postgres target may make Sluice authenticate (libpq's require_auth):
+ * `none` is a server that asks for no password at all.
+ */
+export type PgAuthMethod = 'scram-sha-256' | 'md5' | 'password' | 'none';
+export type ChannelBindingMode = 'prefer' | 'require' | 'disable';
+
 export interface PostgresTargetConfig extends TargetCommon {
   protocol: 'postgres';
   database: string;
+  /** Default verify-full, or prefer for a loopback host. */
   tls: { mode: UpstreamTlsMode; ca?: string; servername?: string };
+  /** Methods the server may ask for; anything else is refused before a credential is sent. Default [scram-sha-256]. */
+  auth: PgAuthMethod[];
+  /** SCRAM channel binding (tls-server-end-point) when TLS is on; default prefer. */
+  channel_binding: ChannelBindingMode;
 }
 
 /** How Sluice recognises an SSH target's host key; absent: connections are refused (closed default). */

@@ -355,24 +355,56 @@ const allowRules = req(
 
 const TARGET_PROTOCOLS = ['postgres', 'ssh'] as const;
 
+/** A host name or address that stays on this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^0*:(0*:){1,6}0*1$/.test(h);
+}
+
+const PG_AUTH_METHODS = ['scram-sha-256', 'md5', 'password', 'none'] as const;
+const pgAuthMethod = oneOf(PG_AUTH_METHODS, (s) => {
+  const n = s.toLowerCase().replace(/[^a-z0-9]/g, '');
+  const hint = n.startsWith('scram') ? ' (did you mean "scram-sha-256"?)' : n === 'cleartext' || n === 'plain' || n === 'trust' ? ` (${n === 'trust' ? '"none"' : '"password"'} is that method)` : '';
+  return `expected one of ${PG_AUTH_METHODS.join(', ')}, got ${JSON.stringify(s)}${hint}`;
+});
+
 const postgresTarget = (name: string) =>
-  object({
-    protocol: req(oneOf(['postgres'])), // required
-    host: req(str()), // required
-    port: def(int(1, 65535), 5432), // default 5432
-    database: def(str(), name), // default: the target's name
-    user: req(str()), // required
-    password: opt(secretRef), // optional; file paths resolved
-    tls: def(
-      object({
-        mode: def(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full']), 'prefer'), // default "prefer"
-        ca: opt(filePath()), // absent: system CAs
-        servername: opt(str()),
-      }),
-    ),
-    allow: allowRules,
-    connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
-  });
+  object(
+    {
+      protocol: req(oneOf(['postgres'])), // required
+      host: req(str()), // required
+      port: def(int(1, 65535), 5432), // default 5432
+      database: def(str(), name), // default: the target's name
+      user: req(str()), // required
+      password: opt(secretRef), // optional; file paths resolved
+      tls: def(
+        object({
+          // default: verify-full, or prefer when host is a loopback address (filled in below)
+          mode: opt(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full'])),
+          ca: opt(filePath()), // absent: system CAs
+          servername: opt(str()),
+        }),
+      ),
+      // What the server may ask for (libpq's require_auth); anything else is refused
+      // before the stored credential is used. Default: SCRAM only.
+      auth: def(list(pgAuthMethod, true), ['scram-sha-256']),
+      channel_binding: def(oneOf(['prefer', 'require', 'disable']), 'prefer'), // default prefer
+      allow: allowRules,
+      connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
+    },
+    (v, fail) => {
+      v.tls.mode ??= isLoopbackHost(v.host) ? 'prefer' : 'verify-full';
+      const seen = new Set<string>();
+      for (const m of v.auth) {
+        if (seen.has(m)) fail('auth', `${m} is listed twice`);
+        seen.add(m);
+      }
+      if (v.channel_binding === 'require') {
+        if (v.tls.mode === 'disable') fail('channel_binding', 'require needs TLS to the target, but tls.mode is disable');
+        if (v.auth.some((m) => m !== 'scram-sha-256')) fail('channel_binding', 'require binds SCRAM to the TLS channel: auth must then be [scram-sha-256] only');
+      }
+    },
+  );
 
 /** `{ fingerprint: "SHA256:..." }` or `{ known_hosts: "<one known_hosts line>" }`. */
 const sshHostKey = object(
@@ -684,4 +716,50 @@ export async function loadConfig(path: string): Promise<SluiceConfig> {
  */
 export function configFromObject(obj: unknown, sourcePath: string): SluiceConfig {
   return validate(new Document(obj), undefined, sourcePath);
+}
+
+/** A setting that is valid but weakens a security default: logged at start and reload, shown by `sluice config check`. */
+export interface ConfigWarning {
+  path: string;
+  target?: string;
+  message: string;
+}
+
+/**
+ * The explicit choices that let an impostor of a target read the session or a
+ * credential: TLS to the target that is not verified (disable, prefer, require)
+ * and, over such TLS, password methods that hand the server the password (or
+ * its md5 hash).
+ * Loopback targets are exempt: their traffic never leaves this machine.
+ */
+export function configWarnings(cfg: SluiceConfig): ConfigWarning[] {
+  const out: ConfigWarning[] = [];
+  for (const t of Object.values(cfg.targets)) {
+    if (t.protocol !== 'postgres' || isLoopbackHost(t.host)) continue;
+    const mode = t.tls.mode;
+    const verified = mode === 'verify-ca' || mode === 'verify-full';
+    if (!verified) {
+      const what =
+        mode === 'disable'
+          ? 'the connection to the target is not encrypted'
+          : mode === 'prefer'
+            ? 'the connection to the target may be unencrypted, and its certificate is not verified'
+            : "the target's certificate is not verified";
+      out.push({
+        path: `targets.${t.name}.tls.mode`,
+        target: t.name,
+        message: `tls.mode is ${mode}: ${what}, so anyone on the network path can read the session or impersonate the target; set tls.mode: verify-full (with tls.ca)`,
+      });
+    }
+    const weak = t.auth.filter((m) => m !== 'scram-sha-256');
+    if (weak.length && !verified) {
+      const sends = weak.includes('password') ? 'the password itself' : weak.includes('md5') ? "the password's md5 hash" : 'no proof that the server is the target';
+      out.push({
+        path: `targets.${t.name}.auth`,
+        target: t.name,
+        message: `auth allows ${weak.join(', ')} over a connection whose server is not verified: an impostor that asks for ${weak.length > 1 ? 'one of them' : 'it'} gets ${sends}; use auth: [scram-sha-256], or tls.mode: verify-full`,
+      });
+    }
+  }
+  return out;
 }

@@ -103,8 +103,10 @@ export async function runDemo(args: string[]): Promise<number> {
         port: db.port,
         database: db.database,
         user: db.user,
-        // The embedded database trusts loopback; a real target takes { env | file | command }.
+        // The embedded database trusts loopback and asks for no password (auth: none, an
+        // explicit opt-in); a real target takes a password { env | file | command } and SCRAM.
         tls: { mode: 'disable' },
+        auth: ['none'],
         allow: ['group:dba', 'group:ci', 'group:analysts'],
       },
     },

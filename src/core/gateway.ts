@@ -4,7 +4,7 @@
 import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { SluiceConfig, TargetConfig } from './config-types.js';
-import { loadConfig } from './config.js';
+import { configWarnings, loadConfig } from './config.js';
 import { AuthError, type Identity } from './identity-types.js';
 import { IdentityVerifier } from './identity.js';
 import { createLogger, type Logger } from './log.js';
@@ -111,6 +111,7 @@ export class Gateway implements Core, SessionHost {
       this.log.info({ event: 'listener.start', protocol: 'admin', host: this.admin.host, port: this.admin.port, tls: !!this.cfg.listeners.admin.tls }, `admin API listening on ${this.admin.url}`);
     }
     if (this.listeners.size === 0 && !this.admin) this.log.warn({ event: 'listener.none' }, 'no listener is configured (listeners.*)');
+    this.warnConfig();
     return [...this.listeners.values()];
   }
 
@@ -151,7 +152,13 @@ export class Gateway implements Core, SessionHost {
     this.admin?.reload(next.listeners.admin);
     this.generation++;
     this.secrets.clear();
+    this.warnConfig();
     this.log.info({ event: 'config.reload', targets: Object.keys(next.targets).length, live_sessions: this.sessions.size }, 'configuration reloaded');
+  }
+
+  /** Settings that weaken a security default (unverified TLS to a target, password methods): one warning each. */
+  private warnConfig(): void {
+    for (const w of configWarnings(this.cfg)) this.log.warn({ event: 'config.warning', target: w.target, key: w.path }, `${w.path}: ${w.message}`);
   }
 
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null {

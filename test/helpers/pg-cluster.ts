@@ -15,6 +15,8 @@ export interface PgClusterOptions {
    *  before the scram line). Create them with `createUser(n, pw, {md5: true})`
    *  so the stored hash is md5 too, or the server will demand SCRAM anyway. */
   md5Users?: string[];
+  /** Users that get a `host all <name> 127.0.0.1/32 password` line (cleartext password), before the scram line. */
+  passwordUsers?: string[];
   /** Extra postgresql.conf lines, e.g. ["log_statement = 'all'"]. */
   conf?: string[];
 }
@@ -138,6 +140,7 @@ export async function startPostgres(opts: PgClusterOptions = {}): Promise<PgClus
     const hba = [
       'local all all trust',
       ...(opts.md5Users ?? []).map((u) => `host all ${quoteIdent(u)} 127.0.0.1/32 md5`),
+      ...(opts.passwordUsers ?? []).map((u) => `host all ${quoteIdent(u)} 127.0.0.1/32 password`),
       'host all all 127.0.0.1/32 scram-sha-256',
       '',
     ];

@@ -28,6 +28,11 @@ import type { Finding, Strategy } from './types.js';
 
 export interface MaskContext {
   hmacKey: Buffer;
+  /**
+   * The text is not UTF-8 (a Postgres client_encoding such as LATIN1): "characters"
+   * kept by partial are then counted as bytes, which never keeps more than KEEP.
+   */
+  bytesAreChars?: boolean;
 }
 
 const STAR = 0x2a;
@@ -55,7 +60,7 @@ export function maskValue(strategy: Strategy, value: Buffer, ctx: MaskContext, d
     case 'hash':
       return hashToken(value, ctx, detector);
     case 'partial':
-      return partial(value, detector);
+      return partial(value, detector, ctx.bytesAreChars === true);
     default:
       throw new Error(`masking: unknown strategy ${JSON.stringify(strategy)}`);
   }
@@ -241,7 +246,7 @@ function isAlnum(c: number): boolean {
 
 // ---- partial ----
 
-function partial(v: Buffer, detector: string | undefined): Buffer {
+function partial(v: Buffer, detector: string | undefined, bytewise: boolean): Buffer {
   switch (detector) {
     case 'credit_card':
     case 'us_ssn':
@@ -250,13 +255,13 @@ function partial(v: Buffer, detector: string | undefined): Buffer {
     case 'iban':
       return starAllButLast(v, isAlnum);
     case 'email':
-      return emailPartial(v) ?? lastChars(v);
+      return emailPartial(v) ?? lastChars(v, bytewise);
     case 'private_key':
       return redactMarker(detector);
     case undefined:
-      return intoNew(v.length + WHOLE_VALUE_SLACK, (dst) => partialWholeInto(v, 0, v.length, dst, 0));
+      return intoNew(v.length + WHOLE_VALUE_SLACK, (dst) => partialWholeInto(v, 0, v.length, dst, 0, bytewise));
     default:
-      return lastChars(v);
+      return lastChars(v, bytewise);
   }
 }
 
@@ -276,8 +281,8 @@ function emailPartial(v: Buffer): Buffer | null {
   return n < 0 ? null : out.subarray(0, n);
 }
 
-function lastChars(v: Buffer): Buffer {
-  return intoNew(v.length + 4, (dst) => lastCharsInto(v, 0, v.length, dst, 0));
+function lastChars(v: Buffer, bytewise: boolean): Buffer {
+  return intoNew(v.length + 4, (dst) => lastCharsInto(v, 0, v.length, dst, 0, bytewise));
 }
 
 /** Bytes a whole-value replacement written by maskValueInto may take beyond the value's own length. */
@@ -301,7 +306,7 @@ export function maskValueInto(strategy: Strategy, src: Buffer, s: number, e: num
       return o + t.length;
     }
     case 'partial':
-      return partialWholeInto(src, s, e, dst, o);
+      return partialWholeInto(src, s, e, dst, o, ctx.bytesAreChars === true);
     default:
       throw new Error(`masking: unknown strategy ${JSON.stringify(strategy)}`);
   }
@@ -311,7 +316,7 @@ export function maskValueInto(strategy: Strategy, src: Buffer, s: number, e: num
  * partial for a whole value: the email form, the digit form for number-like values, else the last
  * characters. One classifying pass, then one writing pass (every value of a masked column comes here).
  */
-function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: number, bytewise: boolean): number {
   let at = -1;
   let dot = -1;
   let space = false;
@@ -330,7 +335,7 @@ function partialWholeInto(v: Buffer, s: number, e: number, dst: Buffer, o: numbe
     } else if (!(c === 0x2b || c === 0x28 || c === 0x29 || c === 0x2d || c === 0x2f)) numeric = false;
   }
   if (!space && at > s && dot > at + 1 && dot !== e - 1) return emailFormInto(v, at, e, dst, o);
-  return numeric && digits >= 2 * KEEP ? starAllButLastInto(v, s, e, isDigitByte, dst, o) : lastCharsInto(v, s, e, dst, o);
+  return numeric && digits >= 2 * KEEP ? starAllButLastInto(v, s, e, isDigitByte, dst, o) : lastCharsInto(v, s, e, dst, o, bytewise);
 }
 
 /** "****@" + the domain after v[at] ('@'), at dst[o]. */
@@ -375,12 +380,15 @@ function emailPartialInto(v: Buffer, s: number, e: number, dst: Buffer, o: numbe
   return emailFormInto(v, at, e, dst, o);
 }
 
-/** "****" + the last KEEP characters (whole UTF-8 characters) when v[s, e) has >= 2×KEEP characters, at dst[o]. */
-function lastCharsInto(v: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+/**
+ * "****" + the last KEEP characters (whole UTF-8 characters; bytes when `bytewise`) when
+ * v[s, e) has >= 2×KEEP characters, at dst[o].
+ */
+function lastCharsInto(v: Buffer, s: number, e: number, dst: Buffer, o: number, bytewise: boolean): number {
   let chars = 0;
   let cut = e;
   for (let i = e - 1; i >= s; i--) {
-    if ((v[i]! & 0xc0) === 0x80) continue; // continuation byte
+    if (!bytewise && (v[i]! & 0xc0) === 0x80) continue; // continuation byte
     chars++;
     if (chars === KEEP) cut = i;
     if (chars >= 2 * KEEP) break;

@@ -8,7 +8,7 @@ import type { ColumnRef } from '../../policy/masking/ruleset.js';
 import { B, F } from './constants.js';
 import { parseFields, queryMessage as query } from './messages.js';
 import { MessageReader } from './reader.js';
-import { connectUpstream, type Upstream } from './upstream.js';
+import { connectUpstream, UpstreamError, type Upstream } from './upstream.js';
 
 /** attnum → column, per table OID. */
 export type TableColumns = Map<number, ColumnRef>;
@@ -82,6 +82,8 @@ export class CatalogCache {
     private readonly target: PostgresTargetConfig,
     private readonly password: () => Promise<string | undefined>,
     private readonly maxMessage: number,
+    /** Login failures of the side connection, for the gateway log (the caller only sees the client-safe message). */
+    private readonly onLoginError: (err: UpstreamError) => void = () => {},
   ) {}
 
   /** The cached columns of a table, or undefined when it must be looked up. */
@@ -171,7 +173,14 @@ export class CatalogCache {
 
   private connect(): Promise<{ up: Upstream; reader: MessageReader }> {
     this.conn ??= (async () => {
-      const up = await connectUpstream(this.target, await this.password(), { application_name: 'sluice-catalog' }, this.maxMessage);
+      // Its own login, under the same rules as a session's (targets.*.auth, TLS, the SCRAM
+      // server signature), in UTF-8 whatever the clients use: names are compared as text.
+      const up = await connectUpstream(this.target, await this.password(), { application_name: 'sluice-catalog', client_encoding: 'UTF8' }, this.maxMessage).catch(
+        (err: unknown) => {
+          if (err instanceof UpstreamError) this.onLoginError(err);
+          throw err;
+        },
+      );
       const reader = new MessageReader(up.socket, this.maxMessage);
       up.socket.on('close', () => (this.conn = null));
       return { up, reader };

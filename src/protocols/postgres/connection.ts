@@ -52,7 +52,9 @@ function catalogFor(core: Core, state: ListenerState, target: PostgresTargetConf
   const e = state.catalogs.get(target.name);
   if (e && e.target === target) return e.cache;
   e?.cache.close();
-  const cache = new CatalogCache(target, () => core.targetPassword(target), core.config().limits.max_message_bytes);
+  const cache = new CatalogCache(target, () => core.targetPassword(target), core.config().limits.max_message_bytes, (err) =>
+    core.log[err.level]({ event: 'upstream.error', target: target.name, connection: 'catalog', err: err.message, ...err.log }, 'catalog connection failed'),
+  );
   state.catalogs.set(target.name, { target, cache });
   return cache;
 }
@@ -377,7 +379,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       upstream = await connectUpstream(target, password, forward, limits.max_message_bytes);
     } catch (err) {
       if (err instanceof UpstreamError) {
-        core.log.warn({ event: 'upstream.error', target: target.name, sub: identity.sub, err: err.message }, 'upstream connection failed');
+        core.log[err.level]({ event: 'upstream.error', target: target.name, sub: identity.sub, err: err.message, ...err.log }, 'upstream connection failed');
         throw new Refusal({ severity: 'FATAL', code: err.sqlstate, message: err.message, detail: err.detail });
       }
       throw err;
@@ -416,6 +418,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
         void sendCancel(target, up.pid, up.secret);
       },
       catalog: catalogFor(core, state, target),
+      clientEncoding: upstream.clientEncoding,
     });
     key.intercept = () => relay?.cancelApproval() ?? false;
     const hello = Buffer.concat([authRequest(AUTH_OK), ...upstream.parameterStatus, backendKeyData(key.pid, key.secret), readyForQuery('I')]);

@@ -43,6 +43,7 @@ import type { CatalogCache, DescribedColumn } from './catalog.js';
 import { B, F } from './constants.js';
 import { Act, isTextLike, JSON_, JSONB, type ColumnPlan, type PgMasker } from './masker.js';
 import { errorResponse } from './messages.js';
+import { ClientText, textCodec, type PgTextCodec } from './encoding.js';
 
 // ---------------------------------------------------------------- COPY statements
 
@@ -565,7 +566,8 @@ export class CopyMasker {
   // Backend side.
   private claimed = false;
   private mode = Mode.Idle;
-  private clientEncoding = 'UTF8';
+  /** The encoding of the COPY data being masked (its ENCODING option, else the client's). */
+  private dataCodec: PgTextCodec = textCodec('UTF8');
   /** standard_conforming_strings (reported by the server): off makes the server read backslashes in strings differently from Sluice's parser. */
   private conformingStrings = true;
   private opts: CopyOptions | null = null;
@@ -587,6 +589,8 @@ export class CopyMasker {
       /** Largest incomplete row held (default MAX_PARTIAL_ROW). */
       maxPartialRow?: number;
     } = {},
+    /** The client's encoding (shared with the relay): statements are read in it; ParameterStatus updates it. */
+    private readonly text: ClientText = new ClientText(),
   ) {}
 
   private reset(): void {
@@ -628,7 +632,7 @@ export class CopyMasker {
     }
     switch (type) {
       case F.Query: {
-        const sql = buf ? buf.toString('utf8', s + 5, e - 1) : '';
+        const sql = buf ? this.text.codec.decode(buf, s + 5, e - 1) : '';
         this.queue.push({ kind: 'q', specs: copySpecsCached(sql).slice() });
         // A simple query drops the unnamed statement and portal.
         this.statements.delete('');
@@ -643,7 +647,8 @@ export class CopyMasker {
           return;
         }
         const [name, o] = cstr(buf, s + 5, e);
-        const [sql] = cstr(buf, o, e);
+        const q = buf.indexOf(0, o);
+        const sql = this.text.codec.decode(buf, o, q < 0 || q >= e ? e : q);
         const specs = copySpecsCached(sql);
         if (specs.length === 1) this.statements.set(name, specs[0]!);
         else this.statements.delete(name);
@@ -743,7 +748,7 @@ export class CopyMasker {
     switch (type) {
       case B.ParameterStatus: {
         const [name, o] = cstr(buf, s + 5, e);
-        if (name === 'client_encoding') this.clientEncoding = cstr(buf, o, e)[0];
+        if (name === 'client_encoding') this.text.set(cstr(buf, o, e)[0]);
         else if (name === 'standard_conforming_strings') this.conformingStrings = cstr(buf, o, e)[0] !== 'off';
         return true;
       }
@@ -797,14 +802,17 @@ export class CopyMasker {
       return this.refuse(`sluice: COPY output is refused while masking applies (${sets}): Sluice could not read which COPY statement produced it`);
     }
     // Either setting could make the server read the statement (or write its data) differently from how Sluice reads it.
-    const enc = spec.options.encoding ?? this.clientEncoding;
+    const enc = spec.options.encoding ?? this.text.codec.name;
     if (isUnsafeClientEncoding(enc)) {
       return this.refuse(`sluice: COPY output in encoding ${enc} is refused while masking applies (${sets}); use UTF8`);
     }
     if (!this.conformingStrings) {
       return this.refuse(`sluice: COPY output is refused while masking applies (${sets}) and standard_conforming_strings is off`, 'SET standard_conforming_strings = on');
     }
-    const o = spec.options;
+    this.dataCodec = textCodec(enc);
+    let o = spec.options;
+    // The NULL string is matched as bytes of the data's encoding (it was read as text).
+    if (!this.dataCodec.utf8 && o.null.some((b) => b >= 0x80)) o = { ...o, null: this.dataCodec.encode(o.null.toString('utf8')) };
     const sync = this.columnsNow(spec, ncols, set);
     if (sync !== null) return this.start(o, ncols, set, sync);
     const held = Buffer.from(buf.subarray(s, e));
@@ -984,7 +992,8 @@ export class CopyMasker {
       throw new CopyAbort(`sluice: COPY output stopped: a row has ${n} fields where ${plan.length} were expected, so masking cannot tell the columns apart`);
     }
     const set = this.set!;
-    const ctx = this.session.maskContext;
+    const codec = this.dataCodec;
+    const ctx = this.masker.maskContextFor(codec);
     let repl: (Buffer | undefined)[] | null = null;
     for (let i = 0; i < n; i++) {
       const p = plan[i]!;
@@ -997,7 +1006,7 @@ export class CopyMasker {
       if (p.act === Act.Column) {
         this.masker.countColumn(p.rule);
         masked = p.textLike && p.strategy !== 'null' ? maskValue(p.strategy, value, ctx) : null;
-        if (masked !== null && p.json) masked = Buffer.from(JSON.stringify(masked.toString('utf8')), 'utf8');
+        if (masked !== null && p.json) masked = codec.encode(JSON.stringify(codec.decode(masked)));
       } else {
         const f = set.scanner!.scan(value, 0, value.length);
         if (f.length === 0) continue;

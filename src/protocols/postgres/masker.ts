@@ -9,6 +9,8 @@ import { copyBytes } from '../../policy/masking/bytes.js';
 import { maskFindings, maskValue, maskValueInto, WHOLE_VALUE_SLACK } from '../../policy/masking/strategies.js';
 import type { Finding, Strategy } from '../../policy/masking/types.js';
 import type { CatalogCache } from './catalog.js';
+import { ClientText, type PgTextCodec } from './encoding.js';
+import type { MaskContext } from '../../policy/masking/strategies.js';
 import { B } from './constants.js';
 import { ProtocolViolation } from './framer.js';
 import type { OutSlab } from './out-slab.js';
@@ -60,13 +62,13 @@ interface RawColumn {
   binary: boolean;
 }
 
-function parseRowDescription(buf: Buffer, s: number): RawColumn[] {
+function parseRowDescription(buf: Buffer, s: number, codec: PgTextCodec): RawColumn[] {
   const n = buf.readInt16BE(s + 5);
   const out: RawColumn[] = [];
   let o = s + 7;
   for (let i = 0; i < n; i++) {
     const z = buf.indexOf(0, o);
-    const name = buf.toString('utf8', o, z);
+    const name = codec.decode(buf, o, z);
     o = z + 1;
     out.push({
       name,
@@ -103,7 +105,23 @@ export class PgMasker {
   constructor(
     private readonly session: Session,
     private readonly catalog: CatalogCache | null,
+    /** The client's encoding: names and error texts are read in it, and masks written in it. */
+    private readonly text: ClientText = new ClientText(),
   ) {}
+
+  private ctxBase: MaskContext | null = null;
+  private ctxBytewise: MaskContext | null = null;
+
+  /** The masking context for the client's current encoding (partial counts bytes unless it is UTF-8). */
+  maskContextFor(codec: PgTextCodec = this.text.codec): MaskContext {
+    const base = this.session.maskContext;
+    if (codec.utf8) return base;
+    if (this.ctxBase !== base || !this.ctxBytewise) {
+      this.ctxBase = base;
+      this.ctxBytewise = { ...base, bytesAreChars: true };
+    }
+    return this.ctxBytewise;
+  }
 
   private get set(): MaskingSet | null {
     return this.session.masking();
@@ -134,7 +152,7 @@ export class PgMasker {
     const set = this.set;
     this.setPlan(null);
     if (!set) return null;
-    const cols = parseRowDescription(buf, s);
+    const cols = parseRowDescription(buf, s, this.text.codec);
     if (set.hasColumnRules && this.catalog) {
       const missing = [...new Set(cols.filter((c) => c.tableOid !== 0 && !this.catalog!.cached(c.tableOid)).map((c) => c.tableOid))];
       if (missing.length) {
@@ -195,10 +213,11 @@ export class PgMasker {
   private columnValueInto(p: ColPlan, buf: Buffer, vs: number, ve: number, out: OutSlab): number {
     if (!p.textLike || p.strategy === 'null') return -1;
     const start = p.versionByte ? vs + 1 : vs;
-    if (!p.json) return maskValueInto(p.strategy, buf, start, ve, this.session.maskContext, out.buf, out.pos);
-    const masked = maskValue(p.strategy, buf.subarray(start, ve), this.session.maskContext);
+    const codec = this.text.codec;
+    if (!p.json) return maskValueInto(p.strategy, buf, start, ve, this.maskContextFor(codec), out.buf, out.pos);
+    const masked = maskValue(p.strategy, buf.subarray(start, ve), this.maskContextFor(codec));
     if (masked === null) return -1;
-    const asJson = Buffer.from(JSON.stringify(masked.toString('utf8')), 'utf8');
+    const asJson = codec.encode(JSON.stringify(codec.decode(masked)));
     out.ensure(asJson.length + 1);
     let w = out.pos;
     if (p.versionByte) out.buf[w++] = 1;
@@ -251,7 +270,7 @@ export class PgMasker {
       } else {
         for (const x of findings) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
         const ds = p.versionByte ? vs + 1 : vs;
-        const masked = maskFindings(buf, ds, ve, findings, set!.strategyFor, this.session.maskContext);
+        const masked = maskFindings(buf, ds, ve, findings, set!.strategyFor, this.maskContextFor());
         out.ensure(4 + (ds - vs) + masked.length);
         end = copyBytes(buf, vs, ds, out.buf, out.pos);
         end = copyBytes(masked, 0, masked.length, out.buf, end);
@@ -287,10 +306,10 @@ export class PgMasker {
       o = z + 1;
     }
     // Schema and table of a constraint violation, for table-qualified column rules.
-    const where = {
-      schema: fields.find((f) => f[0] === 0x73 /* s */)?.[1].toString('utf8'),
-      table: fields.find((f) => f[0] === 0x74 /* t */)?.[1].toString('utf8'),
-    };
+    const codec = this.text.codec;
+    const s_ = fields.find((f) => f[0] === 0x73 /* s */)?.[1];
+    const t_ = fields.find((f) => f[0] === 0x74 /* t */)?.[1];
+    const where = { schema: s_ && codec.decode(s_), table: t_ && codec.decode(t_) };
     let changed = false;
     for (const f of fields) {
       if (FIELD_SKIP.has(f[0])) continue;
@@ -320,12 +339,13 @@ export class PgMasker {
   private maskField(code: number, v: Buffer, set: MaskingSet, where: { schema?: string; table?: string }): Buffer {
     // DETAIL of unique/foreign-key violations names columns: mask the values of masked columns.
     if (code === 0x44 /* D */ && set.hasColumnRules) {
-      const text = v.toString('utf8');
+      const codec = this.text.codec;
+      const text = codec.decode(v);
       const key = KEY_DETAIL.exec(text);
       if (key && key[1]!.split(',').some((c) => set.columnRule({ ...where, column: c.trim().replace(/^"|"$/g, '') }))) {
         this.dirty = true;
         this.counts.columns['(error detail)'] = (this.counts.columns['(error detail)'] ?? 0) + 1;
-        return Buffer.from(`Key (${key[1]})=(****)${key[3]}`, 'utf8');
+        return codec.encode(`Key (${key[1]})=(****)${key[3]}`);
       }
       if (FAILING_ROW.test(text)) {
         this.dirty = true;
@@ -338,7 +358,7 @@ export class PgMasker {
     if (f.length === 0) return v;
     for (const x of f) this.counts.detectors[x.detector] = (this.counts.detectors[x.detector] ?? 0) + 1;
     this.dirty = true;
-    return maskFindings(v, 0, v.length, f, set.strategyFor, this.session.maskContext);
+    return maskFindings(v, 0, v.length, f, set.strategyFor, this.maskContextFor());
   }
 
   /** One value masked by a column rule elsewhere in this statement's results (COPY). */

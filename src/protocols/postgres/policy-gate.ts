@@ -22,6 +22,7 @@ import { analyzeSql, type QueryFacts } from '../../policy/sql-facts.js';
 import { sqlCacheKey } from '../../policy/sql-cache-key.js';
 import { F } from './constants.js';
 import { errorResponse, parseFields, queryMessage } from './messages.js';
+import type { ClientText } from './encoding.js';
 
 interface Pending {
   error: Buffer;
@@ -56,6 +57,28 @@ function parseMessage(name: Buffer, text: string): Buffer {
   return out;
 }
 
+const NON_ASCII = /[^\x00-\x7f]/;
+const nonAsciiName = (names: string[]) => names.some((n) => NON_ASCII.test(n));
+
+/**
+ * analyzeSql for text Sluice may not read as the server will: sent while earlier
+ * requests were still running (any of them may change client_encoding, and the
+ * server reports that only when it is done), or in an encoding Sluice cannot
+ * decode. ASCII is the same bytes in every encoding that gets here, so only
+ * non-ASCII names are in doubt: a statement with one cannot be read (policy.on_parse_error).
+ * A separate function, so its decisions are cached apart from analyzeSql's.
+ */
+function analyzeSqlUnsureEncoding(sql: string): QueryFacts {
+  const f = analyzeSql(sql);
+  if (f.parse_error !== undefined) return f;
+  if (!f.statements.some((s) => nonAsciiName(s.tables_read) || nonAsciiName(s.tables_written) || nonAsciiName(s.functions))) return f;
+  return {
+    statements: [],
+    parse_error:
+      'it names objects with non-ASCII characters, and Sluice cannot be sure which client_encoding the server reads it in (it was sent before the results of earlier requests, or the encoding is one Sluice cannot decode); send it on its own, in UTF8 or a single-byte encoding',
+  };
+}
+
 /** Facts for a fast-path FunctionCall: a function by OID, no SQL to read. */
 function functionCallFacts(text: string): QueryFacts {
   return {
@@ -71,11 +94,22 @@ export class PolicyGate {
   private readonly pending = new Map<string, Pending>();
   /** The statement waiting for approval, if any (the client stream is paused behind it). */
   held: Held | null = null;
+  /** Set by the relay before each message: the server was still busy with earlier requests. */
+  serverBusy = false;
 
   constructor(
     private readonly session: Session,
     private readonly emit: (buf: Buffer) => void,
+    /** The client's encoding: SQL text is decoded with it. */
+    private readonly text: ClientText,
   ) {}
+
+  /** Decides a statement, read in the client's encoding. */
+  private decideSql(sql: string): Decision | null {
+    const codec = this.text.codec;
+    if ((this.serverBusy || !codec.exact) && NON_ASCII.test(sql)) return this.session.decide(sql, analyzeSqlUnsureEncoding, sqlCacheKey(sql));
+    return this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
+  }
 
   /** Whether the frontend handler must see this message whole. */
   wants(type: number): boolean {
@@ -96,8 +130,8 @@ export class PolicyGate {
   onFrontend(type: number, buf: Buffer, start: number, end: number): boolean {
     if (this.discarding) return false;
     if (type === F.Query) {
-      const sql = buf.toString('utf8', start + 5, end - 1);
-      const d = this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
+      const sql = this.text.codec.decode(buf, start + 5, end - 1);
+      const d = this.decideSql(sql);
       if (!d || d.action === 'allow') return true;
       if (d.action === 'review') this.hold(d, sql, buf, start, end, queryMessage, null);
       else this.deny(d, queryMessage, null);
@@ -107,8 +141,8 @@ export class PolicyGate {
       const z = buf.indexOf(0, start + 5);
       const name = buf.subarray(start + 5, z + 1); // with its NUL
       const q = buf.indexOf(0, z + 1);
-      const sql = buf.toString('utf8', z + 1, q < 0 || q >= end ? end : q);
-      const d = this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
+      const sql = this.text.codec.decode(buf, z + 1, q < 0 || q >= end ? end : q);
+      const d = this.decideSql(sql);
       if (!d || d.action === 'allow') return true;
       const build = (text: string) => parseMessage(name, text);
       if (d.action === 'review') this.hold(d, sql, buf, start, end, build, Buffer.from(name));

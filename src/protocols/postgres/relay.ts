@@ -12,6 +12,7 @@ import { Dir } from '../../recording/types.js';
 import { PgMasker } from './masker.js';
 import { CopyMasker } from './copy-masker.js';
 import type { CatalogCache } from './catalog.js';
+import { ClientText } from './encoding.js';
 
 type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 
@@ -38,6 +39,8 @@ export interface RelayOptions {
   cancelUpstream?(): void;
   /** Column names for masking rules; null when the target has none. */
   catalog?: CatalogCache | null;
+  /** client_encoding as the server reported it at login (default UTF8). */
+  clientEncoding?: string;
 }
 
 /**
@@ -75,6 +78,8 @@ class FrontendHandler implements FrameHandler {
       throw new ProtocolViolation(`invalid frontend message type ${type} (0x${type.toString(16)})`);
     }
     if (type === F.Query || type === F.Execute) this.session.statements++;
+    // Whether earlier requests may still change client_encoding before the server reads this one.
+    this.gate.serverBusy = this.state.busy;
     if (type === F.Query || type === F.Sync || type === F.FunctionCall) {
       this.state.pendingSyncs++;
       this.state.unsynced = false;
@@ -211,13 +216,19 @@ export class PgRelay {
     private readonly session: Session,
     private readonly opts: RelayOptions,
   ) {
-    const masker = new PgMasker(session, opts.catalog ?? null);
-    const copy = new CopyMasker(session, opts.catalog ?? null, masker, (b) => this.back.emit(b), { maxMessage: opts.maxMessage });
+    // The client's encoding as the server reports it (the COPY masker follows ParameterStatus).
+    const text = new ClientText(opts.clientEncoding);
+    const masker = new PgMasker(session, opts.catalog ?? null, text);
+    const copy = new CopyMasker(session, opts.catalog ?? null, masker, (b) => this.back.emit(b), { maxMessage: opts.maxMessage }, text);
     // The gate's marker statements reach the server too: the COPY masker counts them.
-    const gate = new PolicyGate(session, (b) => {
-      copy.forwarded(b[0]!, b, 0, b.length);
-      this.front.emit(b);
-    });
+    const gate = new PolicyGate(
+      session,
+      (b) => {
+        copy.forwarded(b[0]!, b, 0, b.length);
+        this.front.emit(b);
+      },
+      text,
+    );
     this.gate = gate;
     this.front = new Framer(new FrontendHandler(session, this.state, gate, copy, () => this.awaitApproval()), opts.maxMessage);
     // Backend messages are bounded by the server, not by our client limit (a row can be up to 1 GB).

@@ -1,6 +1,9 @@
 // SCRAM-SHA-256 client (RFC 5802 / RFC 7677) for authenticating Sluice to a target
-// with the stored credential. Channel binding is not used (mechanism SCRAM-SHA-256,
-// gs2 header "n,,"); TLS to the target is verified separately per targets.*.tls.
+// with the stored credential. Over TLS it binds the exchange to the server
+// certificate it saw (SCRAM-SHA-256-PLUS, tls-server-end-point, RFC 5929): a relay
+// that terminates TLS with its own certificate then fails the server's check. The
+// server's signature (server-final-message) is always required: it proves the
+// server knew the password's verifier.
 
 import { createHash, createHmac, pbkdf2, randomBytes, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -28,18 +31,40 @@ async function saltedPassword(password: string, salt: Buffer, iterations: number
 
 const hmac = (key: Buffer, data: string) => createHmac('sha256', key).update(data).digest();
 
+/**
+ * How the exchange is bound to the channel:
+ * - `{ endPoint }`: SCRAM-SHA-256-PLUS with tls-server-end-point data (gs2 "p=…");
+ * - 'y': TLS is on but the server offered no -PLUS (gs2 "y": a server that does
+ *   support binding then refuses, which catches a relay that removed -PLUS);
+ * - 'n': no TLS, or a certificate whose end-point hash is undefined.
+ */
+export type ChannelBinding = { endPoint: Buffer } | 'y' | 'n';
+
 export class ScramClient {
   private readonly nonce = randomBytes(18).toString('base64');
   private clientFirstBare = '';
   private expectedServerSignature: Buffer | null = null;
+  private readonly gs2: string;
+  /** Verified the server's signature. */
+  verified = false;
 
-  constructor(private readonly password: string) {}
+  constructor(
+    private readonly password: string,
+    private readonly binding: ChannelBinding = 'n',
+  ) {
+    this.gs2 = typeof binding === 'object' ? 'p=tls-server-end-point,,' : `${binding},,`;
+  }
+
+  /** The SASL mechanism this client uses. */
+  get mechanism(): string {
+    return typeof this.binding === 'object' ? 'SCRAM-SHA-256-PLUS' : 'SCRAM-SHA-256';
+  }
 
   /** The client-first-message, sent in SASLInitialResponse. */
   first(): string {
     // The user name is taken from the startup packet by Postgres, so it is empty here.
     this.clientFirstBare = `n=*,r=${this.nonce}`;
-    return `n,,${this.clientFirstBare}`;
+    return `${this.gs2}${this.clientFirstBare}`;
   }
 
   /** Answers the server-first-message with the client-final-message. */
@@ -53,7 +78,8 @@ export class ScramClient {
     const salted = await saltedPassword(this.password, Buffer.from(s, 'base64'), i);
     const clientKey = hmac(salted, 'Client Key');
     const storedKey = createHash('sha256').update(clientKey).digest();
-    const finalNoProof = `c=biws,r=${r}`;
+    const cbind = typeof this.binding === 'object' ? Buffer.concat([Buffer.from(this.gs2), this.binding.endPoint]) : Buffer.from(this.gs2);
+    const finalNoProof = `c=${cbind.toString('base64')},r=${r}`;
     const authMessage = `${this.clientFirstBare},${serverFirst},${finalNoProof}`;
     const clientSignature = hmac(storedKey, authMessage);
     const proof = Buffer.alloc(32);
@@ -69,11 +95,13 @@ export class ScramClient {
     const e = attrs.get('e');
     if (e) throw new Error(`SCRAM authentication failed: ${e}`);
     const v = attrs.get('v');
-    if (!v || !this.expectedServerSignature) throw new Error('malformed SCRAM server-final-message');
+    if (!this.expectedServerSignature) throw new Error('SCRAM server-final-message before the server-first-message');
+    if (!v) throw new Error('the SCRAM server-final-message carries no server signature');
     const got = Buffer.from(v, 'base64');
     if (got.length !== 32 || !timingSafeEqual(got, this.expectedServerSignature)) {
-      throw new Error('SCRAM server signature does not match: the target is not who it claims to be');
+      throw new Error('the SCRAM server signature is wrong: the server does not know the password');
     }
+    this.verified = true;
   }
 }
 
@@ -90,4 +118,71 @@ function parseAttrs(msg: string): Map<string, string> {
 export function md5Password(user: string, password: string, salt: Buffer): string {
   const inner = createHash('md5').update(password + user).digest('hex');
   return 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(inner), salt])).digest('hex');
+}
+
+// ---- tls-server-end-point (RFC 5929 section 4.1) ----------------------------
+
+/** Signature algorithm OIDs → the hash that names (md5 and sha1 are replaced by sha256). */
+const SIG_HASH: Record<string, string> = {
+  '1.2.840.113549.1.1.4': 'sha256', // md5WithRSAEncryption
+  '1.2.840.113549.1.1.5': 'sha256', // sha1WithRSAEncryption
+  '1.2.840.113549.1.1.11': 'sha256',
+  '1.2.840.113549.1.1.12': 'sha384',
+  '1.2.840.113549.1.1.13': 'sha512',
+  '1.2.840.113549.1.1.14': 'sha224',
+  '1.2.840.10045.4.1': 'sha256', // ecdsa-with-SHA1
+  '1.2.840.10045.4.3.1': 'sha224',
+  '1.2.840.10045.4.3.2': 'sha256',
+  '1.2.840.10045.4.3.3': 'sha384',
+  '1.2.840.10045.4.3.4': 'sha512',
+  '1.2.840.10040.4.3': 'sha256', // dsa-with-sha1
+  '2.16.840.1.101.3.4.3.2': 'sha256', // dsa-with-sha256
+};
+
+/** One DER TLV at `o`: [content start, content end]. */
+function derTlv(b: Buffer, o: number): [number, number] {
+  let len = b[o + 1]!;
+  let p = o + 2;
+  if (len & 0x80) {
+    const n = len & 0x7f;
+    if (n < 1 || n > 4) throw new Error('unsupported DER length');
+    len = 0;
+    for (let i = 0; i < n; i++) len = len * 256 + b[p + i]!;
+    p += n;
+  }
+  if (p + len > b.length) throw new Error('truncated DER');
+  return [p, p + len];
+}
+
+function oidString(b: Buffer): string {
+  const parts = [Math.floor(b[0]! / 40), b[0]! % 40];
+  let v = 0;
+  for (let i = 1; i < b.length; i++) {
+    v = v * 128 + (b[i]! & 0x7f);
+    if (!(b[i]! & 0x80)) {
+      parts.push(v);
+      v = 0;
+    }
+  }
+  return parts.join('.');
+}
+
+/**
+ * The tls-server-end-point channel binding data of a DER certificate: its hash
+ * with the algorithm of its signature (sha256 for md5/sha1). Null when that is
+ * undefined (Ed25519, RSASSA-PSS, ...): Postgres cannot bind to such a
+ * certificate either.
+ */
+export function tlsServerEndPoint(der: Buffer): Buffer | null {
+  try {
+    const [cs] = derTlv(der, 0); // Certificate ::= SEQUENCE {
+    const [, tbsEnd] = derTlv(der, cs); //   tbsCertificate,
+    const [as] = derTlv(der, tbsEnd); //   signatureAlgorithm SEQUENCE { algorithm OID, ... }
+    if (der[as] !== 0x06) return null;
+    const [os, oe] = derTlv(der, as);
+    const hash = SIG_HASH[oidString(der.subarray(os, oe))];
+    return hash ? createHash(hash).update(der).digest() : null;
+  } catch {
+    return null;
+  }
 }

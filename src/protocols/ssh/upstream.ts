@@ -33,6 +33,26 @@ export interface UpstreamOptions {
   agent?: ConnectConfig['agent'];
 }
 
+/** A network error code in words that name no internals. */
+function netCategory(code: string | undefined): string {
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'connection refused';
+    case 'ETIMEDOUT':
+      return 'connection timed out';
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+      return 'host name not found';
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return 'no route to the host';
+    case 'ECONNRESET':
+      return 'connection reset';
+    default:
+      return 'network error';
+  }
+}
+
 /** Connects and logs in; resolves with a ready client. */
 export function connectUpstream(target: SshTargetConfig, creds: UpstreamCredentials, opts: UpstreamOptions = {}): Promise<SshClient> {
   const hk = hostKeyCheck(target);
@@ -76,24 +96,26 @@ export function connectUpstream(target: SshTargetConfig, creds: UpstreamCredenti
       resolve(c);
     });
     c.on('error', (err: Error & { level?: string }) => {
-      const where = `${target.host}:${target.port}`;
+      // The client is told the target's name, the kind of failure and what to do; the
+      // host, port and user name stay in the gateway log (detail).
+      const where = `${target.user}@${target.host}:${target.port}`;
       if (hostKeyProblem) {
-        fail(new UpstreamError(`refused to connect to target "${target.name}": ${hostKeyProblem}`, undefined, true));
+        fail(new UpstreamError(`refused to connect to target "${target.name}": ${hostKeyProblem}`, where, true));
       } else if (err.level === 'client-authentication') {
         fail(
           new UpstreamError(
-            `target "${target.name}" rejected Sluice's stored credential for user "${target.user}"; check targets.${target.name}.${creds.privateKey ? 'private_key' : 'password'} and the server's authorized_keys`,
-            err.message,
+            `target "${target.name}" rejected Sluice's stored credential; check targets.${target.name}.${creds.privateKey ? 'private_key' : 'password'}, targets.${target.name}.user and the server's authorized_keys (the gateway log has the details)`,
+            `${where}: ${err.message}`,
           ),
         );
       } else if (err.level === 'client-timeout') {
-        fail(new UpstreamError(`target "${target.name}" (${where}) did not complete the SSH handshake within ${target.connect_timeout} ms (targets.${target.name}.connect_timeout)`, err.message));
+        fail(new UpstreamError(`target "${target.name}" did not complete the SSH handshake within ${target.connect_timeout} ms (targets.${target.name}.connect_timeout); the gateway log has the details`, `${where}: ${err.message}`));
       } else {
         const code = (err as NodeJS.ErrnoException).code;
-        fail(new UpstreamError(`cannot reach target "${target.name}" at ${where}${code ? ` (${code})` : ''}`, err.message));
+        fail(new UpstreamError(`cannot reach target "${target.name}" (${netCategory(code)}); the gateway log has the details`, `${where}: ${code ?? ''} ${err.message}`.trim()));
       }
     });
-    c.on('close', () => fail(new UpstreamError(`target "${target.name}" closed the connection during login`)));
+    c.on('close', () => fail(new UpstreamError(`target "${target.name}" closed the connection during login; the gateway log has the details`, `${target.user}@${target.host}:${target.port}`)));
     try {
       c.connect({
         host: target.host,
@@ -113,7 +135,7 @@ export function connectUpstream(target: SshTargetConfig, creds: UpstreamCredenti
         ...(opts.agent && { agent: opts.agent }),
       });
     } catch (err) {
-      fail(new UpstreamError(`cannot connect to target "${target.name}"`, (err as Error).message));
+      fail(new UpstreamError(`cannot connect to target "${target.name}"; the gateway log has the details`, (err as Error).message));
     }
   });
 }
