@@ -96,6 +96,14 @@ function checkRevocationValue(v: string, what: string): string {
   return v;
 }
 
+/** A boolean query parameter: 1/true/0/false (absent: false); anything else is a 400. */
+function flag(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true' || v === '') return true;
+  throw new HttpError(400, `"${name}" must be 1, true, 0 or false, got ${JSON.stringify(v.slice(0, 100))}`, 'bad_request');
+}
+
 function isLoopback(addr: string | undefined): boolean {
   return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
 }
@@ -206,7 +214,7 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
       .list()
       .map((s) => ({ ...s.summary(), status: 'live' }))
       .filter(fits);
-    if (q.get('live') === 'true' || q.get('live') === '1') return live.slice(0, limit);
+    if (flag(url, 'live')) return live.slice(0, limit);
     const seen = new Set(live.map((s) => s.id));
     const store = gw.recordingStore();
     const recent = store
@@ -241,7 +249,7 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
       send(res, 200, await gw.metrics.text(), gw.metrics.contentType);
       return;
     }
-    if (!path.startsWith('/api/')) throw new HttpError(404, `no such endpoint ${path}: see GET /api`);
+    if (path !== '/api' && !path.startsWith('/api/')) throw new HttpError(404, `no such endpoint ${path}: see GET /api`);
 
     const { who, roles: r } = await authenticate(req);
     const parts = path.split('/').slice(2).map(decodeSegment); // ['sessions', id?] …
@@ -270,7 +278,7 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
 
     if (res0 === 'approvals') {
       if (!id && method === 'GET') {
-        const all = url.searchParams.get('all') === 'true' || url.searchParams.get('all') === '1';
+        const all = flag(url, 'all');
         return send(res, 200, { approvals: gw.approvals.list(all) });
       }
       if (id && !action && method === 'GET') {
