@@ -326,6 +326,9 @@ t.test('issuer-qualified allow rules: a group of one issuer is not the same grou
       idponly: ordersTarget(pgc, { allow: ['idp/group:dba'] }),
       ownonly: ordersTarget(pgc, { allow: ['sluice/group:dba', 'sluice/sub:alice@example.com'] }),
     },
+    // Tokens of the external issuer are read-only everywhere; Sluice's own are not (no policy fits them).
+    policies: [{ name: 'idp-read-only', match: { issuers: ['idp'] }, read_only: true }],
+    policy: { default: 'allow' },
   });
   t.teardown(() => gw.reload(baseConfig));
   const ext = await externalToken({ sub: 'alice@example.com', groups: ['dba'] });
@@ -340,6 +343,12 @@ t.test('issuer-qualified allow rules: a group of one issuer is not the same grou
   t.equal(denied.issuer, 'idp', 'the refusal log names the issuer');
   // Unqualified rules keep admitting both issuers (orders: group:dba).
   t.equal((await psql(gw, ext, ['-Atc', 'select 1'])).code, 0);
+  // A policy matched by issuer: the external token may read but not write; Sluice's may write.
+  const w = await psql(gw, ext, ['-Atc', 'create temp table t1 (i int)']);
+  t.equal(w.code, 1);
+  t.match(w.stderr, /ERROR:  .*idp-read-only/);
+  const own = await psql(gw, dbaToken, ['-Atc', 'create temp table t1 (i int)']);
+  t.equal(own.code, 0, own.stderr);
 });
 
 t.test('the start log and `sluice config check` say which issuer grants what, and warn about ambiguous sub rules', async (t) => {
