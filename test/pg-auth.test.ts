@@ -122,8 +122,8 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
   });
 }
 
-/** `sluice serve` until its listeners are up (then SIGTERM) or it exits on its own. */
-function serveOnce(configPath: string): Promise<{ started: boolean; code: number | null; output: string }> {
+/** `sluice serve` until these listeners are up (then SIGTERM) or it exits on its own. */
+function serveOnce(configPath: string, listeners = ['postgres', 'ssh']): Promise<{ started: boolean; code: number | null; output: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [BIN, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
@@ -131,7 +131,7 @@ function serveOnce(configPath: string): Promise<{ started: boolean; code: number
     const timer = setTimeout(() => p.kill('SIGKILL'), 30_000);
     const onData = (c: Buffer) => {
       output += c;
-      if (!started && /"event":"listener\.start","protocol":"postgres"/.test(output)) {
+      if (!started && listeners.every((l) => output.includes(`"event":"listener.start","protocol":"${l}"`))) {
         started = true;
         p.kill('SIGTERM');
       }
