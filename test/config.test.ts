@@ -80,18 +80,26 @@ log: { level: debug, file: logs/sluice.log }
       sluice_issuer: { enabled: false, issuer: 'me', audience: 'you', max_ttl: 7200 },
       issuers: [
         {
+          name: 'token.actions.githubusercontent.com',
           issuer: 'https://token.actions.githubusercontent.com',
           audience: ['sluice'],
           jwks_uri: 'https://token.actions.githubusercontent.com/.well-known/jwks',
           groups_claim: 'roles',
           algorithms: ['RS256', 'ES256'],
+          max_ttl: 86400,
+          admin_groups: [],
+          approver_groups: [],
         },
         {
+          name: 'corp',
           issuer: 'corp',
           audience: ['a', 'b'],
           jwks_file: '/etc/sluice/keys/jwks.json',
           groups_claim: 'groups',
           algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'],
+          max_ttl: 86400,
+          admin_groups: [],
+          approver_groups: [],
         },
       ],
     },
@@ -257,14 +265,18 @@ t.test("sluice config check shows each target's TLS and auth, and the warnings",
   local: { protocol: postgres, host: 127.0.0.1, user: app, allow: ["*"] }
 `,
   );
-  const { stdout } = await execFileP(process.execPath, [join(import.meta.dirname, '../bin/sluice.js'), 'config', 'check', '--config', file]);
+  const { stdout, stderr } = await execFileP(process.execPath, [join(import.meta.dirname, '../bin/sluice.js'), 'config', 'check', '--config', file]);
   t.equal(
     stdout,
     `ok: ${file} (3 targets)
 target safe: tls verify-full, auth scram-sha-256, channel_binding prefer
 target risky: tls require (not verified), auth scram-sha-256, md5, channel_binding prefer
 target local: tls prefer (not verified), auth scram-sha-256, channel_binding prefer
-warning: targets.risky.tls.mode: tls.mode is require: the target's certificate is not verified, so anyone on the network path can read the session or impersonate the target; set tls.mode: verify-full (with tls.ca)
+`,
+  );
+  t.equal(
+    stderr,
+    `warning: targets.risky.tls.mode: tls.mode is require: the target's certificate is not verified, so anyone on the network path can read the session or impersonate the target; set tls.mode: verify-full (with tls.ca)
 warning: targets.risky.auth: auth allows md5 over a connection whose server is not verified: an impostor that asks for it gets the password's md5 hash; use auth: [scram-sha-256], or tls.mode: verify-full
 `,
   );
@@ -314,7 +326,7 @@ t.test('missing required keys name the parent line', async (t) => {
 t.test('bad allow entries', async (t) => {
   const e = problems(MINIMAL_TARGET.replace('["*"]', '["group:ci", "grp:ci", "claim:repo", "sub:"]'));
   t.same(e.issues.map((i) => i.path), ['targets.orders.allow[1]', 'targets.orders.allow[2]', 'targets.orders.allow[3]']);
-  t.match(e.issues[0]!.message, /"grp:ci" is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "\*"/);
+  t.match(e.issues[0]!.message, /"grp:ci" is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "\*", optionally after an issuer name and "\/"/);
   t.equal(e.issues[0]!.line, 7);
   t.match(problems(MINIMAL_TARGET.replace('["*"]', '[]')).message, /targets\.orders\.allow: must not be empty/);
 });
@@ -346,10 +358,10 @@ t.test('plain-string password is an error and is not echoed', async (t) => {
 t.test('issuer key checks', async (t) => {
   const both = problems(ISSUER('      jwks_uri: https://idp.example/jwks\n      jwks_file: ./jwks.json\n'));
   t.equal(both.message, 'sluice.yaml: 1 problem:\n  line 6: identity.issuers[0].jwks_file: set at most one of jwks_uri and jwks_file');
-  t.match(problems(ISSUER('      jwks_uri: ftp://x\n')).message, /jwks_uri: must be an http\(s\) URL, got "ftp:\/\/x"/);
+  t.match(problems(ISSUER('      jwks_uri: ftp://x\n')).message, /jwks_uri: must be an https URL, got "ftp:\/\/x"/);
   t.match(
     problems('identity:\n  issuers:\n    - { issuer: corp, audience: x }\n').message,
-    /issuers\[0\]\.issuer: must be an http\(s\) URL for OIDC discovery/,
+    /issuers\[0\]\.issuer: must be an https URL for OIDC discovery/,
   );
   t.match(problems('identity:\n  issuers:\n    - { issuer: https://x }\n').message, /line 3: identity\.issuers\[0\]: missing required key "audience"/);
 });
@@ -419,10 +431,16 @@ t.test('secrets', async (t) => {
   await t.rejects(resolveSecret({ file: 'empty' }, dir), /secret is empty/);
 
   t.equal(await resolveSecret({ command: 'cat pw; echo extra' }, dir), 's3cret-file\nextra', 'runs in baseDir');
-  const failing = resolveSecret({ command: 'echo s3cret-out; echo "denied: no token" >&2; echo more >&2; exit 3' }, dir, { label });
-  await t.rejects(failing, { message: 'secret command exited with code 3 (targets.orders.password): denied: no token' });
+  // A failing command's output may hold the secret (or the token that fetches it): never shown.
+  const failing = resolveSecret({ command: 'echo s3cret-out; echo "denied: s3cret-err" >&2; echo more >&2; exit 3' }, dir, { label });
+  await t.rejects(failing, {
+    message: "secret command exited with code 3 (targets.orders.password); its output is not shown because it may contain the secret: run the command by hand, as the gateway's user, to see why",
+  });
   const err = await failing.catch((e: Error) => e);
   t.notMatch(String(err), 's3cret');
+  t.notMatch(String(err), 'denied');
+  await t.rejects(resolveSecret({ command: 'kill -TERM $$' }, dir, { label }), /^secret command was killed by signal SIGTERM \(targets\.orders\.password\); its output is not shown/);
+  await t.rejects(resolveSecret({ command: 'no-such-command-sluice-test' }, dir, { label }), /^secret command exited with code 127 \(command not found\?\) \(targets/);
 
   const started = Date.now();
   await t.rejects(resolveSecret({ command: 'echo s3cret; sleep 5' }, dir, { timeoutMs: 200 }), /timed out after 200 ms/);
@@ -459,4 +477,83 @@ approvals:
   t.match(problems('approvals: { webhooks: [{ url: "ftp://x" }] }').message, /approvals\.webhooks\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/);
   t.match(problems('approvals: { webhooks: [{ url: "https://x", secret: "plain" }] }').message, /plain-text secrets are not allowed/);
   t.match(problems('approvals: { aprovers: [x] }').message, /unknown key "aprovers".*did you mean "approvers"/);
+});
+
+t.test('issuers: names, https key URLs, lifetimes and per-issuer roles', async (t) => {
+  const cfg = parseConfig(
+    `identity:
+  issuers:
+    - issuer: https://Login.Example.com/realms/a
+      audience: sluice
+    - name: okta
+      issuer: https://corp.okta.example
+      audience: sluice
+      jwks_uri: https://corp.okta.example/keys
+      max_ttl: 1h
+      admin_groups: [sluice-admins]
+      approver_groups: [dba-leads]
+    - { issuer: http://127.0.0.1:8080/oidc, audience: x }
+    - { issuer: local, audience: x, jwks_uri: "http://localhost:9/jwks" }
+`,
+    SRC,
+  );
+  t.same(cfg.identity.issuers.map((i) => [i.name, i.max_ttl, i.admin_groups, i.approver_groups]), [
+    ['login.example.com', 86400, [], []],
+    ['okta', 3600, ['sluice-admins'], ['dba-leads']],
+    ['127.0.0.1', 86400, [], []],
+    ['local', 86400, [], []],
+  ], 'name defaults to the host; no roles unless mapped; max_ttl default 24h');
+
+  // Plain http to a host that is not loopback: anyone on the path could swap the keys.
+  const http1 = problems(ISSUER('      jwks_uri: http://idp.example/jwks\n'));
+  t.equal(http1.issues[0]!.path, 'identity.issuers[0].jwks_uri');
+  t.equal(http1.issues[0]!.line, 5);
+  t.match(http1.issues[0]!.message, /^"http:\/\/idp\.example\/jwks" is plain http: anyone on the network path could swap the issuer's keys and mint tokens; use https \(http is accepted only for loopback hosts: 127\.0\.0\.1, ::1, localhost\)$/);
+  const http2 = problems('identity:\n  issuers:\n    - { issuer: "http://idp.example", audience: x }\n');
+  t.match(http2.message, /line 3: identity\.issuers\[0\]\.issuer: OIDC discovery \(no jwks_uri or jwks_file\) fetches the keys from the issuer URL, and "http:\/\/idp\.example" is plain http/);
+
+  // Names: distinct, valid, not reserved.
+  const dup = problems('identity:\n  issuers:\n    - { issuer: "https://a.example/x", audience: x }\n    - { issuer: "https://a.example/y", audience: x }\n');
+  t.match(dup.message, /identity\.issuers\[1\] and identity\.issuers\[0\] are both named "a\.example" \(a name defaults to the issuer URL's host\): give each a distinct name/);
+  t.match(problems('identity:\n  issuers:\n    - { name: sluice, issuer: "https://a.example", audience: x }\n').message, /"sluice" is reserved \(it names Sluice's own issuer\)/);
+  t.match(problems('identity:\n  issuers:\n    - { name: "a/b", issuer: "https://a.example", audience: x }\n').message, /"a\/b" is not a valid issuer name: .*no "\/", ":" or "@"/);
+  t.match(problems('identity:\n  issuers:\n    - { issuer: "urn:corp:idp", audience: x, jwks_file: j.json }\n').message, /cannot derive a short name from "urn:corp:idp": set name/);
+});
+
+t.test('allow rules and match blocks can name an issuer', async (t) => {
+  const base = `identity:
+  issuers:
+    - { name: okta, issuer: "https://okta.example", audience: x }
+targets:
+  orders:
+    protocol: postgres
+    host: db.internal
+    user: app
+`;
+  const cfg = parseConfig(
+    base +
+      `    allow: ["okta/group:dba", "sluice/sub:ci", "group:org/team", "sub:repo:org/app:ref:refs/heads/main", "okta/*", "okta/claim:repository=org/app", "sub:a@b/c"]
+policies:
+  - { name: p, match: { issuers: [okta, sluice], subs: [x] }, read_only: true }
+`,
+    SRC,
+  );
+  t.same(cfg.policies[0]!.match, { issuers: ['okta', 'sluice'], subs: ['x'] });
+
+  const syntax = problems(base + '    allow: ["okta/group:dba", "Okta/group:x", "a/b/group:c", "okta/"]\n');
+  t.same(syntax.issues.map((i) => [i.line, i.path]), [[9, 'targets.orders.allow[1]'], [9, 'targets.orders.allow[2]'], [9, 'targets.orders.allow[3]']]);
+  // A typo in an issuer name would make a rule match nothing: an error, with its line.
+  const e = problems(base + '    allow: ["okta/group:dba", "oktaa/group:dba"]\npolicies:\n  - { name: p, match: { issuers: [nope] }, read_only: true }\n');
+  t.same(e.issues.map((i) => [i.line, i.path]), [
+    [9, 'targets.orders.allow[1]'],
+    [11, 'policies[0].match.issuers[0]'],
+  ]);
+  t.match(e.issues[0]!.message, /^"oktaa" in "oktaa\/group:dba" is not a configured issuer name; the issuers are "sluice", "okta" \(identity\.issuers\[\]\.name\)$/);
+  t.match(e.issues[1]!.message, /^"nope" is not a configured issuer name/);
+
+  // Warnings: a sub rule (or match.subs) without an issuer when several issuers can issue that sub.
+  const w = configWarnings(parseConfig(base + '    allow: ["sub:nightly-etl", "sluice/sub:ci", "group:dba"]\npolicies:\n  - { name: p, match: { subs: [x] }, read_only: true }\n  - { name: q, match: { subs: [x], issuers: [okta] }, read_only: true }\n', SRC));
+  t.same(w.map((x) => x.path), ['targets.orders.allow[0]', 'policies[0].match.subs']);
+  t.match(w[0]!.message, /^"sub:nightly-etl" admits that subject from every configured issuer \(sluice, okta\); write "<issuer>\/sub:nightly-etl" \(e\.g\. "sluice\/sub:nightly-etl"\) to admit it from one issuer only$/);
+  t.same(configWarnings(parseConfig(MINIMAL_TARGET.replace('["*"]', '["sub:nightly-etl"]'), SRC)), [], 'one issuer: nothing is ambiguous');
 });

@@ -31,8 +31,9 @@ function config(issuers: IssuerConfig[] = [], over: Partial<IdentityConfig> = {}
   };
 }
 
+let issuerCount = 0;
 function issuer(iss: string, over: Partial<IssuerConfig> = {}): IssuerConfig {
-  return { issuer: iss, audience: ['sluice'], groups_claim: 'groups', algorithms: ['RS256'], ...over };
+  return { name: `idp${++issuerCount}`, issuer: iss, audience: ['sluice'], groups_claim: 'groups', algorithms: ['RS256'], max_ttl: 86400, admin_groups: [], approver_groups: [], ...over };
 }
 
 /** Expect verify() to fail with `code`, and the message not to contain the token or its parts. */
@@ -273,4 +274,73 @@ t.test('config mistakes are caught at construction', async (t) => {
   t.throws(() => new IdentityVerifier(config([issuer('https://x', { algorithms: ['HS256'] })]), state), /no asymmetric algorithm/);
   const missing = new IdentityVerifier(config([issuer('https://x', { jwks_file: path.join(state, 'nope.json') })]), state);
   await t.rejects(missing.init(), /cannot load jwks_file/);
+});
+
+t.test('a token issued in the future, or living longer than its issuer allows, is refused', async (t) => {
+  const state = tmpState();
+  const dir = path.dirname(state);
+  const kp = await generateKeyPair('RS256', { extractable: true });
+  const jwksFile = path.join(dir, 'jwks.json');
+  fs.writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...(await exportJWK(kp.publicKey)), kid: 'k', alg: 'RS256' }] }));
+  const EXT = 'https://ci.example';
+  // clock_skew 30 s; the external issuer keeps the default 24 h, Sluice's own 1 h (config()).
+  const v = new IdentityVerifier(config([issuer(EXT, { name: 'ci', jwks_file: jwksFile })], { clock_skew: 30 }), state);
+  await v.init();
+  const ext = (claims: JWTPayload) => new SignJWT({ iss: EXT, aud: 'sluice', sub: 'job', ...claims }).setProtectedHeader({ alg: 'RS256', kid: 'k' }).sign(kp.privateKey);
+  const own = (claims: JWTPayload) => signWithStateKey(state, { iss: SLUICE_ISS, aud: 'sluice', sub: 'alice', ...claims });
+
+  // iat a day ahead: refused, by both kinds of issuer; within the clock skew: accepted.
+  await rejects(t, v, await own({ iat: now() + 86400, exp: now() + 600 }), 'token_issued_in_future',
+    /^token was issued in the future \(iat \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, now \d{4}-.*, identity\.clock_skew 30s\): check the clocks of the issuer and of Sluice$/);
+  await rejects(t, v, await ext({ iat: now() + 86400, exp: now() + 2 * 86400 }), 'token_issued_in_future');
+  t.equal((await v.verify(await ext({ iat: now() + 20, exp: now() + 600 }))).sub, 'job', 'iat within the clock skew is fine');
+
+  // A 10-year token from the external issuer: refused by its max_ttl (default 24h).
+  await rejects(t, v, await ext({ iat: now(), exp: now() + 10 * 365 * 86400 }), 'token_lifetime_too_long',
+    /^token lifetime 3650d \(exp - iat\) is longer than issuer "ci" accepts \(identity\.issuers\[ci\]\.max_ttl: 1d\): use a shorter-lived token$/);
+  // Without iat, the lifetime is what is left of it.
+  await rejects(t, v, await ext({ exp: now() + 2 * 86400 }), 'token_lifetime_too_long', /^token has no iat and expires in (2d|17\d{4}s), which is longer than issuer "ci" accepts \(identity\.issuers\[ci\]\.max_ttl: 1d\)/);
+  t.equal((await v.verify(await ext({ exp: now() + 3600 }))).sub, 'job', 'no iat, an hour left: fine');
+  t.equal((await v.verify(await ext({ iat: now() - 86000, exp: now() + 400 }))).sub, 'job', 'exactly within 24h: fine');
+
+  // Sluice's own issuer: its max_ttl (the mint limit) is also the longest lifetime accepted.
+  await rejects(t, v, await own({ iat: now(), exp: now() + 7200 }), 'token_lifetime_too_long', /identity\.sluice_issuer\.max_ttl: 1h/);
+  const id = await v.verify(await mintToken(config(), state, { sub: 'alice', ttlSeconds: 3600 }));
+  t.equal(id.issuerName, 'sluice', 'a minted token at max_ttl is accepted, as issuer "sluice"');
+
+  // A shorter per-issuer max_ttl.
+  const strict = new IdentityVerifier(config([issuer(EXT, { name: 'ci', jwks_file: jwksFile, max_ttl: 600 })], { clock_skew: 30 }), state);
+  await rejects(t, strict, await ext({ iat: now(), exp: now() + 3600 }), 'token_lifetime_too_long', /identity\.issuers\[ci\]\.max_ttl: 10m/);
+  t.equal((await strict.verify(await ext({ iat: now(), exp: now() + 600 }))).issuerName, 'ci');
+});
+
+t.test('keys are fetched over https only (loopback excepted); discovery cannot point elsewhere', async (t) => {
+  const state = tmpState();
+  // Plain http to a host that is not loopback: refused when the verifier is built.
+  t.throws(() => new IdentityVerifier(config([issuer('https://idp.example', { jwks_uri: 'http://idp.example/jwks' })]), state),
+    /jwks_uri "http:\/\/idp\.example\/jwks" is plain http: anyone on the network path could swap the issuer's keys/);
+  t.throws(() => new IdentityVerifier(config([issuer('http://idp.example')]), state), /OIDC discovery URL "http:\/\/idp\.example" is plain http/);
+  t.doesNotThrow(() => new IdentityVerifier(config([issuer('https://idp.example', { jwks_uri: 'http://127.0.0.1:9/jwks' }), issuer('http://localhost:9/x')]), state), 'loopback is fine');
+
+  // A discovery document (on loopback, so fetched) that names a plain-http jwks_uri elsewhere, and one that redirects.
+  const kp = await generateKeyPair('ES256', { extractable: true });
+  let base = '';
+  const hits: string[] = [];
+  const server = http.createServer((req, res) => {
+    hits.push(req.url!);
+    if (req.url === '/evil/.well-known/openid-configuration') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ issuer: `${base}/evil`, jwks_uri: 'http://keys.example/jwks' }));
+    } else if (req.url === '/moved/.well-known/openid-configuration') {
+      res.writeHead(302, { location: 'http://keys.example/.well-known/openid-configuration' }).end();
+    } else res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => { server.closeAllConnections(); server.close(); });
+  base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const v = new IdentityVerifier(config([issuer(`${base}/evil`, { algorithms: ['ES256'] }), issuer(`${base}/moved`, { algorithms: ['ES256'] })]), state, { fetchTimeoutMs: 2000 });
+  await v.init();
+  const sign = (iss: string) => new SignJWT({ iss, aud: 'sluice', sub: 'x', exp: now() + 60 }).setProtectedHeader({ alg: 'ES256', kid: 'e1' }).sign(kp.privateKey);
+  await rejects(t, v, await sign(`${base}/evil`), 'issuer_unreachable', /names jwks_uri http:\/\/keys\.example\/jwks, which is refused: is plain http/);
+  await rejects(t, v, await sign(`${base}/moved`), 'issuer_unreachable', /cannot fetch the OIDC discovery document/);
+  t.same(hits.filter((h) => !h.includes('well-known')), [], 'no key was fetched');
 });

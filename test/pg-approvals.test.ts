@@ -8,6 +8,10 @@ import { createHmac } from 'node:crypto';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { AddressInfo } from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { BIN, connString, ordersTarget, prepareOrders, psql, startSluice, TARGET_PASSWORD, type Sluice } from './helpers/sluice.js';
 
@@ -46,7 +50,21 @@ const approvals = (extra: Record<string, unknown> = {}) => ({
   ],
   ...extra,
 });
-const config = (extra: Record<string, unknown> = {}) => ({
+// An external issuer (keys in a JWKS file). Its name defaults to its URL's host: "ext".
+const EXT_ISS = 'https://ext';
+const extDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-ext-'));
+t.teardown(() => fs.rmSync(extDir, { recursive: true, force: true }));
+const extKeys = await generateKeyPair('RS256', { extractable: true });
+const extJwks = path.join(extDir, 'jwks.json');
+fs.writeFileSync(extJwks, JSON.stringify({ keys: [{ ...(await exportJWK(extKeys.publicKey)), kid: 'x1', alg: 'RS256' }] }));
+/** A token of the external issuer. */
+function extToken(sub: string, groups: string[], claims: JWTPayload = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: EXT_ISS, aud: 'sluice', sub, groups, iat: now, exp: now + 600, ...claims }).setProtectedHeader({ alg: 'RS256', kid: 'x1' }).sign(extKeys.privateKey);
+}
+
+const config = (extra: Record<string, unknown> = {}, ext: Record<string, unknown> = {}) => ({
+  identity: { issuers: [{ issuer: EXT_ISS, audience: 'sluice', jwks_file: extJwks, algorithms: ['RS256'], ...ext }] },
   targets: { orders: ordersTarget(cluster, { allow: ['group:ci', 'group:dba-leads', 'group:etl'] }) },
   policies: [
     {
@@ -350,6 +368,193 @@ t.test('admin kill: one session ends with a message, others go on', async (t) =>
   await a.end();
 });
 
+t.test('external tokens get no admin or approver rights unless their issuer maps them', async (t) => {
+  // An external token that carries Sluice's admin and approver group names.
+  const mallory = await extToken('mallory', ['sluice-admins', 'dba-leads']);
+  const r = await api('GET', '/api/sessions', mallory);
+  t.equal(r.status, 403);
+  t.equal(r.body.message, "mallory (ext) may not use the admin API: tokens of issuer ext get admin or approver rights only from identity.issuers[ext].admin_groups (none configured) or identity.issuers[ext].approver_groups (none configured); admin.groups and approvals.approvers apply to Sluice's own issuer only");
+  t.equal((await api('POST', '/api/revocations', mallory, { sub: 'ci-job', issuer: 'sluice' })).status, 403, 'cannot revoke');
+  t.equal((await api('GET', '/metrics', mallory)).status, 403, 'nor read metrics');
+
+  const p = psql(gw, ci, ['-c', 'DELETE FROM customers WHERE id = 20 AND id > 0']);
+  const req = await nextPending();
+  const self = await cli(['approvals', 'approve', req.id], mallory);
+  t.equal(self.code, 1);
+  t.match(self.stderr, /mallory \(ext\) may not use the admin API/);
+  t.ok(await customerExists(20), 'not approved');
+  t.equal((await cli(['approvals', 'deny', req.id, '--reason', 'cleanup'], lead1)).code, 0);
+  t.match((await p).stderr, /denied by approver lead-1: cleanup/);
+});
+
+t.test('an external issuer approves only through its approver_groups; self-approval and grants compare issuer and sub', async (t) => {
+  await gw.reload(config({}, { approver_groups: ['ext-approvers'] }));
+  t.teardown(() => gw.reload(config()));
+  const extLead = await extToken('ext-lead', ['ext-approvers']);
+  const notMapped = await extToken('ext-other', ['dba-leads']);
+  const extCiJob = await extToken('ci-job', ['ci', 'ext-approvers']);
+  t.equal((await api('GET', '/api/approvals', extLead)).status, 200, 'a mapped approver may read approvals');
+  const rev = await api('POST', '/api/revocations', extLead, { sub: 'x', issuer: 'ext' });
+  t.equal(rev.status, 403);
+  t.equal(rev.body.message, 'revocations needs the admin role (identity.issuers[ext].admin_groups)');
+  t.equal((await api('GET', '/api/approvals', notMapped)).status, 403, "Sluice's approver group name means nothing from another issuer");
+
+  // Sluice's ci-job asks (a shape no standing grant covers); the external issuer's "ci-job" is taken as the same person.
+  const p = psql(gw, ci, ['-c', 'DELETE FROM customers WHERE id = 21 AND id > 0']);
+  const req = await nextPending();
+  const self = await cli(['approvals', 'approve', req.id], extCiJob);
+  t.equal(self.code, 1);
+  t.match(self.stderr, new RegExp(`self-approval is refused: approval ${req.id} was asked by ci-job \\(the same subject under issuer ext counts as the same person\\)`));
+  t.ok(await customerExists(21));
+  const ok = await cli(['approvals', 'approve', req.id, '--reason', 'external lead'], extLead);
+  t.equal(ok.code, 0, ok.stderr);
+  t.match((await p).stdout, /DELETE 1/);
+  const view = (await api('GET', `/api/approvals/${req.id}`, admin)).body;
+  t.same(view.votes.map((v: any) => [v.sub, v.issuer]), [['ext-lead', 'ext']]);
+  t.equal(view.issuer, 'sluice');
+  await gw.waitForLog((l) => l.approval === req.id && l.event === 'approval.approved' && Array.isArray(l.approvers) && l.approvers[0] === 'ext-lead (ext)');
+
+  // Sluice's ci-job holds a standing fingerprint approval for `DELETE ... WHERE id = N` (earlier
+  // test); the external issuer's ci-job does not share it.
+  const own = await psql(gw, ci, ['-c', 'DELETE FROM customers WHERE id = 22']);
+  t.match(own.stdout, /DELETE 1/, "Sluice's ci-job: the grant answers");
+  t.notMatch(own.stderr, /waiting for approval/);
+  const before = new Set<string>((await api('GET', '/api/approvals?all=1', admin)).body.approvals.map((a: any) => a.id));
+  const other = psql(gw, extCiJob, ['-c', 'DELETE FROM customers WHERE id = 23']);
+  const asked = await nextPending(before);
+  t.equal(asked.sub, 'ci-job');
+  t.equal(asked.issuer, 'ext');
+  t.ok(await customerExists(23), "the external ci-job's statement waits");
+  await cli(['approvals', 'deny', asked.id], lead1);
+  t.match((await other).stderr, /denied by approver lead-1/);
+});
+
+t.test('revocations name their issuer; a bare --sub is refused when several issuers could carry it', async (t) => {
+  const own = await gw.mint('shared-sub', ['ci']);
+  const ext = await extToken('shared-sub', ['ci']);
+  const a = client(own);
+  const b = client(ext);
+  await a.connect();
+  await b.connect();
+  const bErrors: Error[] = [];
+  b.on('error', (e) => bErrors.push(e));
+
+  const amb = await cli(['revoke', '--sub', 'shared-sub'], admin);
+  t.equal(amb.code, 1);
+  t.match(amb.stderr, /sub "shared-sub" is ambiguous: tokens of several issuers \(sluice, ext\) can carry it; name one with "issuer" \(sluice revoke --issuer NAME\), or "any" for every issuer/);
+  t.equal((await a.query('select 1 as x')).rows[0].x, 1, 'nothing was revoked');
+
+  const r = await cli(['revoke', '--sub', 'shared-sub', '--issuer', 'ext', '--reason', 'ext incident'], admin);
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^revoked sub shared-sub of issuer ext: 1 live session\(s\) closed; new logins are refused$/m);
+  const fail = await b.query('select 1').then(() => null, (e: Error) => e);
+  t.match(String(bErrors[0]?.message ?? fail?.message), /identity "shared-sub" of issuer ext was revoked by admin-1: ext incident|Connection terminated/);
+  t.equal((await a.query('select 1 as x')).rows[0].x, 1, "Sluice's shared-sub keeps its session");
+  t.match((await psql(gw, ext, ['-Atc', 'select 1'])).stderr, /FATAL:  identity "shared-sub" of issuer ext was revoked: ext incident; ask a Sluice admin/);
+  t.equal((await psql(gw, own, ['-Atc', 'select 1'])).code, 0, "Sluice's shared-sub still logs in");
+  t.match((await cli(['revoke', '--list'], admin)).stdout, /sub\s+shared-sub\s+ext\s+lifted by hand\s+admin-1/);
+
+  const wrong = await cli(['revoke', '--lift', '--sub', 'shared-sub', '--issuer', 'sluice'], admin);
+  t.equal(wrong.code, 1);
+  t.match(wrong.stderr, /sub shared-sub of issuer sluice is not revoked \(it is revoked for issuer ext: name that one\)/);
+  const lift = await cli(['revoke', '--lift', '--sub', 'shared-sub', '--issuer', 'ext'], admin);
+  t.equal(lift.code, 0, lift.stderr);
+  t.match(lift.stdout, /sub shared-sub of issuer ext is no longer revoked/);
+  t.equal((await psql(gw, ext, ['-Atc', 'select 1'])).code, 0, 'logs in again');
+
+  // "any": that subject from every issuer.
+  const c = client(ext);
+  await c.connect();
+  c.on('error', () => {});
+  a.on('error', () => {});
+  const all = await cli(['revoke', '--sub', 'shared-sub', '--issuer', 'any'], admin);
+  t.match(all.stdout, /revoked sub shared-sub of every issuer: 2 live session\(s\) closed/);
+  t.match((await psql(gw, own, ['-Atc', 'select 1'])).stderr, /identity "shared-sub" was revoked/);
+  t.equal((await cli(['revoke', '--lift', '--sub', 'shared-sub', '--issuer', 'any'], admin)).code, 0);
+  t.equal((await psql(gw, own, ['-Atc', 'select 1'])).code, 0);
+  await Promise.all([a, b, c].map((x) => x.end().catch(() => {})));
+});
+
+t.test('admin API: malformed input anywhere is a 4xx, never a 500', async (t) => {
+  const long = 'a'.repeat(300);
+  const huge = 'b'.repeat(3000);
+  // [method, path, body, also fine: a 2xx for input the route ignores]
+  const cases: [string, string, unknown?, true?][] = [
+    ['GET', '/api/sessions/%E0%A4%A'],
+    ['GET', '/api/sessions/%'],
+    ['GET', '/api/sessions/%ZZ'],
+    ['GET', '/api/sessions/%00'],
+    ['GET', `/api/sessions/${long}`],
+    ['GET', `/api/sessions/${huge}`],
+    ['DELETE', '/api/sessions/%E0%A4%A'],
+    ['DELETE', `/api/sessions/${huge}`],
+    ['DELETE', '/api/sessions/x', '{'],
+    ['GET', '/api/sessions?since=yesterday-ish'],
+    ['GET', '/api/sessions?since=%E0%A4%A'],
+    ['GET', '/api/sessions?since=99999999999999999999d'],
+    ['GET', '/api/sessions?limit=-1'],
+    ['GET', '/api/sessions?limit=abc'],
+    ['GET', '/api/sessions?limit=1e400'],
+    ['GET', '/api/approvals?all=maybe'],
+    ['GET', '/api/approvals?all=%E0%A4%A'],
+    ['GET', '/api/sessions?live=%E0%A4%A'],
+    ['GET', '/api/approvals/%E0%A4%A'],
+    ['GET', '/api/approvals/%C0%AF'],
+    ['POST', '/api/approvals/%E0%A4%A/approve'],
+    ['POST', '/api/approvals/x/approve', '{'],
+    ['POST', '/api/approvals/x/approve', '[1]'],
+    ['POST', '/api/approvals/x/approve', { scope: 'forever' }],
+    ['POST', '/api/approvals/x/approve', { reason: 5 }],
+    ['POST', '/api/approvals/x/deny', 'null'],
+    ['POST', '/api/approvals/%/deny'],
+    ['GET', '/api/revocations/%E0%A4%A'],
+    ['GET', '/api/revocations?%E0%A4%A=%', undefined, true],
+    ['POST', '/api/revocations', '{'],
+    ['POST', '/api/revocations', '"sub"'],
+    ['POST', '/api/revocations', {}],
+    ['POST', '/api/revocations', { sub: 5 }],
+    ['POST', '/api/revocations', { sub: 'x\u0000y', issuer: 'sluice' }],
+    ['POST', '/api/revocations', { sub: huge, issuer: 'sluice' }],
+    ['POST', '/api/revocations', { sub: 'é'.repeat(1000), issuer: 'sluice' }],
+    ['POST', '/api/revocations', { jti: 'é'.repeat(1000) }],
+    ['POST', '/api/revocations', { sub: 'x', issuer: 'nope' }],
+    ['POST', '/api/revocations', { jti: 'x', issuer: 'ext' }],
+    ['POST', '/api/revocations', { sub: 'x', issuer: 'sluice', until: 'whenever' }],
+    ['POST', '/api/revocations', 'x'.repeat(70_000)],
+    ['DELETE', '/api/revocations/sub/%E0%A4%A'],
+    ['DELETE', '/api/revocations/jti/%'],
+    ['DELETE', `/api/revocations/sub/${huge}?issuer=sluice`],
+    ['DELETE', '/api/revocations/sub/%00?issuer=sluice'],
+    ['DELETE', '/api/revocations/sub/x?issuer=%E0%A4%A'],
+    ['DELETE', '/api/revocations/jti/x?issuer=ext'],
+    ['DELETE', '/api/revocations/sub/x/extra?issuer=sluice'],
+    ['GET', '/api/%E0%A4%A'],
+    ['PUT', '/api/sessions'],
+    ['GET', '/api/sessions/x/%E0%A4%A/y'],
+  ];
+  for (const [method, p, body, ignored] of cases) {
+    const res = await fetch(gw.adminUrl + p, {
+      method,
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    t.ok((res.status >= 400 || (ignored && res.status < 300)) && res.status < 500, `${method} ${p.slice(0, 60)} ${body === undefined ? '' : String(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 40)}: ${res.status} ${text.trim().slice(0, 160)}`);
+  }
+  // Every route the API lists gets malformed input here (a new route without a case fails this).
+  const listed = ((await api('GET', '/api', admin)).body.endpoints as string[]).filter((e) => e.includes(' /api/'));
+  for (const e of listed) {
+    const [m, pattern] = e.split(' ') as [string, string];
+    const re = new RegExp(`^${pattern.split('?')[0]!.replace(/:[a-z]+/g, '[^/?]+')}(\\?|$)`);
+    t.ok(cases.some(([cm, cp]) => cm === m && re.test(cp)), `malformed input is tried on ${m} ${pattern}`);
+  }
+  const issue = await api('GET', '/api/sessions/%E0%A4%A', admin);
+  t.equal(issue.status, 400);
+  t.equal(issue.body.message, 'malformed percent-encoding in the URL path: "%E0%A4%A"');
+  t.notOk(gw.logs().some((l) => l.event === 'admin.error'), 'no request failed inside the gateway');
+  t.equal((await api('GET', '/healthz')).status, 200);
+});
+
 t.test('kill switch: revoking a pgbench identity cuts it within a second; others go on; it persists', async (t) => {
   await cluster.sql('create table if not exists bench (id int primary key, v int); insert into bench values (1, 0) on conflict do nothing; alter table bench owner to app;', 'orders');
   const etl = await gw.mint('nightly-etl', ['etl']);
@@ -370,24 +575,24 @@ t.test('kill switch: revoking a pgbench identity cuts it within a second; others
     if (s.length === 2 && s.every((x) => x.statements > 0)) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  const r = await cli(['revoke', '--sub', 'nightly-etl', '--reason', 'leaked token'], admin);
+  const r = await cli(['revoke', '--sub', 'nightly-etl', '--issuer', 'sluice', '--reason', 'leaked token'], admin);
   const revokedAt = Date.now();
   t.equal(r.code, 0, r.stderr);
-  t.match(r.stdout, /revoked sub nightly-etl: 2 live session\(s\) closed/);
+  t.match(r.stdout, /revoked sub nightly-etl of issuer sluice: 2 live session\(s\) closed/);
   const code = await exited;
   const cutMs = Date.now() - revokedAt;
   t.ok(cutMs < 1000, `pgbench ended ${cutMs} ms after the revocation`);
   t.not(code, 0);
-  t.match(out, /was revoked by admin-1: leaked token/);
+  t.match(out, /identity "nightly-etl" of issuer sluice was revoked by admin-1: leaked token/);
   t.equal((await other.query('select 1 as x')).rows[0].x, 1, "another identity's session keeps working");
 
   const again = await psql(gw, etl, ['-c', 'select 1'], { conn: { user: 'etl' } });
   t.not(again.code, 0);
-  t.match(again.stderr, /identity "nightly-etl" was revoked: leaked token; ask a Sluice admin/);
+  t.match(again.stderr, /identity "nightly-etl" of issuer sluice was revoked: leaked token; ask a Sluice admin/);
   const fresh = await gw.mint('nightly-etl', ['etl']);
   t.match((await psql(gw, fresh, ['-c', 'select 1'], { conn: { user: 'etl' } })).stderr, /was revoked/, 'a new token for the same sub is refused too');
   const listed = await cli(['revoke', '--list'], admin);
-  t.match(listed.stdout, /sub\s+nightly-etl/);
+  t.match(listed.stdout, /sub\s+nightly-etl\s+sluice/);
 
   await other.end();
   // Restart the gateway on the same state dir: the revocation is still there.
@@ -408,6 +613,6 @@ t.test('kill switch: revoking a pgbench identity cuts it within a second; others
     });
   });
   const after = await psql({ ...gw, port } as Sluice, fresh, ['-c', 'select 1'], { conn: { user: 'etl' } });
-  t.match(after.stderr, /identity "nightly-etl" was revoked/, 'still revoked after a restart');
+  t.match(after.stderr, /identity "nightly-etl" of issuer sluice was revoked/, 'still revoked after a restart');
   t.match((await psql({ ...gw, port } as Sluice, ci, ['-c', 'select 1'])).stdout, /1/, 'others log in');
 });

@@ -12,7 +12,8 @@ import { createPrivateKey } from 'node:crypto';
 import pg from 'pg';
 import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import { withPostgres } from './helpers/pg-cluster.js';
-import { ordersTarget, prepareOrders, psql, startSluice, TARGET_PASSWORD, type Sluice } from './helpers/sluice.js';
+import { execFile, spawn } from 'node:child_process';
+import { BIN, ordersTarget, prepareOrders, psql, startSluice, TARGET_PASSWORD, type Sluice } from './helpers/sluice.js';
 import { isLoopback } from '../src/protocols/postgres/connection.js';
 
 const pgc = await withPostgres(t);
@@ -270,6 +271,38 @@ async function pgConnectDirect(g: Sluice, password: string, ssl: tls.ConnectionO
 }
 
 const ISO = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`;
+
+/** The real CLI; resolves with its exit code and output. */
+function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** `sluice serve` until these listeners are up (then SIGTERM) or it exits on its own. */
+function serveOnce(configPath: string, listeners = ['postgres', 'ssh']): Promise<{ started: boolean; code: number | null; output: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, 'serve', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let started = false;
+    const timer = setTimeout(() => p.kill('SIGKILL'), 30_000);
+    const onData = (c: Buffer) => {
+      output += c;
+      if (!started && listeners.every((l) => output.includes(`"event":"listener.start","protocol":"${l}"`))) {
+        started = true;
+        p.kill('SIGTERM');
+      }
+    };
+    p.stdout.on('data', onData);
+    p.stderr.on('data', onData);
+    p.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ started, code, output });
+    });
+  });
+}
 
 t.test('baseline: a minted token for an allowed group connects', async (t) => {
   const r = await psql(gw, ciToken, ['-Atc', 'select current_user, count(*) from items']);
@@ -552,6 +585,145 @@ t.test('hot reload: the allow list changes for new connections, live sessions ke
   }
   const back = await psql(gw, ciToken, ['-Atc', 'select 1']);
   t.equal(back.code, 0, `ci allowed again after restoring the config: ${back.stderr}`);
+});
+
+t.test('a token issued in the future is refused (iat beyond the clock skew)', async (t) => {
+  const tok = await sluiceSigned({ iat: now() + 86400, exp: now() + 86400 + 300 });
+  await assertRefused(t, tok, new RegExp(`^token was issued in the future \\(iat ${ISO}, now ${ISO}, identity\\.clock_skew 0s\\): check the clocks of the issuer and of Sluice$`), '28P01');
+});
+
+t.test("a token living longer than its issuer's max_ttl is refused", async (t) => {
+  // An external token valid for 10 years (the issuer's max_ttl defaults to 24h).
+  const tenYears = await externalToken({ sub: 'alice@example.com', groups: ['dba'], iat: now(), exp: now() + 10 * 365 * 86400 });
+  await assertRefused(t, tenYears, /^token lifetime 3650d \(exp - iat\) is longer than issuer "idp\.sluice-test\.invalid" accepts \(identity\.issuers\[idp\.sluice-test\.invalid\]\.max_ttl: 1d\): use a shorter-lived token$/, '28P01');
+  // Without iat: what is left of it counts.
+  const noIat = await externalToken({ sub: 'alice@example.com', groups: ['dba'], iat: undefined, exp: now() + 30 * 86400 });
+  await assertRefused(t, noIat, /^token has no iat and expires in (30d|\d+s), which is longer than issuer "idp\.sluice-test\.invalid" accepts/, '28P01');
+  // Sluice's own issuer: its max_ttl bounds what it accepts, not only what it mints.
+  const own = await sluiceSigned({ iat: now(), exp: now() + 2 * 86400 });
+  await assertRefused(t, own, /^token lifetime 2d \(exp - iat\) is longer than issuer "sluice" accepts \(identity\.sluice_issuer\.max_ttl: 1d\)/, '28P01');
+});
+
+t.test('issuer-qualified allow rules: a group of one issuer is not the same group of another', async (t) => {
+  const named = { ...baseConfig.identity, issuers: [{ ...baseConfig.identity.issuers[0], name: 'idp' }] };
+  await gw.reload({
+    ...baseConfig,
+    identity: named,
+    targets: {
+      ...baseConfig.targets,
+      idponly: ordersTarget(pgc, { allow: ['idp/group:dba'] }),
+      ownonly: ordersTarget(pgc, { allow: ['sluice/group:dba', 'sluice/sub:alice@example.com'] }),
+    },
+    // Tokens of the external issuer are read-only everywhere; Sluice's own are not (no policy fits them).
+    policies: [{ name: 'idp-read-only', match: { issuers: ['idp'] }, read_only: true }],
+    policy: { default: 'allow' },
+  });
+  t.teardown(() => gw.reload(baseConfig));
+  const ext = await externalToken({ sub: 'alice@example.com', groups: ['dba'] });
+  const ok1 = await psql(gw, ext, ['-Atc', 'select 1'], { conn: { dbname: 'idponly' } });
+  t.equal(ok1.code, 0, ok1.stderr);
+  const ok2 = await psql(gw, dbaToken, ['-Atc', 'select 1'], { conn: { dbname: 'ownonly' } });
+  t.equal(ok2.code, 0, ok2.stderr);
+  // The same group name (and the same subject) from the other issuer does not match.
+  await assertRefused(t, dbaToken, /^sub "dba-person" is not allowed to use target "idponly" \(targets\.idponly\.allow\)$/, '28000', { db: 'idponly' });
+  await assertRefused(t, ext, /^sub "alice@example\.com" is not allowed to use target "ownonly" \(targets\.ownonly\.allow\)$/, '28000', { db: 'ownonly' });
+  const denied = await gw.waitForLog((l) => l.event === 'auth.denied' && l.target === 'ownonly');
+  t.equal(denied.issuer, 'idp', 'the refusal log names the issuer');
+  // Unqualified rules keep admitting both issuers (orders: group:dba).
+  t.equal((await psql(gw, ext, ['-Atc', 'select 1'])).code, 0);
+  // A policy matched by issuer: the external token may read but not write; Sluice's may write.
+  const w = await psql(gw, ext, ['-Atc', 'create temp table t1 (i int)']);
+  t.equal(w.code, 1);
+  t.match(w.stderr, /ERROR:  .*idp-read-only/);
+  const own = await psql(gw, dbaToken, ['-Atc', 'create temp table t1 (i int)']);
+  t.equal(own.code, 0, own.stderr);
+});
+
+t.test('the start log and `sluice config check` say which issuer grants what, and warn about ambiguous sub rules', async (t) => {
+  const roles = await gw.waitForLog((l) => l.event === 'identity.roles');
+  t.equal(roles.msg, 'who may administer and approve, by issuer: sluice (sluice): admin groups sluice-admins; approver groups sluice-approvers; idp.sluice-test.invalid (https://idp.sluice-test.invalid): admin none; approver none');
+  const warn = await gw.waitForLog((l) => l.event === 'config.warning');
+  t.equal(warn.path, 'targets.orders.allow[2]');
+  t.match(warn.msg, /"sub:nightly-etl" admits that subject from every configured issuer \(sluice, idp\.sluice-test\.invalid\)/);
+  const r = await runCli(['config', 'check', '--config', gw.configPath]);
+  t.equal(r.code, 0);
+  t.match(r.stdout, /^ok: /);
+  t.match(r.stderr, /^warning: targets\.orders\.allow\[2\]: "sub:nightly-etl" admits that subject from every configured issuer \(sluice, idp\.sluice-test\.invalid\); write "<issuer>\/sub:nightly-etl"/m);
+});
+
+t.test('keys fetched over plain http from a non-loopback host are a config error', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-http-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const cfg = path.join(dir, 'sluice.yaml');
+  fs.writeFileSync(cfg, `identity:\n  issuers:\n    - { issuer: "https://idp.example", audience: sluice, jwks_uri: "http://idp.example/jwks" }\n    - { issuer: "http://login.example", audience: sluice }\n`);
+  for (const args of [['config', 'check'], ['serve']]) {
+    const r = await runCli([...args, '--config', cfg]);
+    t.equal(r.code, 2, `${args[0]} exits 2`);
+    t.match(r.stderr, /line 3: identity\.issuers\[0\]\.jwks_uri: "http:\/\/idp\.example\/jwks" is plain http: anyone on the network path could swap the issuer's keys and mint tokens; use https/);
+    t.match(r.stderr, /line 4: identity\.issuers\[1\]\.issuer: OIDC discovery .* "http:\/\/login\.example" is plain http/);
+  }
+});
+
+t.test('key files: created private; a gateway whose keys others can read or replace refuses to start', async (t) => {
+  // The running gateway created its keys 0600 in a 0700 directory.
+  const keys = path.join(gw.dir, 'state', 'keys');
+  t.equal(fs.statSync(keys).mode & 0o777, 0o700);
+  const files = fs.readdirSync(keys).sort();
+  t.same(files, ['masking.key', 'recording.key', 'signing-key.pem']);
+  for (const f of files) t.equal(fs.statSync(path.join(keys, f)).mode & 0o777, 0o600, f);
+
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-perm-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const hostKey = path.join(dir, 'host_key');
+  const cfg = path.join(dir, 'sluice.yaml');
+  fs.writeFileSync(cfg, `state_dir: ./state\nlisteners:\n  postgres: { port: 0 }\n  ssh: { port: 0 }\nlog: { level: info }\n`);
+  // First start: every key generated (SSH host key included), all private.
+  const first = await serveOnce(cfg);
+  t.equal(first.started, true, first.output);
+  const sk = path.join(dir, 'state', 'keys');
+  t.same(fs.readdirSync(sk).sort(), ['masking.key', 'recording.key', 'signing-key.pem', 'ssh_host_ed25519_key', 'ssh_host_ed25519_key.pub']);
+  for (const f of fs.readdirSync(sk)) t.equal(fs.statSync(path.join(sk, f)).mode & 0o777, f.endsWith('.pub') ? 0o644 : 0o600, f);
+
+  // The signing key readable by others, the directory open: refused, with the exact commands.
+  fs.chmodSync(path.join(sk, 'signing-key.pem'), 0o644);
+  fs.chmodSync(sk, 0o755);
+  const open = await serveOnce(cfg);
+  t.equal(open.started, false);
+  t.equal(open.code, 1);
+  t.match(open.output, `${sk} is open to its group or others (mode 0755; it must be 0700)`);
+  t.match(open.output, `${sk}/signing-key.pem is open to its group or others (mode 0644; it must be 0600)`);
+  t.match(open.output, `Fix with: chmod 0700 ${sk} && chmod 0600 ${sk}/signing-key.pem`);
+  t.match(open.output, /whoever can read the signing key can mint admin tokens/);
+  fs.chmodSync(sk, 0o700);
+  fs.chmodSync(path.join(sk, 'signing-key.pem'), 0o600);
+
+  // Group-writable recording key, SSH host key owned by someone else (another uid, as root can arrange).
+  fs.chmodSync(path.join(sk, 'recording.key'), 0o620);
+  let chowned = false;
+  if (process.getuid?.() === 0) {
+    fs.chownSync(path.join(sk, 'ssh_host_ed25519_key'), 4242, 4242);
+    chowned = true;
+  }
+  const bad = await serveOnce(cfg);
+  t.equal(bad.started, false);
+  t.match(bad.output, `${sk}/recording.key is open to its group or others (mode 0620; it must be 0600)`);
+  if (chowned) {
+    t.match(bad.output, `${sk}/ssh_host_ed25519_key is owned by uid 4242, not by the user the gateway runs as (uid 0)`);
+    t.match(bad.output, `Fix with: chown root ${sk}/ssh_host_ed25519_key && chmod 0600 ${sk}/recording.key`);
+    fs.chownSync(path.join(sk, 'ssh_host_ed25519_key'), 0, 0);
+  }
+  fs.chmodSync(path.join(sk, 'recording.key'), 0o600);
+
+  // A configured SSH host key outside state_dir is checked too.
+  fs.copyFileSync(path.join(sk, 'ssh_host_ed25519_key'), hostKey);
+  fs.chmodSync(hostKey, 0o640);
+  fs.writeFileSync(cfg, `state_dir: ./state\nlisteners:\n  postgres: { port: 0 }\n  ssh: { port: 0, host_key: ./host_key }\nlog: { level: info }\n`);
+  const ext = await serveOnce(cfg);
+  t.equal(ext.started, false);
+  t.match(ext.output, `${hostKey} is open to its group or others (mode 0640; it must be 0600)`);
+  fs.chmodSync(hostKey, 0o600);
+  const fixed = await serveOnce(cfg);
+  t.equal(fixed.started, true, fixed.output);
 });
 
 t.test('no token and no target password ever appear in the gateway logs', async (t) => {

@@ -23,6 +23,8 @@ import { connString, ordersTarget, prepareOrders, psql, startSluice, TARGET_PASS
 const { serialize } = pgProtocol;
 
 const BAD_PASSWORD = 'Wr0ng-Stored-Secret-do-not-echo';
+const CMD_STDOUT_SECRET = 'Cmd-Stdout-Secret-never-logged';
+const CMD_STDERR_SECRET = 'hvs.Cmd-Stderr-Secret-never-logged';
 const LEGACY_PASSWORD = 'Legacy-md5-Pa55word';
 const PLAIN_PASSWORD = 'Cleartext-Pa55word';
 
@@ -275,6 +277,8 @@ const gw = await startSluice(t, {
       badtls: ordersTarget(pgc, { tls: { mode: 'verify-full', ca: otherCA.cert, servername: 'localhost' } }),
       badname: ordersTarget(pgc, { tls: { mode: 'verify-full', ca: pgc.caCert, servername: 'db.wrong-name.invalid' } }),
       nopw: ordersTarget(pgc, { password: { env: 'SLUICE_TEST_UNSET_PASSWORD_VAR' } }),
+      // A secret command that fails and prints a secret on stderr (as `vault read` may).
+      cmdpw: ordersTarget(pgc, { password: { command: `echo ${CMD_STDOUT_SECRET}; echo "permission denied for token ${CMD_STDERR_SECRET}" >&2; exit 3` } }),
       slow: ordersTarget(pgc, { port: slowPort }),
       nodb: ordersTarget(pgc, { database: 'no_such_database' }),
       legacy: ordersTarget(pgc, { user: 'legacy', password: { env: 'LEGACY_PG_PASSWORD' }, auth: ['md5'] }),
@@ -503,6 +507,19 @@ t.test('a stored credential that cannot be read: a clear FATAL, the reason only 
   const logged = await gw.waitForLog((l) => l.event === 'credential.error' && l.target === 'nopw');
   t.equal(logged.err, 'environment variable SLUICE_TEST_UNSET_PASSWORD_VAR is not set (targets.nopw.password)');
   t.equal(logged.sub, 'ci');
+});
+
+t.test('a failing password command: its exit status in the log, never its output', async (t) => {
+  const r = await psql(gw, token, ['-Atc', 'select 1'], { conn: { dbname: 'cmdpw' } });
+  t.equal(r.code, 2);
+  t.match(r.stderr, /Sluice cannot read its stored credential for target "cmdpw"/);
+  const logged = await gw.waitForLog((l) => l.event === 'credential.error' && l.target === 'cmdpw');
+  t.equal(logged.err, "secret command exited with code 3 (targets.cmdpw.password); its output is not shown because it may contain the secret: run the command by hand, as the gateway's user, to see why");
+  for (const text of [gw.output(), r.stderr]) {
+    t.notOk(text.includes(CMD_STDERR_SECRET), "the command's stderr is not shown");
+    t.notOk(text.includes(CMD_STDOUT_SECRET), 'nor its stdout');
+    t.notOk(text.includes('permission denied for token'), 'not even in part');
+  }
 });
 
 t.test('a client that leaves while Sluice logs in upstream leaves nothing behind', async (t) => {

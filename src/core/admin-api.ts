@@ -2,21 +2,27 @@
 // revocations, health and Prometheus metrics, as JSON over HTTP(S).
 //
 // Every /api route needs `Authorization: Bearer <JWT>` from a configured
-// issuer. Members of `admin.groups` may do everything; members of
-// `approvals.approvers` may read sessions and approvals and decide approvals.
+// issuer. Roles are per issuer (access.ts): for Sluice's own issuer, members of
+// `admin.groups` may do everything and members of `approvals.approvers` may read
+// sessions and approvals and decide approvals; an external issuer grants them
+// only through its own `admin_groups` / `approver_groups`.
 // /healthz is open; /metrics is open only with `admin.public_metrics`.
+//
+// Every piece of request input (path segments, query parameters, body) is decoded
+// by a function that answers 4xx when it is malformed: a 500 means a bug.
 
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import type { ListenerConfig } from './config-types.js';
-import type { Identity } from './identity-types.js';
-import { AuthError } from './identity-types.js';
+import { AuthError, SLUICE_ISSUER_NAME, principal, type Identity } from './identity-types.js';
+import { rolesOf, roleSetting, type Role } from './access.js';
+import type { Revocation } from './revocations.js';
 import { ApprovalError, type ApprovalScope } from './approvals.js';
 import type { Gateway } from './gateway.js';
 import { TOO_MANY_PENDING } from './protocol.js';
-import { parseUntil } from './units.js';
+import { parseDuration, parseUntil } from './units.js';
 
 export interface AdminApi {
   readonly host: string;
@@ -25,8 +31,6 @@ export interface AdminApi {
   reload(cfg: ListenerConfig | undefined): void;
   close(): Promise<void>;
 }
-
-type Role = 'admin' | 'approver';
 
 class HttpError extends Error {
   constructor(
@@ -72,19 +76,42 @@ function optString(body: Record<string, unknown>, key: string): string | undefin
   return v;
 }
 
+/** A percent-decoded path segment; malformed escapes (`%E0%A4%A`) are the client's error. */
+function decodeSegment(seg: string): string {
+  try {
+    return decodeURIComponent(seg);
+  } catch {
+    throw new HttpError(400, `malformed percent-encoding in the URL path: ${JSON.stringify(seg.slice(0, 100))}`, 'bad_request');
+  }
+}
+
+/** Ids are at most 200 bytes of UTF-8 without NUL (the recording store's rule; longer keys would not fit LMDB). */
+function checkId(id: string, what: string): string {
+  if (id.includes('\0') || Buffer.byteLength(id) > 200) throw new HttpError(400, `invalid ${what} id: at most 200 bytes, without NUL`, 'bad_request');
+  return id;
+}
+
+/** A subject or token id in a revocation (tokens are at most 16 KB; keep what is stored small). */
+function checkRevocationValue(v: string, what: string): string {
+  if (v.includes('\0') || Buffer.byteLength(v) > 1024) throw new HttpError(400, `"${what}" must be at most 1024 bytes, without NUL`, 'bad_request');
+  return v;
+}
+
+/** A boolean query parameter: 1/true/0/false (absent: false); anything else is a 400. */
+function flag(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  if (v === null || v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true' || v === '') return true;
+  throw new HttpError(400, `"${name}" must be 1, true, 0 or false, got ${JSON.stringify(v.slice(0, 100))}`, 'bad_request');
+}
+
 function isLoopback(addr: string | undefined): boolean {
   return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
 }
 
 export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<AdminApi> {
   let current = cfg;
-  const roles = (who: Identity): Set<Role> => {
-    const c = gw.config();
-    const out = new Set<Role>();
-    if (who.groups.some((g) => c.admin.groups.includes(g))) out.add('admin');
-    if (who.groups.some((g) => c.approvals.approvers.includes(g))) out.add('approver');
-    return out;
-  };
+  const roles = (who: Identity): Set<Role> => rolesOf(gw.config(), who);
 
   async function authenticate(req: http.IncomingMessage): Promise<{ who: Identity; roles: Set<Role> }> {
     const h = req.headers.authorization ?? '';
@@ -103,13 +130,60 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     const r = roles(who);
     if (r.size === 0) {
       const c = gw.config();
-      throw new HttpError(403, `sub "${who.sub}" may not use the admin API: it needs a group in admin.groups (${c.admin.groups.join(', ')}) or approvals.approvers (${c.approvals.approvers.join(', ')})`, 'forbidden');
+      if (who.issuerName === SLUICE_ISSUER_NAME) {
+        throw new HttpError(403, `sub "${who.sub}" may not use the admin API: it needs a group in admin.groups (${c.admin.groups.join(', ')}) or approvals.approvers (${c.approvals.approvers.join(', ')})`, 'forbidden');
+      }
+      const ext = c.identity.issuers.find((i) => i.name === who.issuerName);
+      const groups = (l: string[] | undefined) => (l?.length ? l.join(', ') : 'none configured');
+      throw new HttpError(
+        403,
+        `${principal(who)} may not use the admin API: tokens of issuer ${who.issuerName} get admin or approver rights only from ${roleSetting('admin', who.issuerName)} (${groups(ext?.admin_groups)}) or ${roleSetting('approver', who.issuerName)} (${groups(ext?.approver_groups)}); admin.groups and approvals.approvers apply to Sluice's own issuer only`,
+        'forbidden',
+      );
     }
     return { who, roles: r };
   }
 
-  const need = (r: Set<Role>, role: Role, what: string) => {
-    if (!r.has(role)) throw new HttpError(403, `${what} needs the ${role} role (${role === 'admin' ? 'admin.groups' : 'approvals.approvers'})`, 'forbidden');
+  const need = (r: Set<Role>, who: Identity, role: Role, what: string) => {
+    if (!r.has(role)) throw new HttpError(403, `${what} needs the ${role} role (${roleSetting(role, who.issuerName)})`, 'forbidden');
+  };
+
+  /** Issuer names as the config has them now: name -> iss. */
+  const issuerIss = (): Map<string, string> => {
+    const c = gw.config().identity;
+    const m = new Map<string, string>();
+    if (c.sluice_issuer.enabled) m.set(SLUICE_ISSUER_NAME, c.sluice_issuer.issuer);
+    for (const i of c.issuers) m.set(i.name, i.issuer);
+    return m;
+  };
+
+  /**
+   * Which issuer a `sub` revocation applies to: the one named, every one ("any"), or the only
+   * configured one. With several issuers and none named, the request is ambiguous and refused.
+   */
+  const revocationIssuer = (sub: string, named: string | undefined): { issuer?: string; issuer_name: string } => {
+    const all = issuerIss();
+    const names = [...all.keys()];
+    if (named === 'any' || named === '*') return { issuer_name: 'any' };
+    if (named !== undefined) {
+      const iss = all.get(named);
+      if (iss === undefined) throw new HttpError(400, `no issuer is named "${named}": the issuers are ${names.join(', ') || 'none'} (or "any" for every issuer)`, 'bad_request');
+      return { issuer: iss, issuer_name: named };
+    }
+    if (names.length === 1) return { issuer: all.get(names[0]!)!, issuer_name: names[0]! };
+    throw new HttpError(
+      400,
+      `sub "${sub}" is ambiguous: tokens of several issuers (${names.join(', ')}) can carry it; name one with "issuer" (sluice revoke --issuer NAME), or "any" for every issuer`,
+      'ambiguous_issuer',
+    );
+  };
+
+  /** A revocation as the API shows it: with the issuer's current name ("any" for every issuer). */
+  const showRevocation = (r: Revocation) => {
+    if (r.kind !== 'sub') return r;
+    if (r.issuer === undefined) return { ...r, issuer_name: 'any' };
+    const name = [...issuerIss()].find(([, iss]) => iss === r.issuer)?.[0];
+    return { ...r, issuer_name: name ?? r.issuer_name ?? r.issuer };
   };
 
   function sessionsList(url: URL): unknown[] {
@@ -117,15 +191,31 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     const sub = q.get('sub') ?? q.get('identity') ?? undefined;
     const target = q.get('target') ?? undefined;
     const protocol = q.get('protocol') ?? undefined;
-    const since = q.get('since') ? new Date(q.get('since')!) : undefined;
-    const limit = Math.min(Number(q.get('limit') ?? 100) || 100, 10_000);
+    const sinceText = q.get('since');
+    let since: Date | undefined;
+    if (sinceText) {
+      // A duration ("2h") means that long ago; anything else must be a date.
+      let d: Date | undefined;
+      if (/^\d+(\.\d+)?\s*[a-z]+/i.test(sinceText)) {
+        try {
+          d = new Date(Date.now() - parseDuration(sinceText));
+        } catch {
+          d = undefined;
+        }
+      } else d = new Date(sinceText);
+      if (d && !Number.isNaN(d.getTime())) since = d;
+      else throw new HttpError(400, `"since" must be an ISO date or a duration such as 2h, got ${JSON.stringify(sinceText.slice(0, 100))}`, 'bad_request');
+    }
+    const limitText = q.get('limit');
+    const limit = limitText === null ? 100 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(400, `"limit" must be an integer from 1 to 10000, got ${JSON.stringify(limitText!.slice(0, 100))}`, 'bad_request');
     const fits = (s: { sub: string; target: string; protocol: string; started_at: string }) =>
       (!sub || s.sub === sub) && (!target || s.target === target) && (!protocol || s.protocol === protocol) && (!since || Date.parse(s.started_at) >= since.getTime());
     const live = gw.sessions
       .list()
       .map((s) => ({ ...s.summary(), status: 'live' }))
       .filter(fits);
-    if (q.get('live') === 'true' || q.get('live') === '1') return live.slice(0, limit);
+    if (flag(url, 'live')) return live.slice(0, limit);
     const seen = new Set(live.map((s) => s.id));
     const store = gw.recordingStore();
     const recent = store
@@ -138,7 +228,12 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
   }
 
   async function route(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://sluice');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://sluice');
+    } catch {
+      throw new HttpError(400, 'malformed request URL', 'bad_request');
+    }
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
 
@@ -155,15 +250,16 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
       send(res, 200, await gw.metrics.text(), gw.metrics.contentType);
       return;
     }
-    if (!path.startsWith('/api/')) throw new HttpError(404, `no such endpoint ${path}: see GET /api`);
+    if (path !== '/api' && !path.startsWith('/api/')) throw new HttpError(404, `no such endpoint ${path}: see GET /api`);
 
     const { who, roles: r } = await authenticate(req);
-    const parts = path.split('/').slice(2).map(decodeURIComponent); // ['sessions', id?] …
+    const parts = path.split('/').slice(2).map(decodeSegment); // ['sessions', id?] …
     const [res0, id, action] = parts;
 
     if (res0 === 'sessions') {
       if (!id && method === 'GET') return send(res, 200, { sessions: sessionsList(url) });
       if (id && !action && method === 'GET') {
+        checkId(id, 'session');
         const live = gw.sessions.get(id);
         if (live) return send(res, 200, { ...live.summary(), status: 'live' });
         const stored = gw.recordingStore()?.get(id);
@@ -172,17 +268,18 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
         return send(res, 200, rest);
       }
       if (id && !action && method === 'DELETE') {
-        need(r, 'admin', 'killing a session');
+        need(r, who, 'admin', 'killing a session');
+        checkId(id, 'session');
         const body = await readJson(req);
         const reason = optString(body, 'reason') ?? url.searchParams.get('reason') ?? undefined;
-        if (!gw.kill(id, who.sub, reason)) throw new HttpError(404, `no live session ${id}: run \`sluice sessions list --live\``, 'not_found');
+        if (!gw.kill(id, principal(who), reason)) throw new HttpError(404, `no live session ${id}: run \`sluice sessions list --live\``, 'not_found');
         return send(res, 200, { killed: id, reason });
       }
     }
 
     if (res0 === 'approvals') {
       if (!id && method === 'GET') {
-        const all = url.searchParams.get('all') === 'true' || url.searchParams.get('all') === '1';
+        const all = flag(url, 'all');
         return send(res, 200, { approvals: gw.approvals.list(all) });
       }
       if (id && !action && method === 'GET') {
@@ -211,13 +308,17 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     }
 
     if (res0 === 'revocations') {
-      need(r, 'admin', 'revocations');
-      if (!id && method === 'GET') return send(res, 200, { revocations: gw.revocations?.list() ?? [] });
+      need(r, who, 'admin', 'revocations');
+      if (!id && method === 'GET') return send(res, 200, { revocations: (gw.revocations?.list() ?? []).map(showRevocation) });
       if (!id && method === 'POST') {
         const body = await readJson(req);
         const sub = optString(body, 'sub');
         const jti = optString(body, 'jti');
         if (!sub === !jti) throw new HttpError(400, 'give exactly one of "sub" or "jti"');
+        checkRevocationValue((sub ?? jti)!, sub ? 'sub' : 'jti');
+        const issuerName = optString(body, 'issuer');
+        if (jti && issuerName !== undefined) throw new HttpError(400, '"issuer" applies to a "sub" revocation only (a jti revocation covers that token id from any issuer)');
+        const scope = sub ? revocationIssuer(sub, issuerName) : undefined;
         const untilText = optString(body, 'until');
         let until: string | undefined;
         if (untilText) {
@@ -225,12 +326,25 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
           if (!t) throw new HttpError(400, `"until" must be a duration such as 2h or an ISO date, got "${untilText}"`);
           until = t.toISOString();
         }
-        const n = await gw.revoke({ kind: sub ? 'sub' : 'jti', value: (sub ?? jti)!, until, reason: optString(body, 'reason'), by: who.sub, at: new Date().toISOString() });
-        return send(res, 201, { revoked: sub ? { sub } : { jti }, until, sessions_closed: n });
+        const rev: Revocation = { kind: sub ? 'sub' : 'jti', value: (sub ?? jti)!, until, reason: optString(body, 'reason'), by: principal(who), at: new Date().toISOString() };
+        if (scope) {
+          if (scope.issuer !== undefined) rev.issuer = scope.issuer;
+          rev.issuer_name = scope.issuer_name;
+        }
+        const n = await gw.revoke(rev);
+        return send(res, 201, { revoked: sub ? { sub, issuer: scope!.issuer_name } : { jti }, until, sessions_closed: n });
       }
-      if ((id === 'sub' || id === 'jti') && action && method === 'DELETE') {
-        if (!(await gw.unrevoke(id, action, who.sub))) throw new HttpError(404, `${id} ${action} is not revoked`, 'not_found');
-        return send(res, 200, { unrevoked: { [id]: action } });
+      if ((id === 'sub' || id === 'jti') && action && parts.length === 3 && method === 'DELETE') {
+        checkRevocationValue(action, id);
+        const named = url.searchParams.get('issuer') ?? undefined;
+        if (id === 'jti' && named !== undefined) throw new HttpError(400, '"issuer" applies to a "sub" revocation only');
+        const scope = id === 'sub' ? revocationIssuer(action, named) : undefined;
+        const lifted = await gw.unrevoke({ kind: id, value: action, issuer: scope?.issuer }, principal(who));
+        if (!lifted) {
+          const others = id === 'sub' ? (gw.revocations?.list() ?? []).filter((x) => x.kind === 'sub' && x.value === action).map((x) => showRevocation(x).issuer_name) : [];
+          throw new HttpError(404, `${id} ${action}${scope ? ` of issuer ${scope.issuer_name}` : ''} is not revoked${others.length ? ` (it is revoked for issuer ${others.join(', ')}: name that one)` : ''}`, 'not_found');
+        }
+        return send(res, 200, { unrevoked: id === 'sub' ? { sub: action, issuer: scope!.issuer_name } : { jti: action } });
       }
     }
 
@@ -247,8 +361,9 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
           'POST /api/approvals/:id/approve {reason, scope: once|fingerprint}',
           'POST /api/approvals/:id/deny {reason}',
           'GET /api/revocations',
-          'POST /api/revocations {sub|jti, until, reason}',
-          'DELETE /api/revocations/sub/:sub',
+          'POST /api/revocations {sub, issuer: NAME|any | jti, until, reason}',
+          'DELETE /api/revocations/sub/:sub?issuer=NAME|any',
+          'DELETE /api/revocations/jti/:jti',
         ],
       });
     }
@@ -266,6 +381,8 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     route(req, res).catch((err: Error) => {
       if (res.headersSent) return res.destroy();
       if (err instanceof HttpError) return send(res, err.status, { error: err.code, message: err.message });
+      // Request input that a decoder rejected without saying so is still the client's error.
+      if (err instanceof URIError) return send(res, 400, { error: 'bad_request', message: `malformed request: ${err.message}` });
       gw.log.error({ event: 'admin.error', err: err.message, path: req.url?.split('?')[0] }, 'admin API request failed');
       send(res, 500, { error: 'internal', message: 'internal error; see the gateway log' });
     });

@@ -6,6 +6,7 @@ import { parseArgs } from 'node:util';
 import type { SluiceConfig } from './config-types.js';
 import { AdminClientError, adminRequest, adminTarget, type AdminTarget } from './admin-client.js';
 import { printTable } from './cli-table.js';
+import { principal } from './identity-types.js';
 
 type Load = (path: string) => Promise<SluiceConfig | null>;
 
@@ -26,19 +27,26 @@ Statements held by a \`review\` rule wait for approvers (members of approvals.ap
   --scope once         (default) this statement only
   --scope fingerprint  this query shape (libpg-query fingerprint) for this identity on this
                        target, for approvals.fingerprint_window (default 30 minutes)
-Self-approval is refused; approvals.min_approvals distinct approvers may be needed.
+Approvers are members of approvals.approvers groups (Sluice's own tokens) or of an external
+issuer's identity.issuers[].approver_groups. Self-approval is refused (the same sub from any
+issuer counts as the same person); approvals.min_approvals distinct approvers may be needed.
 
 Connection (every admin command): --admin URL (or $SLUICE_ADMIN_URL; default: listeners.admin
 from --config), --token JWT (or $SLUICE_TOKEN; default: a 5-minute operator token minted with
 the gateway's key from state_dir), --ca FILE (or $SLUICE_ADMIN_CA).
 `,
-  revoke: `Usage: sluice revoke (--sub SUB | --jti ID) [--until 2h|DATE] [--reason TEXT]
+  revoke: `Usage: sluice revoke (--sub SUB [--issuer NAME|any] | --jti ID) [--until 2h|DATE] [--reason TEXT]
        sluice revoke --list
-       sluice revoke --lift (--sub SUB | --jti ID)
+       sluice revoke --lift (--sub SUB [--issuer NAME|any] | --jti ID)
 
 The kill switch: closes every live session of that identity (or token) on every protocol
 within a second, and refuses its logins until the revocation expires (no --until: until
 lifted). Revocations survive restarts. Takes the same connection flags as \`sluice approvals\`.
+
+An identity is an issuer and a sub. --issuer names the issuer (sluice for Sluice's own tokens,
+or an identity.issuers[].name); "any" revokes that sub from every issuer. Without --issuer,
+the revocation applies to the only configured issuer, and is refused as ambiguous when there
+are several. A --jti revocation covers that token id from any issuer.
 `,
 };
 
@@ -118,7 +126,7 @@ export async function approvalsCommand(args: string[], load: Load, configPath: (
       const rows = [['ID', 'STATUS', 'IDENTITY', 'TARGET', 'RULE', 'ASKED', 'EXPIRES', 'VOTES', 'STATEMENT']];
       for (const a of list) {
         const approvals = (a.votes as any[]).filter((v) => v.action === 'approve').length;
-        rows.push([a.id, a.status, a.sub, a.target, a.rule, short(a.asked_at), a.status === 'pending' ? short(a.expires_at) : '', `${approvals}/${a.min_approvals}`, oneLine(a.statement)]);
+        rows.push([a.id, a.status, principal({ sub: a.sub, issuerName: a.issuer }), a.target, a.rule, short(a.asked_at), a.status === 'pending' ? short(a.expires_at) : '', `${approvals}/${a.min_approvals}`, oneLine(a.statement)]);
       }
       printTable(rows);
       return 0;
@@ -185,10 +193,14 @@ export async function liveSessionsCommand(args: string[], load: Load, configPath
 export async function revokeCommand(args: string[], load: Load, configPath: (v?: string) => string): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { ...CONNECT_OPTIONS, sub: { type: 'string' }, jti: { type: 'string' }, until: { type: 'string' }, reason: { type: 'string' }, list: { type: 'boolean', default: false }, lift: { type: 'boolean', default: false } },
+    options: { ...CONNECT_OPTIONS, sub: { type: 'string' }, issuer: { type: 'string' }, jti: { type: 'string' }, until: { type: 'string' }, reason: { type: 'string' }, list: { type: 'boolean', default: false }, lift: { type: 'boolean', default: false } },
   });
   if (!values.list && !values.sub === !values.jti) {
     process.stderr.write(ADMIN_HELP.revoke);
+    return 2;
+  }
+  if (values.issuer !== undefined && !values.sub) {
+    process.stderr.write('sluice revoke: --issuer goes with --sub (a --jti revocation covers that token id from any issuer)\n');
     return 2;
   }
   return guarded(async () => {
@@ -201,24 +213,26 @@ export async function revokeCommand(args: string[], load: Load, configPath: (v?:
       if (values.json) process.stdout.write(JSON.stringify(list, null, 2) + '\n');
       else if (list.length === 0) process.stdout.write('nothing is revoked\n');
       else {
-        const rows = [['KIND', 'VALUE', 'UNTIL', 'BY', 'AT', 'REASON']];
-        for (const r of list) rows.push([r.kind, r.value, r.until ? short(r.until) : 'lifted by hand', r.by, short(r.at), r.reason ?? '']);
+        const rows = [['KIND', 'VALUE', 'ISSUER', 'UNTIL', 'BY', 'AT', 'REASON']];
+        for (const r of list) rows.push([r.kind, r.value, r.kind === 'sub' ? r.issuer_name : '', r.until ? short(r.until) : 'lifted by hand', r.by, short(r.at), r.reason ?? '']);
         printTable(rows);
       }
       return 0;
     }
     const kind = values.sub ? 'sub' : 'jti';
     const value = (values.sub ?? values.jti)!;
+    const of = (issuer: string | undefined) => (kind !== 'sub' ? '' : issuer === 'any' ? ' of every issuer' : ` of issuer ${issuer}`);
     if (values.lift) {
-      const body = await call(t, 'DELETE', `/api/revocations/${kind}/${encodeURIComponent(value)}`);
+      const q = values.issuer !== undefined ? `?issuer=${encodeURIComponent(values.issuer)}` : '';
+      const body = await call(t, 'DELETE', `/api/revocations/${kind}/${encodeURIComponent(value)}${q}`);
       if (!body) return 1;
-      process.stdout.write(`${kind} ${value} is no longer revoked\n`);
+      process.stdout.write(`${kind} ${value}${of(body.unrevoked?.issuer)} is no longer revoked\n`);
       return 0;
     }
-    const body = await call(t, 'POST', '/api/revocations', { [kind]: value, until: values.until, reason: values.reason });
+    const body = await call(t, 'POST', '/api/revocations', { [kind]: value, issuer: values.issuer, until: values.until, reason: values.reason });
     if (!body) return 1;
     if (values.json) process.stdout.write(JSON.stringify(body, null, 2) + '\n');
-    else process.stdout.write(`revoked ${kind} ${value}${body.until ? ` until ${body.until}` : ''}: ${body.sessions_closed} live session(s) closed; new logins are refused\n`);
+    else process.stdout.write(`revoked ${kind} ${value}${of(body.revoked?.issuer)}${body.until ? ` until ${body.until}` : ''}: ${body.sessions_closed} live session(s) closed; new logins are refused\n`);
     return 0;
   });
 }

@@ -9,7 +9,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { ApprovalsConfig } from './config-types.js';
-import type { Identity } from './identity-types.js';
+import { principal, type Identity } from './identity-types.js';
 
 export type ApprovalScope = 'once' | 'fingerprint';
 
@@ -17,6 +17,8 @@ export type ApprovalStatus = 'pending' | 'approved' | 'denied' | 'expired' | 'wi
 
 export interface ApprovalVote {
   sub: string;
+  /** The voter's issuer name (identity.issuers[].name, `sluice` for Sluice's own). */
+  issuer?: string;
   action: 'approve' | 'deny';
   reason?: string;
   scope?: ApprovalScope;
@@ -31,6 +33,8 @@ export interface ApprovalView {
   protocol: string;
   target: string;
   sub: string;
+  /** The requester's issuer name. */
+  issuer?: string;
   groups: string[];
   claims: Record<string, unknown>;
   statement: string;
@@ -123,17 +127,25 @@ export class ApprovalBroker {
   private readonly recent: ApprovalView[] = [];
   private readonly grants = new Map<string, Grant>();
 
+  /**
+   * `isApprover` says whether an identity holds the approver role: approvals.approvers for
+   * Sluice's own issuer, identity.issuers[].approver_groups for another (see access.ts).
+   * `approverHint` names where that is configured, for the refusal message.
+   */
   constructor(
     private cfg: ApprovalsConfig,
     private readonly events: ApprovalEvents,
+    private isApprover: (who: Identity) => boolean = (who) => who.groups.some((g) => this.cfg.approvers.includes(g)),
+    private approverHint: (who: Identity) => string = () => `members of ${this.cfg.approvers.map((g) => `group ${g}`).join(', ')} (approvals.approvers)`,
   ) {}
 
   reload(cfg: ApprovalsConfig): void {
     this.cfg = cfg;
   }
 
-  private grantKey(a: { sub: string; target: string; fingerprint?: string }): string {
-    return `${a.sub}\0${a.target}\0${a.fingerprint}`;
+  /** A standing grant belongs to one identity (issuer and sub), target and query shape. */
+  private grantKey(a: { sub: string; issuer?: string; target: string; fingerprint?: string }): string {
+    return `${a.issuer ?? ''}\0${a.sub}\0${a.target}\0${a.fingerprint}`;
   }
 
   request(ask: ApprovalAsk): ApprovalHandle {
@@ -146,6 +158,7 @@ export class ApprovalBroker {
       protocol: ask.protocol,
       target: ask.target,
       sub: ask.identity.sub,
+      issuer: ask.identity.issuerName,
       groups: ask.identity.groups,
       claims: ask.identity.claims,
       statement: ask.statement,
@@ -204,14 +217,14 @@ export class ApprovalBroker {
     if (this.recent.length > RECENT) this.recent.shift();
   }
 
-  /** Whether `who` may decide requests: a member of an approver group. */
+  /** Whether `who` may decide requests: the approver role of its own issuer. */
   mayApprove(who: Identity): boolean {
-    return who.groups.some((g) => this.cfg.approvers.includes(g));
+    return this.isApprover(who);
   }
 
   private check(id: string, who: Identity): Pending {
     if (!this.mayApprove(who)) {
-      throw new ApprovalError('forbidden', `sub "${who.sub}" is not an approver: approvers are members of ${this.cfg.approvers.map((g) => `group ${g}`).join(', ')} (approvals.approvers)`);
+      throw new ApprovalError('forbidden', `${principal(who)} is not an approver: approvers are ${this.approverHint(who)}`);
     }
     const p = this.pending.get(id);
     if (!p) {
@@ -219,11 +232,14 @@ export class ApprovalBroker {
       if (done) throw new ApprovalError('not_pending', `approval ${id} is already ${done.status}${done.reason ? ` (${done.reason})` : ''}`);
       throw new ApprovalError('not_found', `no approval request ${id}: run \`sluice approvals list\` to see pending requests`);
     }
+    // A person is compared by sub across issuers: the same subject name from another issuer
+    // is taken as the same person (refusing too much here is safe; too little is not).
     if (p.view.sub === who.sub) {
-      throw new ApprovalError('self_approval', `self-approval is refused: approval ${id} was asked by sub "${who.sub}"; another approver must decide it`);
+      const other = p.view.issuer !== who.issuerName ? ` (the same subject under issuer ${who.issuerName ?? '?'} counts as the same person)` : '';
+      throw new ApprovalError('self_approval', `self-approval is refused: approval ${id} was asked by ${principal({ sub: p.view.sub, issuerName: p.view.issuer })}${other}; another approver must decide it`);
     }
     if (p.view.votes.some((v) => v.sub === who.sub)) {
-      throw new ApprovalError('already_voted', `sub "${who.sub}" already approved ${id}; it needs ${p.view.min_approvals} distinct approvers`);
+      throw new ApprovalError('already_voted', `${principal(who)} already approved ${id}; it needs ${p.view.min_approvals} distinct approvers`);
     }
     return p;
   }
@@ -231,12 +247,12 @@ export class ApprovalBroker {
   approve(id: string, who: Identity, opts: { reason?: string; scope?: ApprovalScope } = {}): ApprovalView {
     const p = this.check(id, who);
     const scope = opts.scope ?? 'once';
-    const vote: ApprovalVote = { sub: who.sub, action: 'approve', reason: opts.reason, scope, at: new Date().toISOString() };
+    const vote: ApprovalVote = { sub: who.sub, issuer: who.issuerName, action: 'approve', reason: opts.reason, scope, at: new Date().toISOString() };
     p.view.votes.push(vote);
     this.events.voted(p.view, vote);
     const approvals = p.view.votes.filter((v) => v.action === 'approve');
     if (approvals.length >= p.view.min_approvals) {
-      const approvers = approvals.map((v) => v.sub);
+      const approvers = approvals.map((v) => principal({ sub: v.sub, issuerName: v.issuer }));
       // A fingerprint grant needs every approver to have chosen that scope.
       const grant = p.view.fingerprint !== undefined && approvals.every((v) => v.scope === 'fingerprint');
       if (grant) this.grants.set(this.grantKey(p.view), { until: Date.now() + this.cfg.fingerprint_window, by: approvers });
@@ -247,10 +263,10 @@ export class ApprovalBroker {
 
   deny(id: string, who: Identity, reason?: string): ApprovalView {
     const p = this.check(id, who);
-    const vote: ApprovalVote = { sub: who.sub, action: 'deny', reason, at: new Date().toISOString() };
+    const vote: ApprovalVote = { sub: who.sub, issuer: who.issuerName, action: 'deny', reason, at: new Date().toISOString() };
     p.view.votes.push(vote);
     this.events.voted(p.view, vote);
-    this.finish(id, { status: 'denied', approver: who.sub, reason }, reason);
+    this.finish(id, { status: 'denied', approver: principal(who), reason }, reason);
     return p.view;
   }
 

@@ -66,7 +66,7 @@ Prints a token signed with Sluice's own Ed25519 key (kept in state_dir/keys).
 Use it as the password: PGPASSWORD=$(sluice token mint ...) psql "host=... dbname=<target>"
 --ttl accepts 30s, 15m, 1h (default 15m; at most identity.sluice_issuer.max_ttl).
 `,
-  policy: `Usage: sluice policy check --config sluice.yaml --as sub=NAME[,groups=a+b][,claim=value...] --target NAME "SQL"
+  policy: `Usage: sluice policy check --config sluice.yaml --as sub=NAME[,groups=a+b][,issuer=NAME][,claim=value...] --target NAME "SQL"
 
 Analyses SQL exactly as the gateway does (the real Postgres parser) and prints the facts
 found (statement kinds, tables, functions, nested statements) and the decision with the
@@ -111,7 +111,9 @@ Every event (allowed statements too) is also a JSON log line.
 `,
   config: `Usage: sluice config check --config sluice.yaml
 
-Validates the file and prints every problem with its line, or "ok".
+Validates the file and prints every problem with its line, or "ok" (exit 0) after any
+warnings (on stderr): rules that are valid but probably not meant, such as a "sub:" rule that
+admits a subject from every configured issuer.
 `,
 };
 
@@ -261,12 +263,12 @@ async function configCheck(args: string[]): Promise<number> {
   const { values } = parseArgs({ args: opts, options: { config: { type: 'string', short: 'c' } } });
   const cfg = await loadOrExplain(configPath(values.config));
   if (!cfg) return 2;
+  for (const w of configWarnings(cfg)) process.stderr.write(`warning: ${w.path}: ${w.message}\n`);
   process.stdout.write(`ok: ${cfg.source} (${Object.keys(cfg.targets).length} targets)\n`);
   for (const t of Object.values(cfg.targets)) {
     if (t.protocol !== 'postgres') continue;
     const verified = t.tls.mode === 'verify-ca' || t.tls.mode === 'verify-full';
     process.stdout.write(`target ${t.name}: tls ${t.tls.mode}${verified ? '' : ' (not verified)'}, auth ${t.auth.join(', ')}, channel_binding ${t.channel_binding}\n`);
   }
-  for (const w of configWarnings(cfg)) process.stdout.write(`warning: ${w.path}: ${w.message}\n`);
   return 0;
 }

@@ -26,6 +26,11 @@ export interface SshListenerConfig {
 }
 
 export interface IssuerConfig {
+  /**
+   * Short name of the issuer in rules (`okta/group:dba`), match blocks (`issuers: [okta]`),
+   * revocations and logs. Default: the host of the issuer URL. `sluice` is Sluice's own issuer.
+   */
+  name: string;
   issuer: string;
   audience: string[];
   /** Exactly one of jwks_uri / jwks_file may be set; neither means OIDC discovery from `issuer`. */
@@ -34,13 +39,19 @@ export interface IssuerConfig {
   groups_claim: string;
   /** Asymmetric algorithms only (RS*, PS*, ES*, EdDSA). */
   algorithms: string[];
+  /** Longest token lifetime accepted, in seconds: exp - iat, or exp - now without iat. */
+  max_ttl: number;
+  /** Groups of THIS issuer whose members may use the whole admin API. Default none. */
+  admin_groups: string[];
+  /** Groups of THIS issuer whose members may approve or deny held statements. Default none. */
+  approver_groups: string[];
 }
 
 export interface SluiceIssuerConfig {
   enabled: boolean;
   issuer: string;
   audience: string;
-  /** Longest TTL `sluice token mint` will sign, in seconds. */
+  /** Longest TTL `sluice token mint` will sign, and the longest token lifetime accepted, in seconds. */
   max_ttl: number;
 }
 
@@ -61,7 +72,10 @@ export interface TargetCommon {
   /** The account Sluice logs in as. */
   user: string;
   password?: SecretRef;
-  /** Access rules: "group:<g>", "sub:<s>", "claim:<name>=<value>" or "*". */
+  /**
+   * Access rules: "group:<g>", "sub:<s>", "claim:<name>=<value>" or "*" (tokens of any configured
+   * issuer), each optionally qualified by an issuer name: "okta/group:dba" (tokens of that issuer only).
+   */
   allow: string[];
   /** Milliseconds to wait for the target to accept and authenticate. */
   connect_timeout: number;
@@ -180,6 +194,8 @@ export interface PolicyRule {
 
 export interface PolicyMatch {
   targets?: string[];
+  /** Issuer names (identity.issuers[].name, or `sluice`); absent: any issuer. */
+  issuers?: string[];
   groups?: string[];
   subs?: string[];
   protocols?: string[];
@@ -269,7 +285,10 @@ export interface RecordingConfig {
 // Admin API and just-in-time approvals (src/core/admin-*.ts, src/core/approvals.ts).
 
 export interface AdminConfig {
-  /** Identities in these groups may use the whole admin API (sessions, kill, revocations). */
+  /**
+   * Identities from Sluice's own issuer in these groups may use the whole admin API (sessions,
+   * kill, revocations). External issuers grant it only through identity.issuers[].admin_groups.
+   */
   groups: string[];
   /** Serve /metrics without a token. */
   public_metrics: boolean;
@@ -286,7 +305,10 @@ export interface WebhookConfig {
 }
 
 export interface ApprovalsConfig {
-  /** Groups whose members may approve or deny held statements. */
+  /**
+   * Groups of Sluice's own issuer whose members may approve or deny held statements. External
+   * issuers grant it only through identity.issuers[].approver_groups.
+   */
   approvers: string[];
   /** Distinct approvers a request needs. */
   min_approvals: number;

@@ -9,10 +9,12 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import type { Node as YNode } from 'yaml';
-import type { MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import type { IssuerConfig, MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
 import { DETECTOR_NAMES } from '../policy/masking/types.js';
 import { STATEMENT_KINDS } from '../policy/kinds.js';
 import { parseDuration, parseSize } from './units.js';
+import { parseRule } from './access.js';
+import { SLUICE_ISSUER_NAME } from './identity-types.js';
 import { checkFingerprint, parseKnownHostsLine } from '../protocols/ssh/known-hosts.js';
 
 export interface ConfigIssue {
@@ -283,7 +285,56 @@ const httpUrl = (s: string) => {
   }
 };
 
-const ALLOW_RULE = /^(\*|group:.+|sub:.+|claim:[^=]+=.+)$/;
+
+/**
+ * Why a URL that keys are fetched from is not acceptable, or undefined when it is: https, or
+ * http to a loopback host (tests, a local sidecar). Plain http lets anyone on the network path
+ * replace the keys and so mint any identity.
+ */
+export function insecureKeyUrl(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return `not a URL: ${JSON.stringify(url)}`;
+  }
+  if (u.protocol === 'https:') return undefined;
+  if (u.protocol === 'http:' && isLoopbackHost(u.hostname)) return undefined;
+  if (u.protocol === 'http:') {
+    return `${JSON.stringify(url)} is plain http: anyone on the network path could swap the issuer's keys and mint tokens; use https (http is accepted only for loopback hosts: 127.0.0.1, ::1, localhost)`;
+  }
+  return `${JSON.stringify(url)} is not an https URL`;
+}
+
+/**
+ * A target access rule: `[<issuer>/]group:<g> | sub:<s> | claim:<name>=<value> | *`. The issuer
+ * prefix can only come before the first ':' (issuer names have no '/', ':' or '@'), so a subject
+ * or group containing ':', '/' or '@' never reads as one.
+ */
+const ALLOW_RULE = /^(?:([a-z0-9][a-z0-9_.-]*)\/)?(\*|group:.+|sub:.+|claim:[^=]+=.+)$/s;
+
+/** identity.issuers[].name: lowercase letters, digits, '.', '_', '-' (no '/', ':' or '@'). */
+const ISSUER_NAME = /^[a-z0-9][a-z0-9_.-]{0,62}$/;
+/** Names an external issuer may not take: Sluice's own, the revocation wildcard, rule kinds. */
+const RESERVED_ISSUER_NAMES = ['sluice', 'any', 'group', 'sub', 'claim'];
+const issuerNameCheck = (s: string): string | undefined =>
+  !ISSUER_NAME.test(s)
+    ? `${JSON.stringify(s)} is not a valid issuer name: use lowercase letters, digits, ".", "_" and "-" (no "/", ":" or "@"), at most 63 characters`
+    : RESERVED_ISSUER_NAMES.includes(s)
+      ? `"${s}" is reserved${s === 'sluice' ? " (it names Sluice's own issuer)" : ''}; pick another name`
+      : undefined;
+
+/** The default name of an external issuer: its URL's host, or the issuer itself when that is a valid name. */
+function defaultIssuerName(issuer: string): string | undefined {
+  let candidate = issuer.toLowerCase();
+  try {
+    const u = new URL(issuer);
+    if (u.hostname) candidate = u.hostname.toLowerCase().replace(/^\[|\]$/g, '');
+  } catch {
+    // not a URL: the issuer string itself
+  }
+  return issuerNameCheck(candidate) === undefined ? candidate : undefined;
+}
 
 /** `{ env: VAR } | { file: path } | { command: "..." }`; never echoes a plain-text value. */
 const SECRET_FORMS = {
@@ -315,11 +366,12 @@ const audience: Spec<string[]> = (node, path, ctx, at) => {
   return one === undefined ? undefined : [one];
 };
 
-const issuer = object(
+const issuerFields = object(
   {
+    name: opt(str(issuerNameCheck)), // default: the issuer URL's host
     issuer: req(str()), // required
     audience: req(audience), // required; a string or a list of strings
-    jwks_uri: opt(str((s) => (httpUrl(s) ? undefined : `must be an http(s) URL, got ${JSON.stringify(s)}`))),
+    jwks_uri: opt(str((s) => (httpUrl(s) ? insecureKeyUrl(s) : `must be an https URL, got ${JSON.stringify(s)}`))),
     jwks_file: opt(filePath()), // resolved
     groups_claim: def(str(), 'groups'), // default "groups"
     algorithms: def(
@@ -333,13 +385,30 @@ const issuer = object(
       ),
       [...ASYMMETRIC_ALGS],
     ), // default: every asymmetric algorithm
+    max_ttl: def(duration('s', 1), '24h'), // longest lifetime (exp - iat) accepted
+    admin_groups: def(list(str()), []), // groups of this issuer with admin rights: none by default
+    approver_groups: def(list(str()), []), // groups of this issuer that may approve: none by default
   },
   (v, fail) => {
     if (v.jwks_uri && v.jwks_file) fail('jwks_file', 'set at most one of jwks_uri and jwks_file');
-    else if (!v.jwks_uri && !v.jwks_file && !httpUrl(v.issuer))
-      fail('issuer', 'must be an http(s) URL for OIDC discovery when neither jwks_uri nor jwks_file is set');
+    else if (!v.jwks_uri && !v.jwks_file) {
+      if (!httpUrl(v.issuer)) fail('issuer', 'must be an https URL for OIDC discovery when neither jwks_uri nor jwks_file is set');
+      else {
+        const bad = insecureKeyUrl(v.issuer);
+        if (bad) fail('issuer', `OIDC discovery (no jwks_uri or jwks_file) fetches the keys from the issuer URL, and ${bad}`);
+      }
+    }
+    if (v.name === undefined && defaultIssuerName(v.issuer) === undefined) {
+      fail('issuer', `cannot derive a short name from ${JSON.stringify(v.issuer)}: set name (e.g. name: okta), used in rules such as "okta/group:dba"`);
+    }
   },
 );
+const issuer: Spec<IssuerConfig> = (node, path, ctx, at) => {
+  const v = issuerFields(node, path, ctx, at);
+  if (!v) return undefined;
+  const { name, ...rest } = v;
+  return { name: name ?? defaultIssuerName(v.issuer)!, ...rest };
+};
 
 /** targets.*.allow: required, non-empty. */
 const allowRules = req(
@@ -347,7 +416,7 @@ const allowRules = req(
     str((s) =>
       ALLOW_RULE.test(s)
         ? undefined
-        : `${JSON.stringify(s)} is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "*"`,
+        : `${JSON.stringify(s)} is not a valid rule; expected "group:<name>", "sub:<subject>", "claim:<name>=<value>" or "*", optionally after an issuer name and "/" (e.g. "okta/group:dba")`,
     ),
     true,
   ),
@@ -489,6 +558,7 @@ const ACTIONS = ['deny', 'review', 'allow'] as const;
 const matchSpec = def(
   object({
     targets: opt(list(str(), true)),
+    issuers: opt(list(str(), true)), // issuer names; absent: any issuer
     groups: opt(list(str(), true)),
     subs: opt(list(str(), true)),
     protocols: opt(list(oneOf(TARGET_PROTOCOLS), true)),
@@ -631,6 +701,17 @@ const schema = object({
         }),
       ),
       issuers: def(list(issuer), []), // default []
+    }, (v, fail) => {
+      const seen = new Map<string, number>();
+      v.issuers.forEach((i, n) => {
+        const prev = seen.get(i.name);
+        if (prev !== undefined) {
+          fail('issuers', `identity.issuers[${n}] and identity.issuers[${prev}] are both named "${i.name}" (a name defaults to the issuer URL's host): give each a distinct name`);
+        } else if (RESERVED_ISSUER_NAMES.includes(i.name)) {
+          fail('issuers', `identity.issuers[${n}]: the name "${i.name}" is reserved; set another name`);
+        }
+        seen.set(i.name, n);
+      });
     }),
   ),
   targets: def(
@@ -695,7 +776,72 @@ function validate(doc: Document, lc: LineCounter | undefined, sourcePath: string
     throw new ConfigError(sourcePath, issues.map(([i]) => i));
   }
   const result: SluiceConfig = { source, ...cfg };
+  crossCheck(result, ctx);
+  if (ctx.issues.length) throw new ConfigError(sourcePath, ctx.issues);
   return result;
+}
+
+/** Issuer names used in rules and match blocks must be configured (a typo would silently match nothing). */
+function crossCheck(cfg: SluiceConfig, ctx: Ctx): void {
+  const names = new Set([SLUICE_ISSUER_NAME, ...cfg.identity.issuers.map((i) => i.name)]);
+  const known = [...names].map((n) => JSON.stringify(n)).join(', ');
+  const nodeAt = (path: (string | number)[]) => (ctx.doc.getIn(path, true) as YNode | undefined) ?? null;
+  for (const [tn, t] of Object.entries(cfg.targets)) {
+    t.allow.forEach((r, i) => {
+      const iss = parseRule(r).issuer;
+      if (iss !== undefined && !names.has(iss)) {
+        report(ctx, nodeAt(['targets', tn, 'allow', i]), `targets.${tn}.allow[${i}]`, `${JSON.stringify(iss)} in ${JSON.stringify(r)} is not a configured issuer name; the issuers are ${known} (identity.issuers[].name)`);
+      }
+    });
+  }
+  for (const [section, sets] of [['policies', cfg.policies], ['masking', cfg.masking]] as const) {
+    sets.forEach((p, i) =>
+      p.match.issuers?.forEach((n, j) => {
+        if (!names.has(n)) report(ctx, nodeAt([section, i, 'match', 'issuers', j]), `${section}[${i}].match.issuers[${j}]`, `${JSON.stringify(n)} is not a configured issuer name; the issuers are ${known} (identity.issuers[].name)`);
+      }),
+    );
+  }
+}
+
+/**
+ * Things that are valid but probably not what was meant, for `sluice config check` and the
+ * start log: rules naming a subject without an issuer when several issuers could issue it.
+ */
+function ruleWarnings(cfg: SluiceConfig): ConfigWarning[] {
+  const out: ConfigWarning[] = [];
+  const issuers = [...(cfg.identity.sluice_issuer.enabled ? [SLUICE_ISSUER_NAME] : []), ...cfg.identity.issuers.map((i) => i.name)];
+  const list = issuers.join(', ');
+  if (issuers.length > 1) {
+    for (const [tn, t] of Object.entries(cfg.targets)) {
+      t.allow.forEach((r, i) => {
+        const p = parseRule(r);
+        if (p.issuer === undefined && p.kind === 'sub') {
+          out.push({
+            path: `targets.${tn}.allow[${i}]`,
+            message: `${JSON.stringify(r)} admits that subject from every configured issuer (${list}); write "<issuer>/${r}" (e.g. "${issuers[0]}/${r}") to admit it from one issuer only`,
+          });
+        }
+      });
+    }
+    for (const [section, sets] of [['policies', cfg.policies], ['masking', cfg.masking]] as const) {
+      sets.forEach((p, i) => {
+        if (p.match.subs && !p.match.issuers) {
+          out.push({
+            path: `${section}[${i}].match.subs`,
+            message: `matches these subjects from every configured issuer (${list}); add match.issuers to restrict it to one issuer`,
+          });
+        }
+      });
+    }
+  }
+  if (!cfg.identity.sluice_issuer.enabled) {
+    for (const [tn, t] of Object.entries(cfg.targets)) {
+      t.allow.forEach((r, i) => {
+        if (parseRule(r).issuer === SLUICE_ISSUER_NAME) out.push({ path: `targets.${tn}.allow[${i}]`, message: `${JSON.stringify(r)} matches nothing: Sluice's own issuer is disabled (identity.sluice_issuer.enabled: false)` });
+      });
+    }
+  }
+  return out;
 }
 
 /** Parse and validate sluice.yaml text. Paths resolve relative to dirname(sourcePath). Throws ConfigError. */
@@ -732,7 +878,7 @@ export interface ConfigWarning {
  * its md5 hash).
  * Loopback targets are exempt: their traffic never leaves this machine.
  */
-export function configWarnings(cfg: SluiceConfig): ConfigWarning[] {
+function tlsWarnings(cfg: SluiceConfig): ConfigWarning[] {
   const out: ConfigWarning[] = [];
   for (const t of Object.values(cfg.targets)) {
     if (t.protocol !== 'postgres' || isLoopbackHost(t.host)) continue;
@@ -762,4 +908,9 @@ export function configWarnings(cfg: SluiceConfig): ConfigWarning[] {
     }
   }
   return out;
+}
+
+/** Every warning of a valid config: settings that weaken a security default, and doubtful rules. */
+export function configWarnings(cfg: SluiceConfig): ConfigWarning[] {
+  return [...tlsWarnings(cfg), ...ruleWarnings(cfg)];
 }

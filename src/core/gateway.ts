@@ -5,20 +5,20 @@ import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import type { SluiceConfig, TargetConfig } from './config-types.js';
 import { configWarnings, loadConfig } from './config.js';
-import { AuthError, type Identity } from './identity-types.js';
+import { AuthError, principal, type Identity } from './identity-types.js';
 import { IdentityVerifier } from './identity.js';
 import { createLogger, type Logger } from './log.js';
 import type { AuthGrant, ClientInfo, Core, PreAuthClient, PreAuthLogFields, ProtocolModule, RunningListener, TargetFor } from './protocol.js';
 import { Admission, LogLimiter, sourceOf } from './admission.js';
 import { resolveSecret } from './secrets.js';
 import { SessionRegistry, type SessionHost } from './sessions.js';
-import { isAllowed } from './access.js';
+import { isAllowed, roleGroups, roleSetting, rolesOf } from './access.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
 import { PolicyResolver, type PolicySet } from '../policy/engine.js';
 import { initSqlAnalysis } from '../policy/sql-facts.js';
 import { MaskingResolver, type MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
-import { loadOrCreateSecret } from './secret-key.js';
+import { checkKeyPermissions, loadOrCreateSecret } from './secret-key.js';
 import { openRecordingStore, startRetention } from './recordings.js';
 import type { RecordingStore } from '../recording/store.js';
 import { ApprovalBroker, type ApprovalOutcome, type ApprovalView } from './approvals.js';
@@ -70,6 +70,13 @@ export class Gateway implements Core, SessionHost {
       requested: (v) => this.approvalEvent('approval.requested', v),
       voted: (v, vote) => this.approvalEvent(`approval.${vote.action === 'approve' ? 'approved_by' : 'denied_by'}`, v, { vote }),
       decided: (v, o, ms) => this.approvalDecided(v, o, ms),
+    },
+    (who) => rolesOf(this.cfg, who).has('approver'),
+    (who) => {
+      const groups = roleGroups(this.cfg, who.issuerName).approver;
+      const where = roleSetting('approver', who.issuerName);
+      if (groups.length) return `members of ${groups.map((g) => `group ${g}`).join(', ')} (${where})`;
+      return `not taken from issuer ${who.issuerName ?? '?'} (${where} names no group; approvals.approvers applies to Sluice's own issuer only)`;
     });
     this.metrics = new Metrics({ sessions: this.sessions, tallies: this.tallies, pendingApprovals: () => this.approvals.pendingCount });
   }
@@ -91,8 +98,12 @@ export class Gateway implements Core, SessionHost {
 
   private async startAll(): Promise<RunningListener[]> {
     await mkdir(this.cfg.state_dir, { recursive: true, mode: 0o700 });
+    // Before any key is read or used: refuse key files that others can read or replace.
+    const hostKey = this.cfg.listeners.ssh?.host_key;
+    await checkKeyPermissions(this.cfg.state_dir, hostKey ? [hostKey] : []);
     await loadOrCreateSigningKey(this.cfg.state_dir);
     this.maskContext = { hmacKey: await loadOrCreateSecret(this.cfg.state_dir, 'masking.key') };
+    this.logConfigReview(this.cfg);
     await this.verifier.init();
     // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
     await initSqlAnalysis();
@@ -145,6 +156,7 @@ export class Gateway implements Core, SessionHost {
     }
     this.cfg = next;
     this.verifier = verifier;
+    this.logConfigReview(next);
     this.resolver = new PolicyResolver(next.policies, next.policy);
     this.maskingResolver = new MaskingResolver(next.masking);
     this.approvals.reload(next.approvals);
@@ -158,7 +170,7 @@ export class Gateway implements Core, SessionHost {
 
   /** Settings that weaken a security default (unverified TLS to a target, password methods): one warning each. */
   private warnConfig(): void {
-    for (const w of configWarnings(this.cfg)) this.log.warn({ event: 'config.warning', target: w.target, key: w.path }, `${w.path}: ${w.message}`);
+    for (const w of configWarnings(this.cfg)) this.log.warn({ event: 'config.warning', target: w.target, path: w.path, key: w.path }, `${w.path}: ${w.message}`);
   }
 
   resolve(identity: Identity, target: string, protocol: string): PolicySet | null {
@@ -231,7 +243,7 @@ export class Gateway implements Core, SessionHost {
       throw new AuthError('unknown_target', `target "${targetName}" is a ${target.protocol} target, not ${protocol}`, '3D000');
     }
     if (!isAllowed(target.allow, identity)) {
-      this.log.info({ event: 'auth.denied', target: targetName, sub: identity.sub, groups: identity.groups, client: `${client.address}:${client.port}` }, 'identity not allowed for target');
+      this.log.info({ event: 'auth.denied', target: targetName, sub: identity.sub, issuer: identity.issuerName, groups: identity.groups, client: `${client.address}:${client.port}` }, 'identity not allowed for target');
       throw new AuthError('target_not_allowed', `${who} is not allowed to use target "${targetName}" (targets.${targetName}.allow)`);
     }
     this.tallies.logins.ok++;
@@ -244,7 +256,7 @@ export class Gateway implements Core, SessionHost {
     const identity = await this.verifier.verify(token);
     const r = this.revocations?.find(identity);
     if (r) {
-      const what = r.kind === 'sub' ? `identity "${r.value}"` : 'this token';
+      const what = r.kind === 'sub' ? `identity "${r.value}"${r.issuer !== undefined ? ` of issuer ${identity.issuerName}` : ''}` : 'this token';
       throw new AuthError('token_revoked', `${what} was revoked${r.until ? ` until ${r.until}` : ''}${r.reason ? `: ${r.reason}` : ''}; ask a Sluice admin`);
     }
     return identity;
@@ -257,23 +269,37 @@ export class Gateway implements Core, SessionHost {
   async revoke(r: Revocation): Promise<number> {
     if (!this.revocations) throw new Error('the gateway is not started');
     await this.revocations.add(r);
-    const reason = `${r.kind === 'sub' ? `identity "${r.value}"` : 'this token'} was revoked by ${r.by}${r.reason ? `: ${r.reason}` : ''}`;
+    const of = r.kind === 'sub' && r.issuer !== undefined ? ` of issuer ${r.issuer_name ?? r.issuer}` : '';
+    const reason = `${r.kind === 'sub' ? `identity "${r.value}"${of}` : 'this token'} was revoked by ${r.by}${r.reason ? `: ${r.reason}` : ''}`;
     const n = this.sessions.terminateWhere((s) => revokes(r, s.identity), reason);
     this.tallies.kills.revocation += n;
-    const event = { event: 'identity.revoked', time: r.at, kind: r.kind, value: r.value, until: r.until, by: r.by, reason: r.reason, sessions_closed: n };
-    this.log.warn(event, `${r.kind} ${r.value} revoked by ${r.by}; ${n} live session(s) closed`);
+    const event = { event: 'identity.revoked', time: r.at, kind: r.kind, value: r.value, issuer: r.kind === 'sub' ? (r.issuer ?? '*') : undefined, issuer_name: r.issuer_name, until: r.until, by: r.by, reason: r.reason, sessions_closed: n };
+    this.log.warn(event, `${r.kind} ${r.value}${of} revoked by ${r.by}; ${n} live session(s) closed`);
     this.auditEvent(event);
     return n;
   }
 
-  async unrevoke(kind: 'sub' | 'jti', value: string, by: string): Promise<boolean> {
-    const had = (await this.revocations?.remove(kind, value)) ?? false;
+  async unrevoke(scope: Pick<Revocation, 'kind' | 'value' | 'issuer'>, by: string): Promise<Revocation | undefined> {
+    const had = await this.revocations?.remove(scope);
     if (had) {
-      const event = { event: 'identity.unrevoked', time: new Date().toISOString(), kind, value, by };
-      this.log.warn(event, `${kind} ${value} no longer revoked (by ${by})`);
+      const event = { event: 'identity.unrevoked', time: new Date().toISOString(), kind: had.kind, value: had.value, issuer: had.kind === 'sub' ? (had.issuer ?? '*') : undefined, issuer_name: had.issuer_name, by };
+      this.log.warn(event, `${had.kind} ${had.value} no longer revoked (by ${by})`);
       this.auditEvent(event);
     }
     return had;
+  }
+
+  /**
+   * At start and reload: one line a security reviewer can read (which issuer grants what), and
+   * the config's warnings (rules that name a subject of every issuer).
+   */
+  private logConfigReview(cfg: SluiceConfig): void {
+    const issuers = [
+      ...(cfg.identity.sluice_issuer.enabled ? [{ name: 'sluice', iss: cfg.identity.sluice_issuer.issuer }] : []),
+      ...cfg.identity.issuers.map((i) => ({ name: i.name, iss: i.issuer })),
+    ].map((i) => ({ ...i, ...roleGroups(cfg, i.name) }));
+    const text = issuers.map((i) => `${i.name} (${i.iss}): admin ${i.admin.length ? `groups ${i.admin.join(', ')}` : 'none'}; approver ${i.approver.length ? `groups ${i.approver.join(', ')}` : 'none'}`).join('; ');
+    this.log.info({ event: 'identity.roles', issuers }, `who may administer and approve, by issuer: ${text || 'no issuer is enabled'}`);
   }
 
   /** Ends one live session (admin kill). */

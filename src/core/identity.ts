@@ -19,8 +19,9 @@ import {
   type JWTVerifyOptions,
 } from 'jose';
 import type { IdentityConfig, IssuerConfig } from './config-types.js';
-import { AuthError, type Identity } from './identity-types.js';
+import { AuthError, SLUICE_ISSUER_NAME, type Identity } from './identity-types.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
+import { insecureKeyUrl } from './config.js';
 
 /** Tokens longer than this are refused before any parsing. */
 /** The longest token accepted; protocols cap their pre-authentication messages by it. */
@@ -34,10 +35,16 @@ type KeySource = JWTVerifyGetKey | KeyObject;
 
 /** One issuer as the verifier sees it (configured issuers and the Sluice issuer alike). */
 interface IssuerState {
+  /** Short name (rules, roles, revocations); `sluice` for Sluice's own issuer. */
+  name: string;
   issuer: string;
   audience: string[];
   groupsClaim: string;
   algorithms: string[];
+  /** Longest lifetime accepted, in seconds (exp - iat, or exp - now without iat). */
+  maxTtl: number;
+  /** Where max_ttl is set, for messages. */
+  maxTtlKey: string;
   kind: 'sluice' | 'jwks_file' | 'jwks_uri' | 'discovery';
   cfg?: IssuerConfig;
   /** Resolved keys; for discovery, set once the discovery document was fetched. */
@@ -70,10 +77,17 @@ export class IdentityVerifier {
       if (seen.has(iss)) throw new Error(`identity: issuer "${iss}" is configured more than once`);
       seen.add(iss);
     }
+    const names = new Set<string>([SLUICE_ISSUER_NAME]);
     for (const i of cfg.issuers) {
       if (asymmetricOnly(i.algorithms).length === 0) {
         throw new Error(`identity: issuer "${i.issuer}" allows no asymmetric algorithm (algorithms: ${i.algorithms.join(', ') || 'none'})`);
       }
+      if (names.has(i.name)) throw new Error(`identity: the issuer name "${i.name}" is used twice (or is reserved); give issuer "${i.issuer}" another name`);
+      names.add(i.name);
+      // Keys fetched over plain http could be swapped by anyone on the path (config.ts checks this too).
+      const url = i.jwks_file ? undefined : (i.jwks_uri ?? i.issuer);
+      const bad = url === undefined ? undefined : insecureKeyUrl(url);
+      if (bad) throw new Error(`identity: issuer "${i.issuer}": ${i.jwks_uri ? 'jwks_uri' : 'OIDC discovery URL'} ${bad}`);
     }
   }
 
@@ -94,14 +108,14 @@ export class IdentityVerifier {
     if (s.enabled) {
       const key = await loadOrCreateSigningKey(this.stateDir);
       next.set(s.issuer, {
-        issuer: s.issuer, audience: [s.audience], groupsClaim: 'groups', algorithms: ['EdDSA'],
-        kind: 'sluice', keys: createPublicKey(key.privateKey),
+        name: SLUICE_ISSUER_NAME, issuer: s.issuer, audience: [s.audience], groupsClaim: 'groups', algorithms: ['EdDSA'],
+        maxTtl: s.max_ttl, maxTtlKey: 'identity.sluice_issuer.max_ttl', kind: 'sluice', keys: createPublicKey(key.privateKey),
       });
     }
     for (const cfg of this.cfg.issuers) {
       const st: IssuerState = {
-        issuer: cfg.issuer, audience: cfg.audience, groupsClaim: cfg.groups_claim,
-        algorithms: asymmetricOnly(cfg.algorithms), kind: 'discovery', cfg,
+        name: cfg.name, issuer: cfg.issuer, audience: cfg.audience, groupsClaim: cfg.groups_claim,
+        algorithms: asymmetricOnly(cfg.algorithms), maxTtl: cfg.max_ttl, maxTtlKey: `identity.issuers[${cfg.name}].max_ttl`, kind: 'discovery', cfg,
       };
       if (cfg.jwks_file) {
         st.kind = 'jwks_file';
@@ -167,6 +181,7 @@ export class IdentityVerifier {
     } catch (err) {
       throw mapJoseError(err, st, token, unverified);
     }
+    checkTimes(payload, st, now, this.cfg.clock_skew);
 
     const identity = toIdentity(payload, st);
     const until = Math.min(payload.exp as number, now + CACHE_MAX_AGE_S);
@@ -199,7 +214,8 @@ export class IdentityVerifier {
       const url = `${st.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
       let doc: unknown;
       try {
-        const res = await fetch(url, { signal: AbortSignal.timeout(this.fetchTimeoutMs), headers: { accept: 'application/json' } });
+        // No redirects: an https discovery URL must not be bent to an http one.
+        const res = await fetch(url, { signal: AbortSignal.timeout(this.fetchTimeoutMs), headers: { accept: 'application/json' }, redirect: 'error' });
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
         doc = await res.json();
       } catch (err) {
@@ -216,6 +232,10 @@ export class IdentityVerifier {
         if (jwksUrl.protocol !== 'https:' && jwksUrl.protocol !== 'http:') throw new Error('not http(s)');
       } catch {
         throw new AuthError('issuer_unreachable', `the OIDC discovery document at ${url} has no usable jwks_uri`);
+      }
+      const insecure = insecureKeyUrl(jwksUrl.href);
+      if (insecure) {
+        throw new AuthError('issuer_unreachable', `the OIDC discovery document at ${url} names jwks_uri ${safe(jwksUrl.href)}, which is refused: ${insecure.replace(/^"[^"]*" /, '')}`);
       }
       const keys = this.remoteKeys(jwksUrl, st.issuer);
       st.keys = keys;
@@ -284,9 +304,37 @@ function toIdentity(payload: JWTPayload, st: IssuerState): Identity {
   else if (typeof raw === 'string') groups = [raw];
   else if (Array.isArray(raw) && raw.every((g) => typeof g === 'string')) groups = [...raw];
   else throw new AuthError('token_claim_invalid', `token groups claim "${st.groupsClaim}" must be a string or an array of strings`);
-  const id: Identity = { sub: payload.sub, groups, issuer: st.issuer, exp: payload.exp, claims: payload as Record<string, unknown> };
+  const id: Identity = { sub: payload.sub, groups, issuer: st.issuer, issuerName: st.name, exp: payload.exp, claims: payload as Record<string, unknown> };
   if (typeof payload.jti === 'string') id.jti = payload.jti;
   return id;
+}
+
+/**
+ * After the signature: `iat` may not be in the future (beyond the clock skew), and the token's
+ * lifetime (exp - iat, or exp - now when it has no iat) may not exceed the issuer's max_ttl, so
+ * a token that leaks stays usable for a bounded time whatever its issuer put in `exp`.
+ */
+function checkTimes(payload: JWTPayload, st: IssuerState, now: number, skew: number): void {
+  const exp = payload.exp as number; // required and checked by jose
+  const iat = payload.iat; // a number when present (jose checks)
+  if (typeof iat === 'number' && iat > now + skew) {
+    throw new AuthError('token_issued_in_future', `token was issued in the future (iat ${iso(iat)}, now ${iso(now)}, identity.clock_skew ${skew}s): check the clocks of the issuer and of Sluice`);
+  }
+  const lifetime = typeof iat === 'number' ? exp - iat : exp - now;
+  const limit = st.maxTtl + (typeof iat === 'number' ? 0 : skew);
+  if (lifetime > limit) {
+    const what = typeof iat === 'number' ? `token lifetime ${dur(lifetime)} (exp - iat) is` : `token has no iat and expires in ${dur(lifetime)}, which is`;
+    throw new AuthError('token_lifetime_too_long', `${what} longer than issuer "${st.name}" accepts (${st.maxTtlKey}: ${dur(st.maxTtl)}): use a shorter-lived token`);
+  }
+}
+
+/** 90s, 15m, 24h, 3650d: the largest unit that divides evenly, else seconds. */
+function dur(sec: number): string {
+  const s = Math.round(sec);
+  if (s % 86400 === 0 && s >= 86400) return `${s / 86400}d`;
+  if (s % 3600 === 0 && s >= 3600) return `${s / 3600}h`;
+  if (s % 60 === 0 && s >= 60) return `${s / 60}m`;
+  return `${s}s`;
 }
 
 /** A claim by name; if no claim has that exact name, a dotted path ("realm_access.roles"). */

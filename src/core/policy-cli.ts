@@ -8,22 +8,24 @@ import { PolicyResolver } from '../policy/engine.js';
 import { analyzeSql, initSqlAnalysis } from '../policy/sql-facts.js';
 import { analyzeShell } from '../policy/shell-facts.js';
 
-/** Parses `sub=ci,groups=ci+dba,repository=org/app` into an identity. */
+/** Parses `sub=ci,groups=ci+dba,issuer=okta,repository=org/app` into an identity (issuer default: sluice). */
 function parseAs(spec: string): Identity {
   const claims: Record<string, unknown> = {};
   let sub = '';
   let groups: string[] = [];
+  let issuerName = 'sluice';
   for (const part of spec.split(',')) {
     const eq = part.indexOf('=');
     if (eq < 1) throw new Error(`--as expects key=value pairs separated by commas, got "${part}"`);
     const k = part.slice(0, eq).trim();
     const v = part.slice(eq + 1).trim();
     if (k === 'sub') sub = v;
+    else if (k === 'issuer') issuerName = v;
     else if (k === 'groups' || k === 'group') groups = groups.concat(v.split('+').filter(Boolean));
     else claims[k] = v;
   }
   if (!sub) throw new Error('--as needs sub=<subject>');
-  return { sub, groups, issuer: 'sluice policy check', claims: { ...claims, sub, groups } };
+  return { sub, groups, issuer: 'sluice policy check', issuerName, claims: { ...claims, sub, groups } };
 }
 
 async function readStdin(): Promise<string> {

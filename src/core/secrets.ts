@@ -1,6 +1,7 @@
 // Resolving `{ env } | { file } | { command }` secret references.
 // Nothing is cached (credentials rotate; callers decide), and no error
-// message ever contains the secret value (nor a command's stdout).
+// message ever contains the secret value, nor any output of a command: a
+// failing `vault read` may well print the secret (or a token) on stderr.
 
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -44,9 +45,9 @@ export async function resolveSecret(ref: SecretRef, baseDir: string, opts: Resol
 function runCommand(command: string, cwd: string, label: string, timeoutMs: number): Promise<string> {
   return new Promise((done, fail) => {
     // Own process group, so a timeout can kill the whole pipeline, not just sh.
+    // stderr is read and dropped, never kept: it may carry the secret.
     const child = spawn('/bin/sh', ['-c', command], { cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
-    const err: Buffer[] = [];
     let settled = false;
     const finish = (e: Error | null, v = '') => {
       if (settled) return;
@@ -64,13 +65,14 @@ function runCommand(command: string, cwd: string, label: string, timeoutMs: numb
       finish(new Error(`secret command timed out after ${timeoutMs} ms (${label})`));
     }, timeoutMs);
     child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
+    child.stderr.resume();
     child.on('error', (e) => finish(new Error(`cannot run secret command (${label}): ${e.message}`)));
     child.on('close', (code, signal) => {
       if (code === 0) return finish(null, trimNewline(Buffer.concat(out).toString('utf8')));
-      const first = Buffer.concat(err).toString('utf8').trim().split('\n')[0]!.slice(0, 200);
-      const how = code === null ? `was killed by ${signal}` : `exited with code ${code}`;
-      finish(new Error(`secret command ${how} (${label})${first ? `: ${first}` : ''}`));
+      out.length = 0;
+      const how = code === null ? `was killed by signal ${signal}` : `exited with code ${code}`;
+      const hint = code === 127 ? ' (command not found?)' : code === 126 ? ' (not executable?)' : '';
+      finish(new Error(`secret command ${how}${hint} (${label}); its output is not shown because it may contain the secret: run the command by hand, as the gateway's user, to see why`));
     });
   });
 }

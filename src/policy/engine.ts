@@ -235,6 +235,7 @@ export class PolicySet {
 export function matchFits(m: PolicyMatch, identity: Identity, target: string, protocol: string): boolean {
   if (m.targets && !m.targets.includes(target)) return false;
   if (m.protocols && !m.protocols.includes(protocol)) return false;
+  if (m.issuers && (identity.issuerName === undefined || !m.issuers.includes(identity.issuerName))) return false;
   if (m.subs && !m.subs.includes(identity.sub)) return false;
   if (m.groups && !m.groups.some((g) => identity.groups.includes(g))) return false;
   return true;
