@@ -464,7 +464,7 @@ t.test('sslnegotiation=direct: TLS without SSLRequest, ALPN "postgresql" require
   const got = await untilClosed(bare.socket);
   t.equal(parseBackend(got)[0]?.fields?.C, '08P01');
   t.match(parseBackend(got)[0]?.fields?.M, /direct TLS connections must negotiate ALPN "postgresql"/);
-  await gw.waitForLog((l) => l.event === 'tls.refused' && /ALPN/.test(String(l.reason)));
+  await gw.waitForLog((l) => l.event === 'tls.refused' && l.reason === 'no_alpn' && /ALPN/.test(String(l.msg)));
 
   // A different ALPN protocol: the TLS handshake fails with no_application_protocol.
   const other = await tlsConnect(gw, { ca, servername: 'localhost', ALPNProtocols: ['http/1.1'] });

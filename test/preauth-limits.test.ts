@@ -71,12 +71,12 @@ const pgc = await withPostgres(t);
 await prepareOrders(pgc);
 const sshd = await startSshd(t);
 
-// Gateway A: the default pool (256) and per-source cap (32); a login has 20 s,
-// so trickling connections keep their slots for the whole test.
+// Gateway A: the default pool (256) and per-source cap (32); a login has 120 s,
+// so trickling connections keep their slots for the whole test even on a loaded machine.
 const gw = await startSluice(t, {
   cluster: pgc,
   ssh: true,
-  config: { targets: { web01: sshTarget(sshd) }, limits: { auth_timeout: '20s' } },
+  config: { targets: { web01: sshTarget(sshd) }, limits: { auth_timeout: '120s' } },
 });
 const token = await gw.mint('ci', ['ci']);
 
