@@ -5,8 +5,8 @@
 // - the PII table bench/large-result.ts fetches through the gateway (lib/pii.ts),
 //   with the masking rules of the masked gateway variants: every row rewritten.
 //   node --import tsx bench/masking-rows.ts
-import { configFromObject } from '../src/core/config.js';
-import type { Session } from '../src/core/sessions.js';
+import { configFromObject } from '../src/config/load.js';
+import type { Session } from '../src/session/session.js';
 import { MaskingResolver } from '../src/policy/masking/ruleset.js';
 import { PgMasker } from '../src/protocols/postgres/masker.js';
 import { OutSlab } from '../src/protocols/postgres/out-slab.js';

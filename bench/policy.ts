@@ -1,9 +1,9 @@
 // Policy decision cost per statement: uncached (parse + facts + rules) and
 // cached (decision cache hit), for a pgbench statement and psql's \d query.
 //   node --import tsx bench/policy.ts
-import { configFromObject } from '../src/core/config.js';
+import { configFromObject } from '../src/config/load.js';
 import { PolicyResolver } from '../src/policy/engine.js';
-import { analyzeSql, initSqlAnalysis } from '../src/policy/sql-facts.js';
+import { analyzeSql, initSqlAnalysis } from '../src/policy/sql/facts.js';
 import { machineLine, writeResult } from './lib/env.js';
 
 await initSqlAnalysis();

@@ -16,7 +16,7 @@
 // recording 9.1–10.0 -> 7.8–8.7; a large result through bare Sluice 1.67 -> 1.03 s per GB;
 // pgbench -S and 1,000 idle sessions unchanged. The cost: a fully governed 3 GB stream to a
 // slow reader peaks ~6 MB higher in anonymous memory (95–97 against 89–92 MB).
-import { main } from '../dist/core/cli.js';
+import { main } from '../dist/cli/main.js';
 main(process.argv.slice(2)).then((code) => {
   if (typeof code === 'number') process.exitCode = code;
 }, (err) => {

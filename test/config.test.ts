@@ -4,9 +4,9 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
-import { ConfigError, configFromObject, configWarnings, loadConfig, parseConfig } from '../src/core/config.js';
-import { resolveSecret } from '../src/core/secrets.js';
-import { parseDuration, parseSize } from '../src/core/units.js';
+import { ConfigError, configFromObject, configWarnings, loadConfig, parseConfig } from '../src/config/load.js';
+import { resolveSecret } from '../src/config/secrets.js';
+import { parseDuration, parseSize } from '../src/config/units.js';
 
 const SRC = '/etc/sluice/sluice.yaml';
 const execFileP = promisify(execFile);

@@ -11,7 +11,7 @@ import pg from 'pg';
 import pgProtocol from 'pg-protocol';
 
 const { serialize } = pgProtocol;
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/core/demo-target.js';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/demo/embedded-postgres.js';
 
 const run = promisify(execFile);
 const ms = (t0: number) => Math.round(performance.now() - t0);

@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { createHmac, createPublicKey } from 'node:crypto';
 import { SignJWT, exportJWK, generateKeyPair, type JWK, type JWTPayload, type CryptoKey } from 'jose';
-import { IdentityVerifier, mintToken } from '../src/core/identity.js';
-import { loadOrCreateSigningKey, publicJwks, signingKeyPath } from '../src/core/signing-key.js';
-import { AuthError, type AuthErrorCode } from '../src/core/identity-types.js';
-import type { IdentityConfig, IssuerConfig } from '../src/core/config-types.js';
+import { IdentityVerifier, mintToken } from '../src/identity/tokens.js';
+import { loadOrCreateSigningKey, publicJwks, signingKeyPath } from '../src/identity/signing-key.js';
+import { AuthError, type AuthErrorCode } from '../src/identity/types.js';
+import type { IdentityConfig, IssuerConfig } from '../src/config/types.js';
 import { freePort } from './helpers/ports.js';
 
 const SLUICE_ISS = 'https://sluice.test';

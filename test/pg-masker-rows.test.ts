@@ -3,8 +3,8 @@
 // on random rows: every strategy, NULLs, JSON, UTF-8, values with detector findings, values larger
 // than a slab (the row in progress moves), and rows that need no change (forwarded as they are).
 import t from 'tap';
-import { configFromObject } from '../src/core/config.js';
-import type { Session } from '../src/core/sessions.js';
+import { configFromObject } from '../src/config/load.js';
+import type { Session } from '../src/session/session.js';
 import { MaskingResolver } from '../src/policy/masking/ruleset.js';
 import { maskFindings, maskValue } from '../src/policy/masking/strategies.js';
 import { PgMasker } from '../src/protocols/postgres/masker.js';

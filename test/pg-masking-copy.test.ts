@@ -25,10 +25,10 @@ import {
 } from '../src/protocols/postgres/copy-masker.js';
 import { PgMasker } from '../src/protocols/postgres/masker.js';
 import { MaskingSet } from '../src/policy/masking/ruleset.js';
-import { initSqlAnalysis } from '../src/policy/sql-facts.js';
-import type { Session } from '../src/core/sessions.js';
+import { initSqlAnalysis } from '../src/policy/sql/facts.js';
+import type { Session } from '../src/session/session.js';
 import type { CatalogCache, DescribedColumn } from '../src/protocols/postgres/catalog.js';
-import type { MaskingConfig } from '../src/core/config-types.js';
+import type { MaskingConfig } from '../src/config/types.js';
 
 await initSqlAnalysis();
 

@@ -12,7 +12,7 @@ import copyStreams from 'pg-copy-streams';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { prepareOrders, startSluice } from './helpers/sluice.js';
 import { CancelKeys } from '../src/protocols/postgres/cancel-keys.js';
-import type { PostgresTargetConfig } from '../src/core/config-types.js';
+import type { PostgresTargetConfig } from '../src/config/types.js';
 
 const { from: copyFrom, to: copyTo } = copyStreams;
 

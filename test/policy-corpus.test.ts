@@ -14,11 +14,11 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { parse } from 'yaml';
-import { configFromObject } from '../src/core/config.js';
-import type { Identity } from '../src/core/identity-types.js';
+import { configFromObject } from '../src/config/load.js';
+import type { Identity } from '../src/identity/types.js';
 import { PolicyResolver, sshOptions, type Decision, type PolicySet } from '../src/policy/engine.js';
-import { analyzeShell } from '../src/policy/shell-facts.js';
-import { analyzeSql, initSqlAnalysis } from '../src/policy/sql-facts.js';
+import { analyzeShell } from '../src/policy/shell/facts.js';
+import { analyzeSql, initSqlAnalysis } from '../src/policy/sql/facts.js';
 
 interface Entry {
   sql: string;

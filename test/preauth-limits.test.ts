@@ -11,7 +11,7 @@ import pgProtocol from 'pg-protocol';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { prepareOrders, psql, startSluice, type Sluice } from './helpers/sluice.js';
 import { run, sshTarget, startSshd } from './helpers/sshd.js';
-import { Admission, LogLimiter, sourceOf } from '../src/core/admission.js';
+import { Admission, LogLimiter, sourceOf } from '../src/gateway/admission.js';
 
 const { serialize } = pgProtocol;
 const TOO_MANY = 'too many connections waiting to authenticate; try again shortly';

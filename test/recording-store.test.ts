@@ -12,7 +12,7 @@ import { signerFromSigningKey } from '../src/recording/signer.js';
 import { openDbs } from '../src/recording/db.js';
 import { batchAad, openBatch, sealBatch, unwrapDataKey } from '../src/recording/crypto.js';
 import { frameKey, framePrefix } from '../src/recording/keys.js';
-import { loadOrCreateSigningKey } from '../src/core/signing-key.js';
+import { loadOrCreateSigningKey } from '../src/identity/signing-key.js';
 import { DD } from '../src/recording/page-cache.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-rec-'));
@@ -410,7 +410,7 @@ t.test('crash: kill -9 while recording; committed frames survive, the session is
   const stateDir = path.join(root, 'state');
   const child = path.join(root, 'crash-child.mts');
   const storeUrl = new URL('../src/recording/store.ts', import.meta.url).href;
-  const keyUrl = new URL('../src/core/signing-key.ts', import.meta.url).href;
+  const keyUrl = new URL('../src/identity/signing-key.ts', import.meta.url).href;
   fs.writeFileSync(
     child,
     `

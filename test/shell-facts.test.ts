@@ -2,11 +2,11 @@
 // shell-programs.ts), the shell rule conditions (shell-match.ts, engine.ts)
 // and their config. Table-driven; adversarial spellings throughout.
 import t from 'tap';
-import { ConfigError, configFromObject } from '../src/core/config.js';
+import { ConfigError, configFromObject } from '../src/config/load.js';
 import { PolicySet, resolveSshOptions } from '../src/policy/engine.js';
-import { analyzeShell, MAX_COMMAND_LINE, type CommandFacts } from '../src/policy/shell-facts.js';
-import { decodeAnsiC, parseShell } from '../src/policy/shell-lexer.js';
-import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from '../src/policy/shell-match.js';
+import { analyzeShell, MAX_COMMAND_LINE, type CommandFacts } from '../src/policy/shell/facts.js';
+import { decodeAnsiC, parseShell } from '../src/policy/shell/lexer.js';
+import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from '../src/policy/shell/match.js';
 
 interface Want {
   /** Programs of the statements, in order. */

@@ -3,8 +3,8 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { sqlCacheKey } from '../src/policy/sql-cache-key.js';
-import { analyzeSql, initSqlAnalysis } from '../src/policy/sql-facts.js';
+import { sqlCacheKey } from '../src/policy/sql/cache-key.js';
+import { analyzeSql, initSqlAnalysis } from '../src/policy/sql/facts.js';
 
 await initSqlAnalysis();
 

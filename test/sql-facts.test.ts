@@ -7,7 +7,7 @@ import {
   analyzeSqlCached,
   initSqlAnalysis,
   type StatementFacts,
-} from '../src/policy/sql-facts.js';
+} from '../src/policy/sql/facts.js';
 import { LruCache } from '../src/policy/lru.js';
 
 await initSqlAnalysis();

@@ -14,13 +14,13 @@
 //   commands, args, writes and pipe_to_shell only commands (kind 'command');
 //   kind, dynamic and changes_state both.
 
-import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition, SshPolicyConfig } from '../core/config-types.js';
-import type { Identity } from '../core/identity-types.js';
+import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition, SshPolicyConfig } from '../config/types.js';
+import type { Identity } from '../identity/types.js';
 import { LruCache } from './lru.js';
-import { compileNamePatterns, type NameMatcher } from './names.js';
-import type { QueryFacts, StatementFacts } from './sql-facts.js';
-import type { CommandFacts } from './shell-facts.js';
-import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from './shell-match.js';
+import { compileNamePatterns, type NameMatcher } from './sql/names.js';
+import type { QueryFacts, StatementFacts } from './sql/facts.js';
+import type { CommandFacts } from './shell/facts.js';
+import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from './shell/match.js';
 
 const RANK: Record<PolicyAction, number> = { allow: 0, review: 1, deny: 2 };
 

@@ -1,7 +1,7 @@
 // The store's Signer from the gateway's Ed25519 signing key (src/core/signing-key.ts).
 
 import { createPublicKey, sign, verify } from 'node:crypto';
-import type { SigningKey } from '../core/signing-key.js';
+import type { SigningKey } from '../identity/signing-key.js';
 import type { Signer } from './types.js';
 
 export function signerFromSigningKey(key: SigningKey): Signer {

@@ -1,10 +1,10 @@
 // Which masking applies to a session: the union of every masking rule set whose
 // `match` fits it, compiled once per combination and shared by sessions.
 
-import type { MaskingConfig } from '../../core/config-types.js';
+import type { MaskingConfig } from '../../config/types.js';
 import { matchFits } from '../engine.js';
-import type { Identity } from '../../core/identity-types.js';
-import { foldIdentifierParts } from '../names.js';
+import type { Identity } from '../../identity/types.js';
+import { foldIdentifierParts } from '../sql/names.js';
 import { Scanner } from './scanner.js';
 import type { CustomDetector, DetectorName, Strategy } from './types.js';
 

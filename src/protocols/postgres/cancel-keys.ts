@@ -5,7 +5,7 @@
 // backend with the same pid, and only the client that holds the secret can cancel.
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
-import type { PostgresTargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../config/types.js';
 
 export interface CancelEntry {
   /** The backend pid, which is also the pid the client was given. */

@@ -3,7 +3,7 @@
 // FROM customers` is still the column customers.email. Lookups go over one side
 // connection per target (Sluice's own login) and are cached.
 
-import type { PostgresTargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../config/types.js';
 import type { ColumnRef } from '../../policy/masking/ruleset.js';
 import { B, F } from './constants.js';
 import { parseFields, queryMessage as query } from './messages.js';

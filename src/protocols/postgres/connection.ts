@@ -4,12 +4,12 @@
 
 import net from 'node:net';
 import tls from 'node:tls';
-import { TOO_MANY_PENDING, type Core } from '../../core/protocol.js';
-import { MAX_TOKEN_CHARS } from '../../core/identity.js';
-import type { ListenerConfig, PostgresTargetConfig } from '../../core/config-types.js';
+import { TOO_MANY_PENDING, type Core } from '../kit/module.js';
+import { MAX_TOKEN_CHARS } from '../../identity/tokens.js';
+import type { ListenerConfig, PostgresTargetConfig } from '../../config/types.js';
 import { CatalogCache } from './catalog.js';
 import { Dir } from '../../recording/types.js';
-import { AuthError } from '../../core/identity-types.js';
+import { AuthError } from '../../identity/types.js';
 import { CANCEL_KEY_BYTES_3_2, CANCEL_REQUEST, F, GSSENC_REQUEST, MAX_CANCEL_KEY_BYTES, PROTOCOL_3_0, PROTOCOL_3_2, SSL_REQUEST } from './constants.js';
 import { ProtocolViolation } from './framer.js';
 import {
@@ -26,7 +26,7 @@ import { ConnectionClosed, MessageReader, MessageTooLarge } from './reader.js';
 import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
 import type { CancelKeys } from './cancel-keys.js';
-import { isUnsafeClientEncoding } from '../../policy/parser-safety.js';
+import { isUnsafeClientEncoding } from '../../policy/sql/parser-safety.js';
 
 /**
  * Startup parameters passed to the target. Any other is dropped: a startup packet

@@ -33,12 +33,12 @@
 // expected fields, or grows beyond the limit, stops the COPY the same way.
 
 import { parseSync, scanSync } from 'libpg-query';
-import type { Session } from '../../core/sessions.js';
+import type { Session } from '../../session/session.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
 import { maskFindings, maskValue } from '../../policy/masking/strategies.js';
 import type { Strategy } from '../../policy/masking/types.js';
 import { LruCache } from '../../policy/lru.js';
-import { isUnsafeClientEncoding } from '../../policy/parser-safety.js';
+import { isUnsafeClientEncoding } from '../../policy/sql/parser-safety.js';
 import type { CatalogCache, DescribedColumn } from './catalog.js';
 import { B, F } from './constants.js';
 import { Act, isTextLike, JSON_, JSONB, type ColumnPlan, type PgMasker } from './masker.js';

@@ -4,8 +4,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import type { Core, ProtocolModule, RunningListener } from '../../core/protocol.js';
-import type { ListenerConfig } from '../../core/config-types.js';
+import type { Core, ProtocolModule, RunningListener } from '../kit/module.js';
+import type { ListenerConfig } from '../../config/types.js';
 import { CancelKeys } from './cancel-keys.js';
 import { handleConnection, type ListenerState } from './connection.js';
 

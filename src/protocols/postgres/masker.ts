@@ -3,7 +3,7 @@
 // beyond the current message. Columns no rule can touch are skipped without
 // reading their bytes; a row with nothing to mask goes out as the same slice.
 
-import type { MaskingCounts, Session } from '../../core/sessions.js';
+import type { MaskingCounts, Session } from '../../session/session.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
 import { copyBytes } from '../../policy/masking/bytes.js';
 import { maskFindings, maskValue, maskValueInto, WHOLE_VALUE_SLACK } from '../../policy/masking/strategies.js';

@@ -15,11 +15,11 @@
 // message or a marker carrying the outcome as an error.
 
 import { randomBytes } from 'node:crypto';
-import type { Session } from '../../core/sessions.js';
-import type { ApprovalHandle, ApprovalOutcome } from '../../core/approvals.js';
+import type { Session } from '../../session/session.js';
+import type { ApprovalHandle, ApprovalOutcome } from '../../governance/approvals.js';
 import type { Decision } from '../../policy/engine.js';
-import { analyzeSql, type QueryFacts } from '../../policy/sql-facts.js';
-import { sqlCacheKey } from '../../policy/sql-cache-key.js';
+import { analyzeSql, type QueryFacts } from '../../policy/sql/facts.js';
+import { sqlCacheKey } from '../../policy/sql/cache-key.js';
 import { F } from './constants.js';
 import { errorResponse, parseFields, queryMessage } from './messages.js';
 import type { ClientText } from './encoding.js';

@@ -2,11 +2,11 @@
 // slices, with backpressure and one write per input chunk.
 
 import type { Duplex } from 'node:stream';
-import type { Session } from '../../core/sessions.js';
+import type { Session } from '../../session/session.js';
 import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse, noticeResponse } from './messages.js';
-import type { ApprovalOutcome } from '../../core/approvals.js';
+import type { ApprovalOutcome } from '../../governance/approvals.js';
 import { PolicyGate } from './policy-gate.js';
 import { Dir } from '../../recording/types.js';
 import { PgMasker } from './masker.js';

@@ -11,11 +11,11 @@ import pgProtocol from 'pg-protocol';
 
 // Default import: the named export is not visible under every ESM loader (ts-node's, for one).
 const { serialize } = pgProtocol;
-import type { PostgresTargetConfig } from '../../core/config-types.js';
+import type { PostgresTargetConfig } from '../../config/types.js';
 import { B, PROTOCOL_3_0 } from './constants.js';
 import { parseFields } from './messages.js';
 import { MessageReader } from './reader.js';
-import { ownedReads } from '../../core/owned-reads.js';
+import { ownedReads } from '../kit/owned-reads.js';
 import { clientEncodingOf } from './encoding.js';
 import { md5Password, ScramClient, tlsServerEndPoint, type ChannelBinding } from './scram.js';
 

@@ -9,9 +9,9 @@
 
 import type ssh2 from 'ssh2';
 import type { ClientChannel, ExecOptions, PseudoTtyInfo, ServerChannel, ShellOptions, X11Info } from 'ssh2';
-import type { Core } from '../../core/protocol.js';
-import type { Session } from '../../core/sessions.js';
-import type { SshTargetConfig } from '../../core/config-types.js';
+import type { Core } from '../kit/module.js';
+import type { Session } from '../../session/session.js';
+import type { SshTargetConfig } from '../../config/types.js';
 import { StreamMasker } from '../../policy/masking/stream.js';
 import { recordData, Stream } from './frames.js';
 import { Pump } from './pump.js';

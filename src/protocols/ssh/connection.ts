@@ -4,11 +4,11 @@
 
 import type ssh2 from 'ssh2';
 import type { AuthContext } from 'ssh2';
-import type { ClientInfo, Core } from '../../core/protocol.js';
-import type { SshTargetConfig } from '../../core/config-types.js';
-import type { Identity } from '../../core/identity-types.js';
-import { AuthError } from '../../core/identity-types.js';
-import type { Session } from '../../core/sessions.js';
+import type { ClientInfo, Core } from '../kit/module.js';
+import type { SshTargetConfig } from '../../config/types.js';
+import type { Identity } from '../../identity/types.js';
+import { AuthError } from '../../identity/types.js';
+import type { Session } from '../../session/session.js';
 import { sendAuthBanner } from './auth-banner.js';
 import { SshPreAuth } from './preauth.js';
 import { SessionChannel, type ChannelHost, type LiveChannel } from './channel-relay.js';

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { access, link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
-import type { SshTargetConfig } from '../../core/config-types.js';
+import type { SshTargetConfig } from '../../config/types.js';
 import { fingerprintOf, normalizeFingerprint, parseKnownHostsLine } from './known-hosts.js';
 
 const { utils } = ssh2;

@@ -3,8 +3,8 @@
 
 import net from 'node:net';
 import ssh2 from 'ssh2';
-import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '../../core/protocol.js';
-import type { SshListenerConfig } from '../../core/config-types.js';
+import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '../kit/module.js';
+import type { SshListenerConfig } from '../../config/types.js';
 import { handleConnection } from './connection.js';
 import { loadListenerHostKey } from './host-key.js';
 import { SshPreAuth } from './preauth.js';

@@ -3,10 +3,10 @@
 // and the per-policy `ssh:` options (shell, sftp mode, forwarding kinds), which
 // src/policy/engine.ts resolves across the policies that apply.
 
-import type { Session } from '../../core/sessions.js';
+import type { Session } from '../../session/session.js';
 import { sshOptions as resolve, type SshOptions } from '../../policy/engine.js';
 import type { Decision } from '../../policy/engine.js';
-import { analyzeShell, isCommandFacts } from '../../policy/shell-facts.js';
+import { analyzeShell, isCommandFacts } from '../../policy/shell/facts.js';
 
 export type { SshOptions };
 

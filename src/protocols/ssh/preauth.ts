@@ -6,7 +6,7 @@
 
 import type net from 'node:net';
 import type ssh2 from 'ssh2';
-import { TOO_MANY_PENDING, type Core } from '../../core/protocol.js';
+import { TOO_MANY_PENDING, type Core } from '../kit/module.js';
 import { DISCONNECT_BY_APPLICATION, DISCONNECT_TOO_MANY_CONNECTIONS, plainDisconnect, refusalBytes, sendDisconnect } from './auth-banner.js';
 
 /** A socket closed by Sluice is dropped after this even if the peer never closes its end. */

@@ -16,9 +16,9 @@
 // command is decided at the line that completes it; a denied multi-line command
 // with a pty is abandoned with Ctrl-C.
 
-import type { Session } from '../../core/sessions.js';
+import type { Session } from '../../session/session.js';
 import type { Decision } from '../../policy/engine.js';
-import { analyzeShell } from '../../policy/shell-facts.js';
+import { analyzeShell } from '../../policy/shell/facts.js';
 import { decideCommand } from './policy.js';
 import { ShellLineTracker, type EnterEvent } from './shell-line.js';
 

@@ -4,7 +4,7 @@
 
 import ssh2 from 'ssh2';
 import type { ConnectConfig } from 'ssh2';
-import type { SshTargetConfig } from '../../core/config-types.js';
+import type { SshTargetConfig } from '../../config/types.js';
 import { hostKeyCheck } from './host-key.js';
 
 const { Client } = ssh2;

@@ -18,10 +18,10 @@ import {
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
 } from 'jose';
-import type { IdentityConfig, IssuerConfig } from './config-types.js';
-import { AuthError, SLUICE_ISSUER_NAME, type Identity } from './identity-types.js';
+import type { IdentityConfig, IssuerConfig } from '../config/types.js';
+import { AuthError, SLUICE_ISSUER_NAME, type Identity } from './types.js';
 import { loadOrCreateSigningKey } from './signing-key.js';
-import { insecureKeyUrl } from './config.js';
+import { insecureKeyUrl } from '../config/load.js';
 
 /** Tokens longer than this are refused before any parsing. */
 /** The longest token accepted; protocols cap their pre-authentication messages by it. */

@@ -1,10 +1,10 @@
 // Process-level wiring for `sluice serve`: start the gateway, reload on SIGHUP,
 // stop cleanly on SIGTERM/SIGINT.
 
-import type { SluiceConfig } from './config-types.js';
-import { ConfigError } from './config.js';
+import type { SluiceConfig } from '../config/types.js';
+import { ConfigError } from '../config/load.js';
 import { Gateway } from './gateway.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../observability/log.js';
 import { protocolModules } from '../protocols/index.js';
 
 export async function startGateway(cfg: SluiceConfig, opts: { log?: Logger; signals?: boolean } = {}): Promise<Gateway> {

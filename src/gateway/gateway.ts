@@ -3,29 +3,29 @@
 
 import { dirname, join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import type { SluiceConfig, TargetConfig } from './config-types.js';
-import { configWarnings, loadConfig } from './config.js';
-import { AuthError, principal, type Identity } from './identity-types.js';
-import { IdentityVerifier } from './identity.js';
-import { createLogger, type Logger } from './log.js';
-import type { AuthGrant, ClientInfo, Core, PreAuthClient, PreAuthLogFields, ProtocolModule, RunningListener, TargetFor } from './protocol.js';
+import type { SluiceConfig, TargetConfig } from '../config/types.js';
+import { configWarnings, loadConfig } from '../config/load.js';
+import { AuthError, principal, type Identity } from '../identity/types.js';
+import { IdentityVerifier } from '../identity/tokens.js';
+import { createLogger, type Logger } from '../observability/log.js';
+import type { AuthGrant, ClientInfo, Core, PreAuthClient, PreAuthLogFields, ProtocolModule, RunningListener, TargetFor } from '../protocols/kit/module.js';
 import { Admission, LogLimiter, sourceOf } from './admission.js';
-import { resolveSecret } from './secrets.js';
-import { SessionRegistry, type SessionHost } from './sessions.js';
-import { isAllowed, roleGroups, roleSetting, rolesOf } from './access.js';
-import { loadOrCreateSigningKey } from './signing-key.js';
+import { resolveSecret } from '../config/secrets.js';
+import { SessionRegistry, type SessionHost } from '../session/session.js';
+import { isAllowed, roleGroups, roleSetting, rolesOf } from '../identity/access.js';
+import { loadOrCreateSigningKey } from '../identity/signing-key.js';
 import { PolicyResolver, type PolicySet } from '../policy/engine.js';
-import { initSqlAnalysis } from '../policy/sql-facts.js';
+import { initSqlAnalysis } from '../policy/sql/facts.js';
 import { MaskingResolver, type MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
-import { checkKeyPermissions, loadOrCreateSecret } from './secret-key.js';
-import { openRecordingStore, startRetention } from './recordings.js';
+import { checkKeyPermissions, loadOrCreateSecret } from '../config/state-secrets.js';
+import { openRecordingStore, startRetention } from '../recording/open.js';
 import type { RecordingStore } from '../recording/store.js';
-import { ApprovalBroker, type ApprovalOutcome, type ApprovalView } from './approvals.js';
-import { Metrics, Tallies } from './metrics.js';
-import { RevocationStore, revokes, type Revocation } from './revocations.js';
-import { startAdminApi, type AdminApi } from './admin-api.js';
-import { WebhookSender } from './webhooks.js';
+import { ApprovalBroker, type ApprovalOutcome, type ApprovalView } from '../governance/approvals.js';
+import { Metrics, Tallies } from '../observability/metrics.js';
+import { RevocationStore, revokes, type Revocation } from '../identity/revocations.js';
+import { startAdminApi, type AdminApi } from '../admin/api.js';
+import { WebhookSender } from '../governance/webhooks.js';
 
 /** Stored credentials are re-read at most this often (rotation), and never logged. */
 const SECRET_TTL_MS = 30_000;

@@ -5,8 +5,8 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { userInfo } from 'node:os';
-import type { SluiceConfig } from './config-types.js';
-import { mintToken } from './identity.js';
+import type { SluiceConfig } from '../config/types.js';
+import { mintToken } from '../identity/tokens.js';
 
 export interface AdminTarget {
   url: string;

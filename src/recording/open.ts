@@ -4,11 +4,11 @@
 
 import { createPublicKey, sign, verify } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { RecordingConfig, SecretRef, SluiceConfig } from './config-types.js';
-import { resolveSecret } from './secrets.js';
-import { loadOrCreateSecret } from './secret-key.js';
-import { loadOrCreateSigningKey } from './signing-key.js';
-import { RecordingStore, type StoreOptions } from '../recording/store.js';
+import type { RecordingConfig, SecretRef, SluiceConfig } from '../config/types.js';
+import { resolveSecret } from '../config/secrets.js';
+import { loadOrCreateSecret } from '../config/state-secrets.js';
+import { loadOrCreateSigningKey } from '../identity/signing-key.js';
+import { RecordingStore, type StoreOptions } from './store.js';
 
 /** A master key from config: 32 bytes as base64 (44 chars) or hex (64 chars). */
 function decodeKey(text: string, label: string): Buffer {

@@ -2,11 +2,11 @@
 
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import type { SluiceConfig } from './config-types.js';
-import type { Identity } from './identity-types.js';
+import type { SluiceConfig } from '../config/types.js';
+import type { Identity } from '../identity/types.js';
 import { PolicyResolver } from '../policy/engine.js';
-import { analyzeSql, initSqlAnalysis } from '../policy/sql-facts.js';
-import { analyzeShell } from '../policy/shell-facts.js';
+import { analyzeSql, initSqlAnalysis } from '../policy/sql/facts.js';
+import { analyzeShell } from '../policy/shell/facts.js';
 
 /** Parses `sub=ci,groups=ci+dba,issuer=okta,repository=org/app` into an identity (issuer default: sluice). */
 function parseAs(spec: string): Identity {

@@ -5,7 +5,7 @@
 // scraped, so a statement costs no label hashing.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SessionRegistry } from './sessions.js';
+import type { SessionRegistry } from '../session/session.js';
 
 /** Counters the core bumps as plain numbers; read at scrape time. */
 export class Tallies {

@@ -1,12 +1,12 @@
 // The `sluice` command line.
 
 import { parseArgs } from 'node:util';
-import { ConfigError, configWarnings, loadConfig } from './config.js';
-import { mintToken } from './identity.js';
-import { parseDuration } from './units.js';
+import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
+import { mintToken } from '../identity/tokens.js';
+import { parseDuration } from '../config/units.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { ADMIN_HELP } from './admin-cli.js';
+import { ADMIN_HELP } from './admin.js';
 
 const DEMO_CONFIG = join('.sluice-demo', 'sluice.yaml');
 
@@ -160,14 +160,14 @@ export async function main(argv: string[]): Promise<number> {
     }
   }
   if (cmd === 'sessions' && (rest[0] === 'kill' || (rest[0] === 'list' && rest.includes('--live')))) {
-    const { liveSessionsCommand } = await import('./admin-cli.js');
+    const { liveSessionsCommand } = await import('./admin.js');
     return liveSessionsCommand(rest, loadOrExplain, configPath);
   }
   switch (cmd) {
     case 'serve':
       return serve(rest);
     case 'demo': {
-      const { runDemo } = await import('./demo.js');
+      const { runDemo } = await import('../demo/demo.js');
       return runDemo(rest);
     }
     case 'token':
@@ -175,11 +175,11 @@ export async function main(argv: string[]): Promise<number> {
     case 'config':
       return configCheck(rest);
     case 'approvals': {
-      const { approvalsCommand } = await import('./admin-cli.js');
+      const { approvalsCommand } = await import('./admin.js');
       return approvalsCommand(rest, loadOrExplain, configPath);
     }
     case 'revoke': {
-      const { revokeCommand } = await import('./admin-cli.js');
+      const { revokeCommand } = await import('./admin.js');
       return revokeCommand(rest, loadOrExplain, configPath);
     }
     case 'sessions':
@@ -187,12 +187,12 @@ export async function main(argv: string[]): Promise<number> {
     case 'export':
     case 'recordings':
     case 'audit': {
-      const m = await import('./recording-cli.js');
+      const m = await import('./recordings.js');
       const fn = { sessions: m.sessionsCommand, replay: m.replayCommand, export: m.exportCommand, recordings: m.recordingsCommand, audit: m.auditCommand }[cmd];
       return fn(rest, loadOrExplain, configPath);
     }
     case 'policy': {
-      const { policyCheck } = await import('./policy-cli.js');
+      const { policyCheck } = await import('./policy.js');
       return policyCheck(rest, loadOrExplain, configPath, COMMAND_HELP.policy!);
     }
     default:
@@ -205,7 +205,7 @@ async function serve(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } } });
   const cfg = await loadOrExplain(configPath(values.config));
   if (!cfg) return 2;
-  const { startGateway } = await import('./server.js');
+  const { startGateway } = await import('../gateway/server.js');
   await startGateway(cfg);
   return new Promise<number>(() => {}); // runs until a signal stops the process
 }

@@ -73,9 +73,9 @@
  */
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
-import { parseShell, ShellSyntaxError, type ShellRedirect, type ShellWord, type SimpleCommand } from './shell-lexer.js';
-import { AWK_VALUE, interpreterSpec, isReadOnly, isSensitiveEnv, scanOptions, SHELL_VALUE_OPTS, SHELLS, WRAPPERS, writerFor, type InterpreterSpec, type WrapperSpec, type Write } from './shell-programs.js';
-import type { QueryFacts, StatementFacts } from './sql-facts.js';
+import { parseShell, ShellSyntaxError, type ShellRedirect, type ShellWord, type SimpleCommand } from './lexer.js';
+import { AWK_VALUE, interpreterSpec, isReadOnly, isSensitiveEnv, scanOptions, SHELL_VALUE_OPTS, SHELLS, WRAPPERS, writerFor, type InterpreterSpec, type WrapperSpec, type Write } from './programs.js';
+import type { QueryFacts, StatementFacts } from '../sql/facts.js';
 
 export interface CommandFacts extends StatementFacts {
   kind: 'command';

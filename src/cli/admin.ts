@@ -3,10 +3,10 @@
 // `sluice revoke`.
 
 import { parseArgs } from 'node:util';
-import type { SluiceConfig } from './config-types.js';
+import type { SluiceConfig } from '../config/types.js';
 import { AdminClientError, adminRequest, adminTarget, type AdminTarget } from './admin-client.js';
-import { printTable } from './cli-table.js';
-import { principal } from './identity-types.js';
+import { printTable } from './table.js';
+import { principal } from '../identity/types.js';
 
 type Load = (path: string) => Promise<SluiceConfig | null>;
 

@@ -74,7 +74,7 @@
  * given an index, trigger, rule or policy; also INHERITS / PARTITION OF parents.
  */
 import { fingerprintSync, loadModule, normalizeSync, parseSync } from 'libpg-query';
-import { LruCache } from './lru.js';
+import { LruCache } from '../lru.js';
 import { extractPlpgsqlSql } from './plpgsql-facts.js';
 
 export type AccessKind = 'read' | 'write';

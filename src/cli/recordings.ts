@@ -4,10 +4,10 @@
 
 import { createWriteStream } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { SluiceConfig } from './config-types.js';
-import { printTable } from './cli-table.js';
-import { openRecordingStore } from './recordings.js';
-import { parseDuration } from './units.js';
+import type { SluiceConfig } from '../config/types.js';
+import { printTable } from './table.js';
+import { openRecordingStore } from '../recording/open.js';
+import { parseDuration } from '../config/units.js';
 import { Dir, type Frame, type SessionIndexEntry } from '../recording/types.js';
 import type { RecordingStore } from '../recording/store.js';
 import { renderSession } from '../recording/replay.js';

@@ -1,5 +1,5 @@
 import { pino, type Logger } from 'pino';
-import type { LogConfig } from './config-types.js';
+import type { LogConfig } from '../config/types.js';
 
 export type { Logger };
 

@@ -9,12 +9,12 @@ import { readFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument } from 'yaml';
 import type { Node as YNode } from 'yaml';
-import type { IssuerConfig, MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './config-types.js';
+import type { IssuerConfig, MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './types.js';
 import { DETECTOR_NAMES } from '../policy/masking/types.js';
-import { STATEMENT_KINDS } from '../policy/kinds.js';
+import { STATEMENT_KINDS } from '../policy/sql/kinds.js';
 import { parseDuration, parseSize } from './units.js';
-import { parseRule } from './access.js';
-import { SLUICE_ISSUER_NAME } from './identity-types.js';
+import { parseRule } from '../identity/access.js';
+import { SLUICE_ISSUER_NAME } from '../identity/types.js';
 import { checkFingerprint, parseKnownHostsLine } from '../protocols/ssh/known-hosts.js';
 
 export interface ConfigIssue {

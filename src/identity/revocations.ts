@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { open, type RootDatabase } from 'lmdb';
-import type { Identity } from './identity-types.js';
+import type { Identity } from './types.js';
 
 export interface Revocation {
   /** What is revoked: an identity (`sub`) or one token (`jti`). */

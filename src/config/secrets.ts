@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { SecretRef } from './config-types.js';
+import type { SecretRef } from './types.js';
 
 export interface ResolveSecretOptions {
   /** Where the reference came from, for messages, e.g. "targets.orders.password". */

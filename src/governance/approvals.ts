@@ -8,8 +8,8 @@
 // from the same identity on the same target until it expires.
 
 import { randomBytes } from 'node:crypto';
-import type { ApprovalsConfig } from './config-types.js';
-import { principal, type Identity } from './identity-types.js';
+import type { ApprovalsConfig } from '../config/types.js';
+import { principal, type Identity } from '../identity/types.js';
 
 export type ApprovalScope = 'once' | 'fingerprint';
 

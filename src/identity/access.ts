@@ -8,8 +8,8 @@
 // Roles (admin API, approvals) are per issuer: `admin.groups` and `approvals.approvers` are
 // groups of Sluice's own issuer; an external issuer grants a role only through its own
 // `admin_groups` / `approver_groups`, which are empty unless configured.
-import type { SluiceConfig } from './config-types.js';
-import { SLUICE_ISSUER_NAME, type Identity } from './identity-types.js';
+import type { SluiceConfig } from '../config/types.js';
+import { SLUICE_ISSUER_NAME, type Identity } from './types.js';
 
 export interface ParsedRule {
   /** The issuer name before '/', if the rule is qualified. */

@@ -7,10 +7,10 @@
 
 import { createHmac } from 'node:crypto';
 import { dirname } from 'node:path';
-import type { SluiceConfig, WebhookConfig } from './config-types.js';
-import type { Logger } from './log.js';
+import type { SluiceConfig, WebhookConfig } from '../config/types.js';
+import type { Logger } from '../observability/log.js';
 import type { ApprovalView } from './approvals.js';
-import { resolveSecret } from './secrets.js';
+import { resolveSecret } from '../config/secrets.js';
 
 export function signWebhook(secret: string, timestamp: number, body: string): string {
   return `v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;

@@ -2,13 +2,13 @@
 // A protocol module (src/protocols/<name>) owns its wire format; the core owns
 // identity, targets, credentials, sessions, limits and (later) policy and recording.
 
-import type { Logger } from './log.js';
-import type { SluiceConfig, TargetConfig } from './config-types.js';
+import type { Logger } from '../../observability/log.js';
+import type { SluiceConfig, TargetConfig } from '../../config/types.js';
 
 /** Any protocol listener's config (`listeners.<protocol>`). */
 export type AnyListenerConfig = NonNullable<SluiceConfig['listeners'][keyof SluiceConfig['listeners']]>;
-import type { Identity } from './identity-types.js';
-import type { Session, SessionRegistry } from './sessions.js';
+import type { Identity } from '../../identity/types.js';
+import type { Session, SessionRegistry } from '../../session/session.js';
 
 export interface ClientInfo {
   /** Remote address and port of the caller. */

@@ -8,9 +8,9 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve, relative } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
-import { loadConfig } from './config.js';
-import { mintToken } from './identity.js';
-import { createLogger } from './log.js';
+import { loadConfig } from '../config/load.js';
+import { mintToken } from '../identity/tokens.js';
+import { createLogger } from '../observability/log.js';
 
 const DEMO_TARGET = 'demo';
 
@@ -85,7 +85,7 @@ export async function runDemo(args: string[]): Promise<number> {
   const say = (s: string) => process.stderr.write(s + '\n');
 
   say('Starting the embedded Postgres (PGlite) and seeding demo data…');
-  const { startEmbeddedPostgres } = await import('./demo-target.js');
+  const { startEmbeddedPostgres } = await import('./embedded-postgres.js');
   const db = await startEmbeddedPostgres({ dataDir: values['in-memory'] ? undefined : join(stateDir, 'pgdata'), port: 0 });
 
   const tls = await ensureCertificate(stateDir);
@@ -142,7 +142,7 @@ export async function runDemo(args: string[]): Promise<number> {
   await save();
   const cfg = await loadConfig(configPath);
   const log = createLogger(cfg.log);
-  const { startGateway } = await import('./server.js');
+  const { startGateway } = await import('../gateway/server.js');
   let gw;
   try {
     gw = await startGateway(cfg, { log, signals: false });

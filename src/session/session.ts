@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { rawLineWriter, type Logger } from './log.js';
-import type { Identity } from './identity-types.js';
-import type { ClientInfo } from './protocol.js';
+import { rawLineWriter, type Logger } from '../observability/log.js';
+import type { Identity } from '../identity/types.js';
+import type { ClientInfo } from '../protocols/kit/module.js';
 import type { Decision, PolicySet } from '../policy/engine.js';
-import type { QueryFacts } from '../policy/sql-facts.js';
+import type { QueryFacts } from '../policy/sql/facts.js';
 import type { MaskingSet } from '../policy/masking/ruleset.js';
 import type { MaskContext } from '../policy/masking/strategies.js';
 import type { RecordingStore, SessionRecorder } from '../recording/store.js';
-import type { ApprovalBroker, ApprovalHandle } from './approvals.js';
-import type { Tallies } from './metrics.js';
+import type { ApprovalBroker, ApprovalHandle } from '../governance/approvals.js';
+import type { Tallies } from '../observability/metrics.js';
 
 /** What sessions need from the core: policy, masking, recording; `generation` changes on every config reload. */
 export interface SessionHost {

@@ -15,14 +15,14 @@ import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
-import type { ListenerConfig } from './config-types.js';
-import { AuthError, SLUICE_ISSUER_NAME, principal, type Identity } from './identity-types.js';
-import { rolesOf, roleSetting, type Role } from './access.js';
-import type { Revocation } from './revocations.js';
-import { ApprovalError, type ApprovalScope } from './approvals.js';
-import type { Gateway } from './gateway.js';
-import { TOO_MANY_PENDING } from './protocol.js';
-import { parseDuration, parseUntil } from './units.js';
+import type { ListenerConfig } from '../config/types.js';
+import { AuthError, SLUICE_ISSUER_NAME, principal, type Identity } from '../identity/types.js';
+import { rolesOf, roleSetting, type Role } from '../identity/access.js';
+import type { Revocation } from '../identity/revocations.js';
+import { ApprovalError, type ApprovalScope } from '../governance/approvals.js';
+import type { Gateway } from '../gateway/gateway.js';
+import { TOO_MANY_PENDING } from '../protocols/kit/module.js';
+import { parseDuration, parseUntil } from '../config/units.js';
 
 export interface AdminApi {
   readonly host: string;
