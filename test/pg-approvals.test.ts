@@ -226,7 +226,7 @@ t.test('Ctrl-C in psql withdraws the request and the client gets 57014', async (
   p.kill('SIGINT');
   const code = await new Promise((r) => p.on('close', r));
   t.equal(code, 1);
-  t.match(stderr, /ERROR:\s+canceling statement due to user request \(approval \w+ withdrawn\)/);
+  t.match(stderr, /ERROR:\s+sluice: approval \w+ withdrawn \(cancelled by the client\); the statement was not run/);
   const v = await api('GET', `/api/approvals/${req.id}`, admin);
   t.equal(v.body.status, 'withdrawn');
   t.ok(await customerExists(5));

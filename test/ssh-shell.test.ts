@@ -138,7 +138,7 @@ t.test('exec: a command the policy denies gets exit 126 and the reason', async (
   fs.writeFileSync(victim, 'x');
   const r = await run('ssh', ro, ['-p', port, 'web01@127.0.0.1', `rm -f ${victim}`]);
   t.equal(r.code, 126);
-  t.match(r.stderr, /^sluice: denied: only read-only commands on web01 \(policy "ops-read-only", rule "ops-read-only#1"\)/);
+  t.match(r.stderr, /^sluice: command denied: only read-only commands on web01 \(policy "ops-read-only", rule "ops-read-only#1"\)/);
   t.ok(fs.existsSync(victim), 'the command never ran');
   const ok = await run('ssh', ro, ['-p', port, 'web01@127.0.0.1', `cat ${victim}`]);
   t.equal(ok.code, 0);
@@ -153,14 +153,14 @@ t.test('shell: a denied line never runs; the shell goes on', async (t) => {
   sh.type('echo ready\r');
   await sh.waitFor(/ready\r?\n/);
   sh.type(`touch ${victim}\r`);
-  await sh.waitFor(/sluice: denied: only read-only commands on web01/);
+  await sh.waitFor(/sluice: command denied: only read-only commands on web01/);
   sh.type('echo still-$((1+1))\r');
   await sh.waitFor(/still-2/);
   // A multi-line command is decided at the line that completes it, and dropped whole (Ctrl-C).
   sh.type('for i in 1 2; do\r');
   await sh.waitFor(/> $/);
   sh.type(`touch ${victim}; done\r`);
-  await sh.waitFor(/sluice: denied: only read-only[^]*sluice: denied: only read-only/);
+  await sh.waitFor(/sluice: command denied: only read-only[^]*sluice: command denied: only read-only/);
   sh.type('if true; then\recho multi-$((2+3))\rfi\r');
   await sh.waitFor(/multi-5/);
   // Editing keys are followed: the line that runs is "echo fixed".
@@ -178,7 +178,7 @@ t.test('without a pty, lines from stdin are decided before the shell sees them',
   const victim = path.join(scratch, 'victim3');
   const r = await run('ssh', ro, ['-T', '-p', port, 'web01@127.0.0.1'], { input: `echo one\ntouch ${victim}\necho two\n` });
   t.equal(r.stdout.toString(), 'one\ntwo\n');
-  t.match(r.stderr, /sluice: denied: only read-only commands/);
+  t.match(r.stderr, /sluice: command denied: only read-only commands/);
   t.notOk(fs.existsSync(victim));
   const script = [
     'if true; then',
@@ -192,11 +192,11 @@ t.test('without a pty, lines from stdin are decided before the shell sees them',
   ].join('\n');
   const multi = await run('ssh', ro, ['-T', '-p', port, 'web01@127.0.0.1'], { input: script + '\n' });
   t.equal(multi.stdout.toString(), `in-if\ntouch ${victim}\nend\n`, 'compound commands and here-documents are decided whole');
-  t.match(multi.stderr, /sluice: denied/);
+  t.match(multi.stderr, /sluice: command denied/);
   t.notOk(fs.existsSync(victim));
   const bash = await run('ssh', nw, ['-p', port, 'web01@127.0.0.1', 'bash'], { input: `echo three\ntouch ${victim}\necho four` });
   t.equal(bash.stdout.toString(), 'three\nfour\n', 'also for `ssh host bash` (a shell reading its commands from the session), up to the last line without a newline');
-  t.match(bash.stderr, /sluice: denied: no writes/);
+  t.match(bash.stderr, /sluice: command denied: no writes/);
   t.notOk(fs.existsSync(victim));
 });
 
@@ -221,7 +221,7 @@ t.test('review: an exec waits for an approver, then runs (or is refused with the
   t.equal((await api(`/api/approvals/${req2.approval}/deny`, { reason: 'not today' })).status, 200);
   const r2 = await held2;
   t.equal(r2.code, 126);
-  t.match(r2.stderr, /sluice: not run: denied by lead-1: not today/);
+  t.match(r2.stderr, /sluice: command denied by approver lead-1: not today \(approval \w+, rule [^)]+\)/);
   t.notOk(fs.existsSync(other));
 });
 

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { rawLineWriter, type Logger } from '../observability/log.js';
+import type { Logger } from '../observability/log.js';
+import { Auditor } from '../governance/audit.js';
+import { Governor } from '../governance/pipeline.js';
 import type { Identity } from '../identity/types.js';
 import type { ClientInfo } from '../protocols/kit/module.js';
 import type { Decision, PolicySet } from '../policy/engine.js';
@@ -62,40 +64,6 @@ export interface SessionSummary {
   close_reason?: string;
 }
 
-/**
- * The recording's `policy.decision` event of a decision, serialised once per decision object: a
- * statement whose decision comes from the policy cache gets the same object, and stringifying
- * the event cost ~0.5 µs per statement.
- */
-const decisionEvents = new WeakMap<Decision, Buffer>();
-function decisionEvent(d: Decision): Buffer {
-  let b = decisionEvents.get(d);
-  if (b === undefined) {
-    const e = { event: 'policy.decision', decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, message: d.action === 'allow' ? undefined : d.message };
-    decisionEvents.set(d, (b = Buffer.from(JSON.stringify(e), 'utf8')));
-  }
-  return b;
-}
-
-let lastMs = 0;
-let lastIso = '';
-/** The current time as pino writes it, formatted at most once per millisecond. */
-function isoNow(): string {
-  const ms = Date.now();
-  if (ms !== lastMs) {
-    lastMs = ms;
-    lastIso = new Date(ms).toISOString();
-  }
-  return lastIso;
-}
-
-/** `,"k":v,…` for the defined values, as JSON. */
-function jsonFields(o: Record<string, unknown>): string {
-  let out = '';
-  for (const [k, v] of Object.entries(o)) if (v !== undefined) out += `,${JSON.stringify(k)}:${JSON.stringify(v)}`;
-  return out;
-}
-
 /** Short, URL-safe, unguessable session id (base32 of 10 random bytes). */
 function newId(): string {
   const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
@@ -138,10 +106,12 @@ export class Session {
   lastFacts?: QueryFacts;
   /** Approval requests of this session still waiting. */
   readonly waiting = new Set<ApprovalHandle>();
+  /** The governance pipeline: every action this session's protocol governs goes through it. */
+  readonly gov: Governor = new Governor(this);
 
   constructor(
     readonly init: SessionInit,
-    private readonly registry: SessionRegistry,
+    readonly registry: SessionRegistry,
   ) {}
 
   get identity(): Identity {
@@ -189,51 +159,6 @@ export class Session {
     );
   }
 
-  /**
-   * Decides a statement (or query string) and writes the audit event.
-   * `analyze` runs only when the decision is not cached (`cacheKey`, default the text, names
-   * texts with the same facts). Without a policy: allow, no event.
-   */
-  decide(text: string, analyze: (text: string) => QueryFacts, cacheKey?: string): Decision | null {
-    const set = this.policy();
-    if (!set) return null;
-    const r = set.decide(text, analyze, cacheKey);
-    const d = r.decision;
-    this.lastFacts = r.facts;
-    this.registry.policies.tallies.decisions[d.action]++;
-    if (d.action === 'deny') this.denied++;
-    this.registry.audit(this, d, r.facts, r);
-    if (this.recorder) {
-      this.recorder.count(d.action);
-      this.recorder.eventJson(decisionEvent(d));
-    }
-    return d;
-  }
-
-  /**
-   * Holds a `review` decision for approvers. The protocol module shows
-   * `handle.notice` to the client, waits for `handle.outcome`, and calls
-   * `handle.withdraw` if the client cancels or leaves. `statement` is what
-   * approvers see; the fingerprint (same query shape) defaults to the last
-   * decided statement's.
-   */
-  requestApproval(statement: string, d: Decision, fingerprint = this.lastFacts?.fingerprint): ApprovalHandle {
-    const h = this.registry.policies.approvals.request({
-      session: this.id,
-      protocol: this.init.protocol,
-      target: this.init.target,
-      identity: this.init.identity,
-      statement,
-      policy: d.policy,
-      rule: d.rule,
-      message: d.message,
-      fingerprint,
-    });
-    this.waiting.add(h);
-    void h.outcome.then(() => this.waiting.delete(h));
-    return h;
-  }
-
   /** Asks the protocol module to end the session; it then calls close(). */
   terminate(reason: string): void {
     this.init.terminate(reason);
@@ -278,54 +203,14 @@ export class Session {
 /** The live-session registry: what is connected right now, by whom, to what. */
 export class SessionRegistry {
   private readonly live = new Map<string, Session>();
-  /** Direct writes of pre-built audit lines (null: go through pino). */
-  private readonly raw: ((line: string) => void) | null;
-  /** Serialised decision part of an allowed-statement line, per cached decision. */
-  private readonly lineTails = new WeakMap<object, string>();
+  /** The audit trail of governed actions. */
+  readonly auditor: Auditor;
 
   constructor(
     readonly log: Logger,
     readonly policies: SessionHost,
   ) {
-    this.raw = rawLineWriter(log);
-  }
-
-  /** One audit event per decision: who, where, what (normalised, literals removed) and why. */
-  audit(s: Session, d: Decision, facts: QueryFacts | undefined, cached?: object): void {
-    const level = d.action === 'allow' ? 'info' : 'warn';
-    const denied = d.action !== 'allow';
-    // Fingerprint and normalised text each cost a parse: only when they are written.
-    const logged = this.log.isLevelEnabled(level);
-    if (!logged && !denied) return;
-    if (!denied && cached && this.raw) {
-      // The hot path (one line per allowed statement): the session's and the
-      // decision's parts of the line are serialised once and reused.
-      let tail = this.lineTails.get(cached);
-      if (tail === undefined) {
-        tail = `${jsonFields({ decision: d.action, policy: d.policy, rule: d.rule, kind: d.kind, fingerprint: facts?.fingerprint, query: facts?.normalized })},"msg":"statement allowed"}\n`;
-        this.lineTails.set(cached, tail);
-      }
-      s.logHead ??= jsonFields({ event: 'policy.decision', session: s.id, sub: s.init.identity.sub, target: s.init.target, protocol: s.init.protocol });
-      this.raw(`{"level":"info","time":"${isoNow()}","svc":"sluice"${s.logHead}${tail}`);
-      return;
-    }
-    const event = {
-      event: 'policy.decision',
-      time: new Date().toISOString(),
-      session: s.id,
-      sub: s.init.identity.sub,
-      target: s.init.target,
-      protocol: s.init.protocol,
-      decision: d.action,
-      policy: d.policy,
-      rule: d.rule,
-      kind: d.kind,
-      fingerprint: facts?.fingerprint,
-      query: facts?.normalized,
-    };
-    // Denials and reviews are kept queryable; allowed statements only in the log stream.
-    if (denied) this.policies.auditEvent(event);
-    if (logged) this.log[level](event, denied ? `statement ${d.action === 'deny' ? 'denied' : 'held for review'}: ${d.message}` : 'statement allowed');
+    this.auditor = new Auditor(log, policies);
   }
 
   open(init: SessionInit): Session {

@@ -16,12 +16,11 @@
 
 import { randomBytes } from 'node:crypto';
 import type { Session } from '../../session/session.js';
-import type { ApprovalHandle, ApprovalOutcome } from '../../governance/approvals.js';
-import type { Decision } from '../../policy/engine.js';
+import { CONTINUE, type Action, type Held, type Refusal, type RefusalKind, type Transport } from '../../governance/pipeline.js';
 import { analyzeSql, type QueryFacts } from '../../policy/sql/facts.js';
 import { sqlCacheKey } from '../../policy/sql/cache-key.js';
 import { F } from './constants.js';
-import { errorResponse, parseFields, queryMessage } from './messages.js';
+import { errorResponse, noticeResponse, parseFields, queryMessage } from './messages.js';
 import type { ClientText } from './encoding.js';
 
 interface Pending {
@@ -31,13 +30,48 @@ interface Pending {
 }
 
 /** A statement waiting for approval. */
-export interface Held {
-  handle: ApprovalHandle;
-  decision: Decision;
+export interface HeldStatement {
+  handle: Held;
   /** A copy of the original message, sent as is when approved. */
   message: Buffer;
-  build: (text: string) => Buffer;
+  /** The prepared statement's name (with its NUL) when the message is a Parse. */
   parseName: Buffer | null;
+}
+
+/** What the gate needs from the relay. */
+export interface GateHooks {
+  /** A message for the server, in order with the client's. */
+  emit(buf: Buffer): void;
+  /** A notice for the client (approval waiting, approved). */
+  notice(buf: Buffer): void;
+  /** The held statement is settled: take the client's stream again. */
+  resumeClient(): void;
+}
+
+/** How a refusal reads on the Postgres wire: its SQLSTATE. */
+const SQLSTATE: Record<RefusalKind, string> = {
+  policy: '42501',
+  unparsable: '42601',
+  approval_denied: '42501',
+  approval_expired: '57014',
+  approval_withdrawn: '57014',
+  not_allowed: '42501',
+};
+
+/** A governance refusal as the ErrorResponse the client sees; the session goes on. */
+export function refusalError(r: Refusal): Buffer {
+  return errorResponse({
+    severity: 'ERROR',
+    code: SQLSTATE[r.kind],
+    message: `sluice: ${r.message}`,
+    detail: 'The statement was not run; the session goes on.',
+    hint:
+      r.kind === 'approval_expired'
+        ? 'Ask an approver to decide sooner (sluice approvals list), then run the statement again.'
+        : r.kind === 'policy' || r.kind === 'unparsable'
+          ? 'Run `sluice policy check` with the same statement to see why; ask the gateway owner if the policy is wrong.'
+          : undefined,
+  });
 }
 
 function marker(): string {
@@ -86,36 +120,36 @@ function functionCallFacts(text: string): QueryFacts {
   };
 }
 
-export class PolicyGate {
+export class PolicyGate implements Transport {
   /** After a denied Parse, the client's messages up to Sync are dropped (the server would skip them too). */
   private discarding = false;
   private forwardedSyncs = 0;
   private readyCount = 0;
   private readonly pending = new Map<string, Pending>();
   /** The statement waiting for approval, if any (the client stream is paused behind it). */
-  held: Held | null = null;
+  held: HeldStatement | null = null;
   /** Set by the relay before each message: the server was still busy with earlier requests. */
   serverBusy = false;
+  /** The action being governed; one object per connection (the pipeline copies what it keeps). */
+  private readonly action: Action = { text: '', analyze: analyzeSql, cacheKey: undefined, noun: 'statement', runs: 1, display: undefined };
+  /** The message being governed: where it is, and its prepared statement's name for a Parse. */
+  private cur: { buf: Buffer; start: number; end: number; parseName: Buffer | null } = { buf: Buffer.alloc(0), start: 0, end: 0, parseName: null };
 
   constructor(
     private readonly session: Session,
-    private readonly emit: (buf: Buffer) => void,
+    private readonly hooks: GateHooks,
     /** The client's encoding: SQL text is decoded with it. */
     private readonly text: ClientText,
   ) {}
-
-  /** Decides a statement, read in the client's encoding. */
-  private decideSql(sql: string): Decision | null {
-    const codec = this.text.codec;
-    if ((this.serverBusy || !codec.exact) && NON_ASCII.test(sql)) return this.session.decide(sql, analyzeSqlUnsureEncoding, sqlCacheKey(sql));
-    return this.session.decide(sql, analyzeSql, sqlCacheKey(sql));
-  }
 
   /** Whether the frontend handler must see this message whole. */
   wants(type: number): boolean {
     if (this.discarding) return type !== F.Sync && type !== F.Flush;
     if (type !== F.Query && type !== F.Parse && type !== F.FunctionCall) return false;
-    return this.session.policy() !== null;
+    if (this.session.gov.deciding) return true;
+    // No policy: nothing to decide, the message streams through; it is still counted.
+    if (type !== F.Parse) this.session.gov.pass();
+    return false;
   }
 
   /** Counts what reaches the server, to know which batch a marker belongs to. */
@@ -129,89 +163,82 @@ export class PolicyGate {
   /** A whole frontend message the gate asked for. Returns true to forward it unchanged. */
   onFrontend(type: number, buf: Buffer, start: number, end: number): boolean {
     if (this.discarding) return false;
-    if (type === F.Query) {
-      const sql = this.text.codec.decode(buf, start + 5, end - 1);
-      const d = this.decideSql(sql);
-      if (!d || d.action === 'allow') return true;
-      if (d.action === 'review') this.hold(d, sql, buf, start, end, queryMessage, null);
-      else this.deny(d, queryMessage, null);
-      return false;
+    const a = this.action;
+    const cur = this.cur;
+    cur.buf = buf;
+    cur.start = start;
+    cur.end = end;
+    cur.parseName = null;
+    a.display = undefined;
+    if (type === F.Query || type === F.Parse) {
+      let from = start + 5;
+      let to = end - 1;
+      if (type === F.Parse) {
+        const z = buf.indexOf(0, start + 5);
+        cur.parseName = buf.subarray(start + 5, z + 1); // with its NUL
+        const q = buf.indexOf(0, z + 1);
+        from = z + 1;
+        to = q < 0 || q >= end ? end : q;
+      }
+      const sql = this.text.codec.decode(buf, from, to);
+      a.text = sql;
+      // Text Sluice may not read as the server will (see analyzeSqlUnsureEncoding).
+      a.analyze = (this.serverBusy || !this.text.codec.exact) && NON_ASCII.test(sql) ? analyzeSqlUnsureEncoding : analyzeSql;
+      a.cacheKey = sqlCacheKey(sql);
+      a.runs = type === F.Parse ? 0 : 1; // a Parse only prepares; its Executes are counted as they come
+    } else {
+      // FunctionCall: int32 function OID after the header.
+      const oid = buf.readUInt32BE(start + 5);
+      a.text = `\0oid:${oid}`;
+      a.analyze = functionCallFacts;
+      a.cacheKey = undefined;
+      a.runs = 1;
+      a.display = `function call (oid ${oid})`;
     }
-    if (type === F.Parse) {
-      const z = buf.indexOf(0, start + 5);
-      const name = buf.subarray(start + 5, z + 1); // with its NUL
-      const q = buf.indexOf(0, z + 1);
-      const sql = this.text.codec.decode(buf, z + 1, q < 0 || q >= end ? end : q);
-      const d = this.decideSql(sql);
-      if (!d || d.action === 'allow') return true;
-      const build = (text: string) => parseMessage(name, text);
-      if (d.action === 'review') this.hold(d, sql, buf, start, end, build, Buffer.from(name));
-      else this.deny(d, build, name);
-      return false;
-    }
-    // FunctionCall: int32 function OID after the header.
-    const oid = buf.readUInt32BE(start + 5);
-    const d = this.session.decide(`\0oid:${oid}`, functionCallFacts);
-    if (!d || d.action === 'allow') return true;
-    if (d.action === 'review') this.hold(d, `function call (oid ${oid})`, buf, start, end, queryMessage, null);
-    else this.deny(d, queryMessage, null);
-    return false;
+    return this.session.gov.govern(a, this) === CONTINUE;
   }
 
-  /** Asks for approval; the relay pauses the client stream while `held` is set. */
-  private hold(d: Decision, statement: string, buf: Buffer, start: number, end: number, build: (text: string) => Buffer, parseName: Buffer | null): void {
-    const handle = this.session.requestApproval(statement, d);
-    this.held = { handle, decision: d, message: Buffer.from(buf.subarray(start, end)), build, parseName };
+  // ---- the pipeline's transport ----
+
+  /** Refused now (the message being governed) or after a hold (the held message): a marker takes its place. */
+  refuse(r: Refusal): void {
+    const h = this.held;
+    if (h) this.answer(refusalError(r), h.parseName);
+    else this.answer(refusalError(r), this.cur.parseName);
   }
 
-  /** The held statement's approval settled: forward it, or answer it with the outcome as an error. */
-  settle(o: ApprovalOutcome): void {
+  /** Keeps a copy of the message; the relay pauses the client stream behind it. */
+  pause(handle: Held): void {
+    const { buf, start, end, parseName } = this.cur;
+    this.held = { handle, message: Buffer.from(buf.subarray(start, end)), parseName: parseName ? Buffer.from(parseName) : null };
+  }
+
+  notify(text: string, held: Held, kind: 'held' | 'approved'): void {
+    if (kind !== 'held') return; // the result that follows says it ran
+    this.hooks.notice(noticeResponse({ severity: 'NOTICE', code: '00000', message: text, detail: `Statement held by rule ${held.decision.rule}: ${held.decision.message}`, hint: 'Press Ctrl-C to withdraw the request.' }));
+  }
+
+  proceed(): void {
     const h = this.held;
     if (!h) return;
-    this.held = null;
-    if (o.status === 'approved') {
-      this.emit(h.message);
-      this.forwarded(h.message[0]!);
-      return;
-    }
-    const id = h.handle.id;
-    let code = '42501';
-    let message: string;
-    let detail = 'The statement was not run; the session goes on.';
-    if (o.status === 'denied') {
-      message = `sluice: statement denied by approver ${o.approver}${o.reason ? `: ${o.reason}` : ''} (approval ${id}, rule ${h.decision.rule})`;
-    } else if (o.status === 'expired') {
-      code = '57014';
-      message = `sluice: approval ${id} timed out after ${Math.round(o.after_ms / 1000)} s without a decision; the statement was not run`;
-      detail = 'Ask an approver to decide sooner (sluice approvals list), then run the statement again.';
-    } else {
-      code = '57014';
-      message = `canceling statement due to user request (approval ${id} withdrawn)`;
-    }
-    this.answer(errorResponse({ severity: 'ERROR', code, message, detail }), h.build, h.parseName);
+    this.hooks.emit(h.message);
+    this.forwarded(h.message[0]!);
   }
 
-  private deny(d: Decision, build: (text: string) => Buffer, parseName: Buffer | null): void {
-    const error = errorResponse({
-      severity: 'ERROR',
-      code: d.rule === 'on_parse_error' ? '42601' : '42501',
-      message: `sluice: statement denied: ${d.message}`,
-      detail: 'The statement was not run; the session goes on.',
-      hint: 'Run `sluice policy check` with the same statement to see why; ask the gateway owner if the policy is wrong.',
-    });
-    this.answer(error, build, parseName);
+  resume(): void {
+    this.held = null;
+    this.hooks.resumeClient();
   }
 
   /** Sends a marker in place of a statement; the server's error for it is swapped for `error`. */
-  private answer(error: Buffer, build: (text: string) => Buffer, parseName: Buffer | null): void {
+  private answer(error: Buffer, parseName: Buffer | null): void {
     const m = marker();
     this.pending.set(m, { error, batch: this.forwardedSyncs });
-    const msg = build(m);
-    this.emit(msg);
+    const msg = parseName ? parseMessage(parseName, m) : queryMessage(m);
+    this.hooks.emit(msg);
     this.forwarded(msg[0]!);
     if (parseName) this.discarding = true;
   }
-
   /** True while a denial's error is on its way back. */
   get awaitingError(): boolean {
     return this.pending.size > 0;

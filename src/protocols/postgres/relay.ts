@@ -6,7 +6,6 @@ import type { Session } from '../../session/session.js';
 import { B, F, VALID_FRONTEND } from './constants.js';
 import { Framer, ProtocolViolation, type FrameHandler } from './framer.js';
 import { errorResponse, noticeResponse } from './messages.js';
-import type { ApprovalOutcome } from '../../governance/approvals.js';
 import { PolicyGate } from './policy-gate.js';
 import { Dir } from '../../recording/types.js';
 import { PgMasker } from './masker.js';
@@ -77,7 +76,8 @@ class FrontendHandler implements FrameHandler {
     if (VALID_FRONTEND[type] !== 1) {
       throw new ProtocolViolation(`invalid frontend message type ${type} (0x${type.toString(16)})`);
     }
-    if (type === F.Query || type === F.Execute) this.session.statements++;
+    // An Execute runs what its Parse (governed) prepared: counted here. A Query is counted by the gate.
+    if (type === F.Execute) this.session.gov.pass();
     // Whether earlier requests may still change client_encoding before the server reads this one.
     this.gate.serverBusy = this.state.busy;
     if (type === F.Query || type === F.Sync || type === F.FunctionCall) {
@@ -223,9 +223,13 @@ export class PgRelay {
     // The gate's marker statements reach the server too: the COPY masker counts them.
     const gate = new PolicyGate(
       session,
-      (b) => {
-        copy.forwarded(b[0]!, b, 0, b.length);
-        this.front.emit(b);
+      {
+        emit: (b) => {
+          copy.forwarded(b[0]!, b, 0, b.length);
+          this.front.emit(b);
+        },
+        notice: (b) => this.toClient(b),
+        resumeClient: () => this.approvalSettled(),
       },
       text,
     );
@@ -273,22 +277,16 @@ export class PgRelay {
 
   /**
    * The gate holds a statement for approval: the client stream stops behind it
-   * (later messages wait in the framer, in order), the client is told why, and
-   * the outcome decides what the server gets. The client is still read, so a
-   * disconnect withdraws the request at once.
+   * (later messages wait in the framer, in order) until the pipeline settles it.
+   * The client is still read, so a disconnect withdraws the request at once.
    */
   private awaitApproval(): void {
-    const held = this.gate.held!;
     this.front.pause();
-    if (held.handle.notice) {
-      this.toClient(noticeResponse({ severity: 'NOTICE', code: '00000', message: held.handle.notice, detail: `Statement held by rule ${held.decision.rule}: ${held.decision.message}`, hint: 'Press Ctrl-C to withdraw the request.' }));
-    }
-    void held.handle.outcome.then((o) => this.approvalSettled(o));
   }
 
-  private approvalSettled(o: ApprovalOutcome): void {
+  /** The held statement was run or refused: the client's stream goes on. */
+  private approvalSettled(): void {
     if (this.closed) return;
-    this.gate.settle(o);
     try {
       this.front.resume();
     } catch (err) {

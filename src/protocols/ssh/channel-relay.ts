@@ -15,7 +15,9 @@ import type { SshTargetConfig } from '../../config/types.js';
 import { StreamMasker } from '../../policy/masking/stream.js';
 import { recordData, Stream } from './frames.js';
 import { Pump } from './pump.js';
-import { decideCommand, legacyScp, type SshOptions } from './policy.js';
+import { legacyScp, readsCodeFromStdin, type SshOptions } from './policy.js';
+import { STOP } from '../../governance/pipeline.js';
+import { analyzeShell } from '../../policy/shell/facts.js';
 import { ShellGate } from './shell-gate.js';
 import { auditRecord, isWriteRequest, SftpProtocolError, SftpSession, type SftpOp } from './sftp-packets.js';
 import type { SshClient } from './upstream.js';
@@ -122,17 +124,13 @@ export class SessionChannel implements LiveChannel {
       accept?.();
     });
     s.on('x11', (accept, reject, info) => {
-      const ok = host.options().forwarding.x11;
-      this.forwardEvent('x11', ok);
-      if (!ok) return reject?.();
+      if (!this.forwardEvent('x11', host.options().forwarding.x11)) return reject?.();
       this.x11 = info;
       host.wantX11();
       accept?.();
     });
     s.on('auth-agent', (accept, reject) => {
-      const ok = host.options().forwarding.agent;
-      this.forwardEvent('agent', ok);
-      if (!ok) return reject?.();
+      if (!this.forwardEvent('agent', host.options().forwarding.agent)) return reject?.();
       this.agent = true;
       host.enableAgent();
       accept?.();
@@ -157,12 +155,20 @@ export class SessionChannel implements LiveChannel {
     this.host.event({ ...ev, channel: this.id });
   }
 
-  private forwardEvent(kind: string, allowed: boolean, note?: string): void {
-    this.event({ event: 'ssh.forward', kind, allowed });
-    const log = this.host.core.log;
-    const fields = { event: 'ssh.forward', session: this.session.id, sub: this.session.identity.sub, target: this.host.target.name, kind, allowed };
-    if (allowed) log.info(fields, `${kind} forwarding allowed`);
-    else log.warn(fields, note ?? `${kind} forwarding refused (no policy allows it: ssh.forwarding)`);
+  /** x11 or agent forwarding on this channel, allowed or refused by the session's options: through the pipeline. */
+  private forwardEvent(kind: 'x11' | 'agent', allowed: boolean): boolean {
+    return this.session.gov.sideChannel({
+      event: 'ssh.forward',
+      allowed,
+      fields: { kind, channel: this.id },
+      message: allowed ? `${kind} forwarding allowed` : `${kind} forwarding refused (no policy allows it: ssh.forwarding)`,
+    });
+  }
+
+  /** A shell, sftp or scp the session's options refuse: through the pipeline, then refused on the channel. */
+  private refuseOption(what: string, message: string): void {
+    this.session.gov.sideChannel({ event: 'ssh.refused', allowed: false, fields: { what, channel: this.id }, message: `ssh ${what} refused: ${message}` });
+    this.refuse(message, EXIT_DENIED);
   }
 
   private get nl(): string {
@@ -198,10 +204,10 @@ export class SessionChannel implements LiveChannel {
 
     const opts = this.host.options();
     if (kind === 'shell' && opts.shell === 'deny') {
-      return this.refuse(`interactive shells are not allowed for you on target "${t}" (ssh.shell: deny); run single commands instead: ssh ${t}@<sluice> 'command'`, EXIT_DENIED);
+      return this.refuseOption('shell', `interactive shells are not allowed for you on target "${t}" (ssh.shell: deny); run single commands instead: ssh ${t}@<sluice> 'command'`);
     }
     if (kind === 'sftp' && opts.sftp === 'deny') {
-      return this.refuse(`file transfer (sftp, scp) is not allowed for you on target "${t}" (ssh.sftp: deny)`, EXIT_DENIED);
+      return this.refuseOption('sftp', `file transfer (sftp, scp) is not allowed for you on target "${t}" (ssh.sftp: deny)`);
     }
     if (kind === 'exec') {
       const scp = legacyScp(command!);
@@ -209,35 +215,29 @@ export class SessionChannel implements LiveChannel {
         // A bare legacy scp is a file transfer: the sftp setting governs it, not command rules.
         if (opts.sftp === 'deny' || (scp === 'upload' && opts.sftp === 'read_only')) {
           const what = opts.sftp === 'deny' ? 'file transfer (sftp, scp)' : 'uploading (scp to the target)';
-          return this.refuse(`${what} is not allowed for you on target "${t}" (ssh.sftp: ${opts.sftp})`, EXIT_DENIED);
+          return this.refuseOption('scp', `${what} is not allowed for you on target "${t}" (ssh.sftp: ${opts.sftp})`);
         }
         this.event({ event: 'sftp.op', op: scp === 'upload' ? 'scp_upload' : 'scp_download', command, write: scp === 'upload', allowed: true });
       } else {
-        const { decision: d, stdinCode } = decideCommand(session, command!);
-        if (d === null) session.recorder?.count();
-        session.statements++;
-        if (d?.action === 'deny') return this.refuse(`denied: ${d.message}`, EXIT_DENIED);
-        if (stdinCode) {
+        // A command: through the governance pipeline; refused, held or run.
+        const status = session.gov.govern({ text: command!, analyze: analyzeShell, noun: 'command' }, {
+          refuse: (r) => this.refuse(r.message, EXIT_DENIED),
+          notify: (text) => {
+            if (!this.done) this.stderr(`sluice: ${text}${this.nl}`);
+          },
+          pause: (held) => (this.approval = held),
+          proceed: () => {
+            if (!this.done) this.open(kind, command);
+          },
+          resume: () => (this.approval = null),
+        });
+        if (status === STOP) return;
+        if (readsCodeFromStdin(session, command!)) {
           // `ssh host bash` (or `sh -s`, `python -`): a shell whose commands come from this channel.
-          if (opts.shell === 'deny') return this.refuse(`this command runs a shell that reads its commands from the session, and interactive shells are not allowed for you on target "${t}" (ssh.shell: deny)`, EXIT_DENIED);
+          if (opts.shell === 'deny') {
+            return this.refuseOption('shell', `this command runs a shell that reads its commands from the session, and interactive shells are not allowed for you on target "${t}" (ssh.shell: deny)`);
+          }
           this.stdinShell = true;
-        }
-        if (d?.action === 'review') {
-          const h = session.requestApproval(command!, d);
-          this.approval = h;
-          if (h.notice) this.stderr(`sluice: ${h.notice}${this.nl}`);
-          void h.outcome.then((o) => {
-            this.approval = null;
-            if (this.done) return;
-            if (o.status === 'approved') {
-              if (h.notice) this.stderr(`sluice: approved by ${o.approvers.join(', ')}${this.nl}`);
-              this.open(kind, command);
-            } else {
-              const why = o.status === 'denied' ? `denied by ${o.approver}${o.reason ? `: ${o.reason}` : ''}` : o.status === 'expired' ? 'no approver answered in time' : o.reason;
-              this.refuse(`not run: ${why}`, EXIT_DENIED);
-            }
-          });
-          return;
         }
       }
     }
@@ -388,16 +388,14 @@ export class SessionChannel implements LiveChannel {
     if (!rec) return;
     const session = this.session;
     const allowed = refused === undefined;
-    this.event({ event: 'sftp.op', ...rec, allowed });
-    const fields = { event: 'sftp.op', session: session.id, sub: session.identity.sub, target: this.host.target.name, ...rec, allowed };
     // Metadata reads (stat, realpath, …) are many: recorded, but logged at debug level.
-    if (allowed) this.host.core.log[QUIET_SFTP_OPS.has(String(rec.op)) && !rec.status ? 'debug' : 'info'](fields, `sftp ${String(rec.op)}`);
-    else {
-      session.denied++;
-      session.recorder?.count('deny', 0);
-      this.host.core.log.warn(fields, `sftp ${String(rec.op)} refused: read-only`);
-      this.host.core.sessions.policies.auditEvent({ ...fields, time: new Date().toISOString(), decision: 'deny', protocol: 'ssh' });
-    }
+    this.session.gov.sideChannel({
+      event: 'sftp.op',
+      allowed,
+      fields: { ...rec, channel: this.id },
+      message: allowed ? `sftp ${String(rec.op)}` : `sftp ${String(rec.op)} refused: read-only`,
+      quiet: QUIET_SFTP_OPS.has(String(rec.op)) && !rec.status,
+    });
   }
 
   // ---- the end -----------------------------------------------------------------------------------

@@ -136,20 +136,15 @@ export class Forwarding {
     private readonly conn: ssh2.Connection,
   ) {}
 
+  /** A forwarding request, allowed or refused by the session's options: through the governance pipeline. */
   private allowed(kind: 'local' | 'remote' | 'x11', fields: Record<string, unknown>): boolean {
     const ok = this.host.options().forwarding[kind];
-    const s = this.host.session;
-    const ev = { event: 'ssh.forward', kind, allowed: ok, ...fields };
-    this.host.event(ev);
-    const log = { ...ev, session: s.id, sub: s.identity.sub, target: this.host.target.name };
-    if (ok) this.host.core.log.info(log, `${kind} forwarding`);
-    else {
-      s.denied++;
-      s.recorder?.count('deny', 0);
-      this.host.core.log.warn(log, `${kind} forwarding refused (no policy allows it: ssh.forwarding)`);
-      this.host.core.sessions.policies.auditEvent({ ...log, time: new Date().toISOString(), decision: 'deny', protocol: 'ssh' });
-    }
-    return ok;
+    return this.host.session.gov.sideChannel({
+      event: 'ssh.forward',
+      allowed: ok,
+      fields: { kind, ...fields },
+      message: ok ? `${kind} forwarding` : `${kind} forwarding refused (no policy allows it: ssh.forwarding)`,
+    });
   }
 
   /** -L: the client opens a direct-tcpip channel. */

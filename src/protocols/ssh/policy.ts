@@ -5,7 +5,6 @@
 
 import type { Session } from '../../session/session.js';
 import { sshOptions as resolve, type SshOptions } from '../../policy/engine.js';
-import type { Decision } from '../../policy/engine.js';
 import { analyzeShell, isCommandFacts } from '../../policy/shell/facts.js';
 
 export type { SshOptions };
@@ -15,19 +14,14 @@ export function sshOptions(session: Session): SshOptions {
   return resolve(session.policy());
 }
 
-export interface CommandDecision {
-  /** null: no policy configured (the line is still audited). */
-  decision: Decision | null;
-  /** The command runs a shell or interpreter that reads its program from the session's stdin (`bash`, `sh -s`). */
-  stdinCode: boolean;
-}
-
-/** The decision for one command line (writes the audit event). */
-export function decideCommand(session: Session, line: string): CommandDecision {
-  const decision = session.decide(line, analyzeShell);
-  const facts = decision ? session.lastFacts : analyzeShell(line);
-  const stdinCode = !!facts?.statements.some((s) => isCommandFacts(s) && s.stdin_code);
-  return { decision, stdinCode };
+/**
+ * Whether a command runs a shell or interpreter that reads its program from the
+ * session's stdin (`bash`, `sh -s`): its input lines are then decided like a
+ * shell's. Uses the facts of the decision just taken, when a policy decided it.
+ */
+export function readsCodeFromStdin(session: Session, line: string): boolean {
+  const facts = session.gov.deciding && session.lastFacts ? session.lastFacts : analyzeShell(line);
+  return facts.statements.some((s) => isCommandFacts(s) && s.stdin_code);
 }
 
 /** A legacy scp transfer (`scp -t DIR` upload, `scp -f FILE` download) with nothing else in the command. */

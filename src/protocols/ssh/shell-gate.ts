@@ -19,7 +19,7 @@
 import type { Session } from '../../session/session.js';
 import type { Decision } from '../../policy/engine.js';
 import { analyzeShell } from '../../policy/shell/facts.js';
-import { decideCommand } from './policy.js';
+import { CONTINUE, type Action, type Held, type Refusal, type Transport } from '../../governance/pipeline.js';
 import { ShellLineTracker, type EnterEvent } from './shell-line.js';
 
 // Ctrl-U kills the typed line (readline and the tty's canonical mode alike); the CR then
@@ -96,7 +96,7 @@ class Block {
   }
 }
 
-export class ShellGate {
+export class ShellGate implements Transport {
   private readonly tracker = new ShellLineTracker();
   private readonly block = new Block();
   /** Without a pty: input of the current command not yet forwarded. */
@@ -107,8 +107,13 @@ export class ShellGate {
   /** Input that arrived while a command waited for approval. */
   private queue: Buffer[] = [];
   private queued = 0;
-  private waiting: { withdraw(reason: string): void } | null = null;
+  private waiting: Held | null = null;
   private closed = false;
+  /** The command being governed (one object per shell; the pipeline copies what it keeps). */
+  private readonly action: Action = { text: '', analyze: analyzeShell, noun: 'command' };
+  private approximate = false;
+  /** What to do with the command being governed once it is decided. */
+  private done: (ok: boolean) => void = () => {};
 
   constructor(
     private readonly session: Session,
@@ -273,32 +278,42 @@ export class ShellGate {
     }
   }
 
+  // ---- the governance pipeline ----
+
   /** Decides a command; calls done(allowed) now, or after an approval. */
   private decide(text: string, approximate: boolean, done: (ok: boolean) => void): void {
-    const d: Decision | null = decideCommand(this.session, text).decision;
-    if (d === null) this.session.recorder?.count();
-    this.session.statements++;
-    this.hooks.line({ line: text, approximate: approximate || undefined, decision: d?.action, rule: d?.rule });
-    if (!d || d.action === 'allow') return done(true);
-    if (d.action === 'deny') {
-      this.hooks.tell(`sluice: denied: ${d.message}`);
-      return done(false);
-    }
-    // review
-    const h = this.session.requestApproval(text, d);
-    if (h.notice) this.hooks.tell(`sluice: ${h.notice}`);
-    this.waiting = h;
-    void h.outcome.then((o) => {
-      this.waiting = null;
-      if (this.closed) return;
-      if (o.status === 'approved') {
-        if (h.notice) this.hooks.tell(`sluice: approved by ${o.approvers.join(', ')}`);
-        done(true);
-      } else {
-        const why = o.status === 'denied' ? `denied by ${o.approver}${o.reason ? `: ${o.reason}` : ''}` : o.status === 'expired' ? 'no approver answered in time' : o.reason;
-        this.hooks.tell(`sluice: not run: ${why}`);
-        done(false);
-      }
-    });
+    const a = this.action;
+    a.text = text;
+    this.approximate = approximate;
+    this.done = done;
+    if (this.session.gov.govern(a, this) === CONTINUE) done(true);
   }
+
+  /** After the decision is recorded, before any refusal: the typed command joins the recording. */
+  decided(d: Decision | null): void {
+    this.hooks.line({ line: this.action.text, approximate: this.approximate || undefined, decision: d?.action, rule: d?.rule });
+  }
+
+  refuse(r: Refusal): void {
+    this.waiting = null;
+    if (this.closed) return;
+    this.hooks.tell(`sluice: ${r.message}`);
+    this.done(false);
+  }
+
+  proceed(): void {
+    this.waiting = null;
+    if (this.closed) return;
+    this.done(true);
+  }
+
+  notify(text: string): void {
+    if (!this.closed) this.hooks.tell(`sluice: ${text}`);
+  }
+
+  pause(held: Held): void {
+    this.waiting = held;
+  }
+
+  resume(): void {}
 }
