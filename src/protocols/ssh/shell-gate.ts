@@ -108,6 +108,8 @@ export class ShellGate implements Transport {
   private queue: Buffer[] = [];
   private queued = 0;
   private waiting: Held | null = null;
+  /** EOF that arrived while a command waited: ends the input once the queue before it is through. */
+  private endAfter: (() => void) | null = null;
   private closed = false;
   /** The command being governed (one object per shell; the pipeline copies what it keeps). */
   private readonly action: Action = { text: '', analyze: analyzeShell, noun: 'command' };
@@ -141,6 +143,12 @@ export class ShellGate implements Transport {
 
   /** End of client input (EOF): what is held is decided like the rest. */
   end(then: () => void): void {
+    // A held command (and what was typed after it) goes first: EOF now would reach
+    // the shell before the approved command does, and it would never run.
+    if (this.waiting) {
+      this.endAfter = then;
+      return;
+    }
     if (this.pty || this.heldLen === 0) return then();
     const all = Buffer.concat(this.held, this.heldLen);
     this.held = [];
@@ -275,6 +283,11 @@ export class ShellGate implements Transport {
         this.queue.push(...q.slice(i + 1));
         return;
       }
+    }
+    const end = this.endAfter;
+    if (end) {
+      this.endAfter = null;
+      this.end(end);
     }
   }
 
