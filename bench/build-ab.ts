@@ -6,10 +6,10 @@
 // median ratio with its 95% confidence interval (bootstrap), quartiles, and each
 // build's CPU per transaction.
 //
-// A control row pairs this build's gateway with a second gateway of the same
-// build, interleaved with the pairs above (pair i of old/new, then pair i of
-// new/new, …), so both rows see the same machine: what the control reads is the
-// method's own noise, the yardstick for the old/new row.
+// A control row pairs two more gateways of this build the same way, interleaved
+// with the pairs above (pair i of old/new next to pair i of new/new, which goes
+// first alternating), so both rows see the same machine: what the control reads
+// is the method's own noise, the yardstick for the old/new row.
 //
 // bench/build-ab.sh makes the old checkout and builds both; run that:
 //   npm run bench:build-ab -- 76b2c07
@@ -63,19 +63,31 @@ await runBench(async (b) => {
   await initPgbench(directPath(pg));
   const oldGw = { ...(await startGateway(b, pg, VARIANT, {}, OLD_BIN)), name: `old ${OLD}` };
   const newGw = { ...(await startGateway(b, pg, VARIANT)), name: `new ${NEW}` };
-  const newGw2 = { ...(await startGateway(b, pg, VARIANT)), name: 'new (2nd)' };
-  log(`gateways: ${oldGw.name} pid ${oldGw.pid}, ${newGw.name} pid ${newGw.pid}, ${newGw2.name} pid ${newGw2.pid}; ${PAIRS} pairs of ${SECONDS} s, -S -M ${MODE} -c ${CLIENTS}`);
+  // The control's own two gateways of the new build: every gateway then runs the same number of
+  // runs and records as much, so none is warmer or has a larger recording store than its partner.
+  const ctlA = { ...(await startGateway(b, pg, VARIANT)), name: 'new (control 1)' };
+  const ctlB = { ...(await startGateway(b, pg, VARIANT)), name: 'new (control 2)' };
+  log(`gateways: ${[oldGw, newGw, ctlA, ctlB].map((g) => `${g.name} pid ${g.pid}`).join(', ')}; ${PAIRS} pairs of ${SECONDS} s, -S -M ${MODE} -c ${CLIENTS}`);
 
   const args = selectOnlyArgs(MODE, CLIENTS, SECONDS);
   const main = newPaired();
   const control = newPaired();
-  await warmUp([oldGw, newGw, newGw2], args);
+  await warmUp([oldGw, newGw, ctlA, ctlB], args);
   for (let i = 0; i < PAIRS; i++) {
-    const m = await runPair(i, oldGw, newGw, args, main);
-    const c = await runPair(i, newGw, newGw2, args, control);
+    // Pair i of each row, in turn; which row goes first alternates too.
+    const mainPair = () => runPair(i, oldGw, newGw, args, main);
+    const controlPair = () => runPair(i, ctlA, ctlB, args, control);
+    let m, c;
+    if (i % 2 === 0) {
+      m = await mainPair();
+      c = await controlPair();
+    } else {
+      c = await controlPair();
+      m = await mainPair();
+    }
     log(
       `pair ${i + 1}/${PAIRS}: old ${m.ra.tps.toFixed(0)} new ${m.rb.tps.toFixed(0)} tps, ratio ${f3(m.rb.tps / m.ra.tps)}, CPU ${m.ra.cpu.toFixed(1)}/${m.rb.cpu.toFixed(1)} µs/tx | ` +
-        `control new ${c.ra.tps.toFixed(0)} new2 ${c.rb.tps.toFixed(0)} tps, ratio ${f3(c.rb.tps / c.ra.tps)}, CPU ${c.ra.cpu.toFixed(1)}/${c.rb.cpu.toFixed(1)} µs/tx`,
+        `control ${c.ra.tps.toFixed(0)} / ${c.rb.tps.toFixed(0)} tps, ratio ${f3(c.rb.tps / c.ra.tps)}, CPU ${c.ra.cpu.toFixed(1)}/${c.rb.cpu.toFixed(1)} µs/tx`,
     );
   }
   const sm = summarize(main);
@@ -88,7 +100,7 @@ await runBench(async (b) => {
     '| comparison | A | B | pairs | TPS ratio B/A, median | 95% CI of the median | quartiles | B against A (median) | TPS A / B, medians | CPU µs/tx A / B, medians | CPU µs/tx B − A, median (95% CI) | failed |',
     '|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     row(`old against new, fully governed, ${workload}`, `old (${OLD})`, `new (${NEW})`, sm, main.failed),
-    row(`control: new against new, ${workload}`, `new`, `new (2nd gateway)`, sc, control.failed),
+    row(`control: new against new, ${workload}`, `new (${NEW}), gateway 3`, `new (${NEW}), gateway 4`, sc, control.failed),
   ];
 
   // The noise: how far the control's 95% CI of the median reaches from 1.00 (and, for CPU, from 0),
@@ -109,7 +121,7 @@ await runBench(async (b) => {
   const md =
     `Build A/B: the old build (${OLD}) against the new (${NEW}), both fully governed (\`${VARIANT}\`: policy, masking, recording; the same config), ` +
     `in front of one throwaway Postgres (pgbench scale 10); ${PAIRS} back-to-back pairs of ${SECONDS} s pgbench ${workload} runs after one unmeasured warm-up run of each gateway, alternating which runs first; ` +
-    `the control pairs the new build's gateway with a second gateway of the same build, each of its pairs right after the old/new pair of the same number. ` +
+    `the control pairs two more gateways of the new build the same way, its pair i next to the old/new pair i (which of the two goes first alternates), so every gateway runs as often as the others. ` +
     `Regression beyond noise means: the median TPS ratio is lower than 1 by more than the control's 95% CI reaches from 1, with the old/new CI wholly below 1; or the CPU per transaction added is larger than the control's CPU CI reaches from 0, with its CI wholly above 0. ` +
     `${machineLine()}\n\n${rows.join('\n')}\n\n${verdict}\n`;
   const json = (s: Summary, r: typeof main) => ({
@@ -136,7 +148,7 @@ await runBench(async (b) => {
     pairs: PAIRS,
     results: [
       { comparison: 'old against new', a: `old ${OLD}`, b: `new ${NEW}`, ...json(sm, main) },
-      { comparison: 'control: new against new', a: `new ${NEW}`, b: `new ${NEW} (2nd gateway)`, control: true, ...json(sc, control) },
+      { comparison: 'control: new against new', a: `new ${NEW} (gateway 3)`, b: `new ${NEW} (gateway 4)`, control: true, ...json(sc, control) },
     ],
     noise: { tps_ratio: noise, cpu_us_per_tx: cpuNoise },
     regression: { tps: tpsRegressed, cpu: cpuRegressed },
