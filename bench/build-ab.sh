@@ -19,8 +19,10 @@ fi
 shift
 sha=$(git rev-parse --verify --quiet "$old^{commit}") || { echo "build-ab: $old is not a commit" >&2; exit 2; }
 old_label=$(git rev-parse --short "$sha")
-new_label=$(git rev-parse --short HEAD)
-git diff --quiet HEAD -- src bin package.json package-lock.json tsconfig.json || new_label="$new_label + uncommitted changes"
+# The new build is named by the last commit that changed what it is built from.
+inputs=(src bin package-lock.json tsconfig.json)  # package-lock.json stands for the dependencies
+new_label=$(git log -1 --format=%h HEAD -- "${inputs[@]}")
+git diff --quiet HEAD -- "${inputs[@]}" || new_label="$new_label + uncommitted changes"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sluice-build-ab-XXXXXX")
 tree="$tmp/old"
