@@ -115,7 +115,7 @@ await runBench(async (b) => {
   const verdictWord = failed ? 'failed transactions: no verdict' : tpsRegressed || cpuRegressed ? 'regression beyond noise' : 'no regression beyond noise';
   const verdict =
     `Verdict: **${verdictWord}**. New against old (${NEW} against ${OLD}): TPS ratio ${f3(sm.m)} (${pct(sm.m)}; 95% CI ${f3(sm.ci[0])}–${f3(sm.ci[1])}), ` +
-    `CPU ${sm.cpuAdded >= 0 ? '+' : ''}${sm.cpuAdded.toFixed(1)} µs/tx (95% CI ${sm.cpuAddedCi[0].toFixed(1)} to ${sm.cpuAddedCi[1].toFixed(1)}; ${sm.cpuA.toFixed(1)} against ${sm.cpuB.toFixed(1)} µs/tx). ` +
+    `CPU ${sm.cpuAdded >= 0 ? '+' : ''}${sm.cpuAdded.toFixed(1)} µs/tx (95% CI ${sm.cpuAddedCi[0].toFixed(1)} to ${sm.cpuAddedCi[1].toFixed(1)}; medians old ${sm.cpuA.toFixed(1)}, new ${sm.cpuB.toFixed(1)} µs/tx). ` +
     `The noise, read by the control (two gateways of the same build): TPS ratio ${f3(sc.m)} (95% CI ${f3(sc.ci[0])}–${f3(sc.ci[1])}, quartiles ${f3(sc.q1)}–${f3(sc.q3)}), ` +
     `so ±${(noise * 100).toFixed(1)}% on the median TPS ratio; CPU ${sc.cpuAdded >= 0 ? '+' : ''}${sc.cpuAdded.toFixed(1)} µs/tx (95% CI ${sc.cpuAddedCi[0].toFixed(1)} to ${sc.cpuAddedCi[1].toFixed(1)}), so ±${cpuNoise.toFixed(1)} µs/tx.`;
   const md =
