@@ -18,42 +18,21 @@
 //   node --import tsx bench/recording-ab.ts      (npm run bench runs it)
 //   BENCH_AB_PAIRS=16 BENCH_MODES=simple node --import tsx bench/recording-ab.ts
 import { knobs, log, machineLine, median, medianCI, quantile, writeResult } from './lib/env.js';
+import { newPaired, runPair, warmUp, type Paired } from './lib/ab.js';
 import { directPath, runBench, startCluster, startGateway, type Path } from './lib/paths.js';
-import { initPgbench, pgbench, selectOnlyArgs } from './lib/pgbench-run.js';
-import { cpuSeconds } from './lib/proc.js';
+import { initPgbench, selectOnlyArgs } from './lib/pgbench-run.js';
 
 const { seconds: SECONDS, abPairs: PAIRS } = knobs;
 
-async function measure(p: Path, args: string[]): Promise<{ tps: number; cpu: number; failed: number }> {
-  const before = cpuSeconds(p.pid!);
-  const r = await pgbench(p, args);
-  return { tps: r.tps, cpu: ((cpuSeconds(p.pid!) - before) * 1e6) / r.tx, failed: r.failed };
-}
-
-interface Paired {
-  ratios: number[];
-  added: number[];
-  pairs: { a: number; b: number }[];
-  failed: number;
-}
-
 /** PAIRS back-to-back runs of a and b (ABBA order): TPS ratios b/a and the CPU per transaction b adds. */
 async function paired(label: string, a: Path, b: Path, args: string[]): Promise<Paired> {
-  const out: Paired = { ratios: [], added: [], pairs: [], failed: 0 };
+  const out = newPaired();
   // One unmeasured run of each first: a gateway's first seconds in a query mode (JIT, the recording
   // writer's first batches, the store's first pages) cost more than its steady state, and the
   // first pairs read 0.84–0.89 with 4–6 µs/tx added before this warm-up was there.
-  await pgbench(a, args);
-  await pgbench(b, args);
+  await warmUp([a, b], args);
   for (let i = 0; i < PAIRS; i++) {
-    const [first, second] = i % 2 === 0 ? [a, b] : [b, a];
-    const r1 = await measure(first, args);
-    const r2 = await measure(second, args);
-    const [ra, rb] = i % 2 === 0 ? [r1, r2] : [r2, r1];
-    out.failed += ra.failed + rb.failed;
-    out.ratios.push(rb.tps / ra.tps);
-    out.added.push(rb.cpu - ra.cpu);
-    out.pairs.push({ a: ra.tps, b: rb.tps });
+    const { ra, rb } = await runPair(i, a, b, args, out);
     log(`pair ${i + 1}/${PAIRS} ${label.padEnd(28)} ${a.name} ${ra.tps.toFixed(0).padStart(6)} tps, ${b.name} ${rb.tps.toFixed(0).padStart(6)} tps: ratio ${(rb.tps / ra.tps).toFixed(3)}, ${(rb.cpu - ra.cpu).toFixed(1)} µs CPU/tx added`);
   }
   return out;
@@ -81,7 +60,7 @@ await runBench(async (b) => {
     json.push({ workload, ...extra, pairs: r.pairs.map((p) => ({ off: p.a, on: p.b })), ratio_median: m, ratio_ci95: ci, ratio_q1: q1, ratio_q3: q3, loss: 1 - m, cpu_us_per_tx_added: cpu, failed: r.failed });
     return { m, ci };
   };
-  const all: Paired = { ratios: [], added: [], pairs: [], failed: 0 };
+  const all = newPaired();
   const onRows: { m: number; ci: [number, number] }[] = [];
   for (const mode of knobs.modes) {
     for (const c of knobs.abClients) {

@@ -93,14 +93,17 @@ export async function startCluster(b: Bench, conf: string[] = []): Promise<PgClu
 
 export const directPath = (pg: PgCluster): Path => ({ name: 'direct', host: pg.host, port: pg.port, user: 'app', password: TARGET_PASSWORD, database: 'orders' });
 
-/** Sluice with `variant`'s config (plus `extra`, merged at top level and into recording), and a token for group ci. */
-export async function startGateway(b: Bench, pg: PgCluster, variant: string, extra: Record<string, unknown> = {}): Promise<Path> {
+/**
+ * Sluice with `variant`'s config (plus `extra`, merged at top level and into recording), and a token for group ci.
+ * `bin`: another build's bin/sluice.js (bench/build-ab.ts); default this tree's.
+ */
+export async function startGateway(b: Bench, pg: PgCluster, variant: string, extra: Record<string, unknown> = {}, bin?: string): Promise<Path> {
   const cfg = VARIANTS[variant];
   if (!cfg) throw new Error(`unknown variant ${variant}; known: ${Object.keys(VARIANTS).join(', ')}`);
   const target = { protocol: 'postgres', host: pg.host, port: pg.port, user: 'app', password: { env: 'ORDERS_PG_PASSWORD' }, tls: { mode: 'disable' }, allow: ['group:ci'] };
   const config: Record<string, unknown> = { log: { level: 'info' }, targets: { orders: target }, ...cfg, ...extra };
   if (extra.recording && cfg.recording) config.recording = { ...(cfg.recording as object), ...(extra.recording as object) };
-  const gw = await startSluice(b, { cluster: pg, tls: false, quiet: true, config });
+  const gw = await startSluice(b, { cluster: pg, tls: false, quiet: true, config, bin });
   const token = await gw.mint('bench', ['ci'], '2h');
   return { name: variant, host: gw.host, port: gw.port, user: 'ci', password: token, database: 'orders', pid: gw.proc.pid, stop: () => gw.stop() };
 }

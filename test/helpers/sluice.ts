@@ -33,6 +33,8 @@ export interface SluiceOptions {
   admin?: boolean;
   /** Also start the SSH listener (listeners.ssh on a free loopback port). */
   ssh?: boolean;
+  /** Another build's bin/sluice.js (bench/build-ab.ts runs an older checkout's); default this tree's. */
+  bin?: string;
 }
 
 export interface Sluice {
@@ -102,8 +104,8 @@ function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyP
 }
 
 /** The V8 flags on the bin's shebang line. */
-function shebangFlags(): string[] {
-  const first = fs.readFileSync(BIN, 'utf8').split('\n', 1)[0]!;
+function shebangFlags(bin = BIN): string[] {
+  const first = fs.readFileSync(bin, 'utf8').split('\n', 1)[0]!;
   return first.split(/\s+/).filter((w) => w.startsWith('--'));
 }
 
@@ -127,9 +129,10 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
   // JavaScript frames).
   const prof = process.env.SLUICE_CPU_PROF;
   const extra = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...(process.env.SLUICE_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])];
+  const bin = opts.bin ?? BIN;
   const proc = extra.length
-    ? spawn(process.execPath, [...shebangFlags(), ...extra, BIN, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-    : spawn(BIN, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    ? spawn(process.execPath, [...shebangFlags(bin), ...extra, bin, 'serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(bin, ['serve', '--config', configPath], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const lines: Record<string, unknown>[] = [];
   const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
@@ -196,7 +199,7 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     ca,
     proc,
     async mint(sub, groups = ['ci'], ttl = '5m', extra = []) {
-      const { stdout } = await run(process.execPath, [BIN, 'token', 'mint', '--config', configPath, '--sub', sub, '--groups', groups.join(','), '--ttl', ttl, ...extra]);
+      const { stdout } = await run(process.execPath, [bin, 'token', 'mint', '--config', configPath, '--sub', sub, '--groups', groups.join(','), '--ttl', ttl, ...extra]);
       return stdout.trim();
     },
     logs: () => lines,
