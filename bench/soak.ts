@@ -36,7 +36,7 @@ import { openRecordingStore } from '../src/recording/open.js';
 import { pgBinDir, type PgCluster } from '../test/helpers/pg-cluster.js';
 import { BIN } from '../test/helpers/sluice.js';
 import { knobs, log, machineLine, quantile, writeResult } from './lib/env.js';
-import { directPath, runBench, startCluster, startGateway, type Path } from './lib/paths.js';
+import { directPath, runBench, startCluster, startGateway, VARIANTS, VARIANT_LABELS, type Path } from './lib/paths.js';
 import { WireClient } from './lib/pgwire.js';
 import { loadPiiTable, piiRow } from './lib/pii.js';
 import { cpuSeconds, memory, type Mem } from './lib/proc.js';
@@ -45,6 +45,11 @@ const run = promisify(execFile);
 const N = knobs.soakSessions;
 const SECONDS = knobs.soakSeconds;
 const DIRECT_SECONDS = knobs.soakDirectSeconds;
+const VARIANT = knobs.soakVariant;
+/** Whether the gateway's variant has a statement policy (then the denied statement is refused). */
+const POLICY = 'policies' in (VARIANTS[VARIANT] ?? {});
+const MASKING = 'masking' in (VARIANTS[VARIANT] ?? {});
+const RECORDING = (VARIANTS[VARIANT]?.recording as { enabled?: boolean } | undefined)?.enabled !== false;
 const ROWS = 10_000;
 const PARALLEL = 25; // connects in flight: well under limits.max_unauthenticated (256)
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -99,7 +104,7 @@ async function connectAll(p: Path, n: number, errors: string[]): Promise<WireCli
 }
 
 /** Every session loops until `seconds` have passed; outcomes classified, CPU read around the window. */
-async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: number, viaGateway: boolean, connectErrors: string[]): Promise<Load> {
+async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: number, refused: boolean, connectErrors: string[]): Promise<Load> {
   const errorSamples = [...connectErrors];
   let errors = connectErrors.length;
   let allowed = 0;
@@ -123,11 +128,11 @@ async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: num
         const a = performance.now();
         try {
           await c.query(s.sql);
-          if (s.deny && viaGateway) fail(`the denied statement ran: ${s.sql}`);
+          if (s.deny && refused) fail(`the denied statement ran: ${s.sql}`);
           else allowed++;
         } catch (e) {
           const msg = (e as Error).message;
-          if (s.deny && viaGateway && msg.includes('42501') && msg.includes('sluice:')) denied++;
+          if (s.deny && refused && msg.includes('42501') && msg.includes('sluice:')) denied++;
           else {
             fail(msg);
             if (msg === 'connection closed' || c.socket.destroyed) return;
@@ -205,7 +210,7 @@ await runBench(async (b) => {
   }
 
   // Through one fully governed gateway.
-  const gw = await startGateway(b, pg, 'sluice+all');
+  const gw = await startGateway(b, pg, VARIANT);
   const mem = sampler(gw.pid!);
   await sleep(2000);
   const atStart = mem.take();
@@ -215,22 +220,22 @@ await runBench(async (b) => {
   const connectRate = clients.length / ((performance.now() - c0) / 1000);
   const upstream = Number((await pg.sql("select count(*) from pg_stat_activity where usename = 'app'")).trim());
   const withSessions = mem.take();
-  log(`sluice+all: ${clients.length} sessions open (${upstream} upstream, ${fmt(connectRate)}/s); ${SECONDS} s of load…`);
+  log(`${VARIANT}: ${clients.length} sessions open (${upstream} upstream, ${fmt(connectRate)}/s); ${SECONDS} s of load…`);
   const loadStartIdx = mem.series.length - 1;
-  const gl = await drive(gw, clients, SECONDS, pgPid, true, errs);
+  const gl = await drive(gw, clients, SECONDS, pgPid, POLICY, errs);
   const atEndOfLoad = mem.take();
   const duringLoad = mem.series.slice(loadStartIdx);
   const peak = { rss: Math.max(...duringLoad.map((s) => s.rss)), anon: Math.max(...duringLoad.map((s) => s.anon)) };
   await closeAll(clients);
-  log(`sluice+all: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx`);
-  if (gl.errors) failures.push(`sluice+all: ${gl.errors} errors (${gl.errorSamples.join('; ')})`);
-  if (gl.tx === 0) failures.push('sluice+all: no transactions');
+  log(`${VARIANT}: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx`);
+  if (gl.errors) failures.push(`${VARIANT}: ${gl.errors} errors (${gl.errorSamples.join('; ')})`);
+  if (gl.tx === 0) failures.push(`${VARIANT}: no transactions`);
 
   // The recordings: every session closed, verified, counted.
   const cfg = await loadConfig(gw.configPath!);
-  const store = await openRecordingStore(cfg, { readOnly: true });
-  let entries = store.list();
-  for (let i = 0; i < 60 && entries.some((e) => e.status === 'live'); i++) {
+  const store = RECORDING ? await openRecordingStore(cfg, { readOnly: true }) : null;
+  let entries = store?.list() ?? [];
+  for (let i = 0; store && i < 60 && entries.some((e) => e.status === 'live'); i++) {
     await sleep(500);
     entries = store.list();
   }
@@ -247,7 +252,7 @@ await runBench(async (b) => {
     rec.allowed += e.decisions.allow ?? 0;
     rec.denied += e.decisions.deny ?? 0;
     rec.stored_mb += e.stored_bytes / 2 ** 20;
-    const v = store.verify(e.id);
+    const v = store!.verify(e.id);
     rec.frames += v.frames;
     if (v.ok) rec.verified++;
     else {
@@ -256,7 +261,7 @@ await runBench(async (b) => {
     }
   }
   rec.verify_s = (performance.now() - v0) / 1000;
-  await store.close();
+  await store?.close();
   // The CLI agrees on one of them.
   let cli = '';
   if (entries[0]) {
@@ -264,25 +269,28 @@ await runBench(async (b) => {
     cli = r.stdout.trim();
   }
   log(`recordings: ${rec.sessions} sessions, ${rec.verified} intact, ${rec.failed} failed, ${rec.live} still live, ${fmt(rec.frames)} frames, ${rec.dropped} dropped; ${fmt(rec.statements)} statements (${fmt(rec.allowed)} allowed, ${fmt(rec.denied)} denied); verify ${rec.verify_s.toFixed(1)} s; CLI: ${cli}`);
-  if (rec.sessions !== clients.length) failures.push(`recordings: ${rec.sessions} sessions recorded, ${clients.length} opened`);
-  if (rec.failed) failures.push(`recordings: ${rec.failed} failed verification (${rec.failures.join('; ')})`);
-  if (rec.live) failures.push(`recordings: ${rec.live} sessions still live 30 s after their clients closed`);
-  if (rec.dropped) failures.push(`recordings: ${rec.dropped} frames dropped`);
-  if (rec.statements !== gl.tx) failures.push(`recordings: ${rec.statements} statements recorded, ${gl.tx} sent`);
-  if (rec.denied !== gl.denied) failures.push(`recordings: ${rec.denied} denials recorded, ${gl.denied} refused`);
-  if (!cli.startsWith('intact')) failures.push(`sluice recordings verify: ${cli}`);
+  if (RECORDING) {
+    if (rec.sessions !== clients.length) failures.push(`recordings: ${rec.sessions} sessions recorded, ${clients.length} opened`);
+    if (rec.failed) failures.push(`recordings: ${rec.failed} failed verification (${rec.failures.join('; ')})`);
+    if (rec.live) failures.push(`recordings: ${rec.live} sessions still live 30 s after their clients closed`);
+    if (rec.dropped) failures.push(`recordings: ${rec.dropped} frames dropped`);
+    if (rec.statements !== gl.tx) failures.push(`recordings: ${rec.statements} statements recorded, ${gl.tx} sent`);
+    if (rec.denied !== gl.denied) failures.push(`recordings: ${rec.denied} denials recorded, ${gl.denied} refused`);
+    if (!cli.startsWith('intact')) failures.push(`sluice recordings verify: ${cli}`);
+  }
 
-  // Masking was on: one row through the gateway, read with psql.
+  // Masking is on: one row through the gateway, read with psql, is masked.
   const raw = piiRow(1);
-  const seen = await run(path.join(pgBinDir(), 'psql'), ['-X', '-At', '-c', 'select email, card_number, ssn from customers where id = 1'], {
-    env: { ...process.env, PGHOST: gw.host, PGPORT: String(gw.port), PGUSER: gw.user, PGPASSWORD: gw.password, PGDATABASE: 'orders', PGSSLMODE: 'disable' },
-  }).then(
-    (r) => r.stdout.trim(),
-    (e: Error) => `psql failed: ${e.message}`,
-  );
-  const masked = seen.split('|').length === 3 && !seen.includes(raw[2]!) && !seen.includes(raw[3]!) && !seen.includes(raw[4]!);
-  log(`masking check: ${raw.slice(2, 5).join('|')} reads ${seen}`);
-  if (!masked) failures.push(`masking: row 1 read through the gateway as ${seen}`);
+  let seen = '';
+  if (MASKING) {
+    const r = await run(path.join(pgBinDir(), 'psql'), ['-X', '-At', '-c', 'select email, card_number, ssn from customers where id = 1'], {
+      env: { ...process.env, PGHOST: gw.host, PGPORT: String(gw.port), PGUSER: gw.user, PGPASSWORD: gw.password, PGDATABASE: 'orders', PGSSLMODE: 'disable' },
+    }).catch((e: Error) => ({ stdout: `psql failed: ${e.message}` }));
+    seen = r.stdout.trim();
+    const masked = seen.split('|').length === 3 && !seen.includes(raw[2]!) && !seen.includes(raw[3]!) && !seen.includes(raw[4]!);
+    log(`masking check: ${raw.slice(2, 5).join('|')} reads ${seen}`);
+    if (!masked) failures.push(`masking: row 1 read through the gateway as ${seen}`);
+  }
 
   // Report.
   const ratio = direct ? gl.tps / direct.tps : NaN;
@@ -291,7 +299,7 @@ await runBench(async (b) => {
     '| path | sessions | seconds | transactions | TPS | TPS per second, min–max | errors | denied as expected | latency p50 / p99 / max ms | proxy CPU µs/tx | Postgres CPU µs/tx | driver CPU µs/tx |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const [name, l] of [['direct', direct], ['Sluice, fully governed', gl]] as const) {
+  for (const [name, l] of [['direct', direct], [VARIANT_LABELS[VARIANT] ?? VARIANT, gl]] as const) {
     if (!l) continue;
     rows.push(
       `| ${name} | ${fmt(l.sessions)} | ${l.seconds.toFixed(1)} | ${fmt(l.tx)} | ${fmt(l.tps)} | ${spread(l.perSecond)} | ${l.errors} | ${fmt(l.denied)} | ${l.latencyMs.p50.toFixed(1)} / ${l.latencyMs.p99.toFixed(1)} / ${l.latencyMs.max.toFixed(0)} | ${Number.isNaN(l.proxyCpuUsPerTx) ? '–' : fmt(l.proxyCpuUsPerTx)} | ${fmt(l.pgCpuUsPerTx)} | ${fmt(l.driverCpuUsPerTx)} |`,
@@ -309,7 +317,7 @@ await runBench(async (b) => {
   ];
   const verdict = failures.length ? `**FAIL**: ${failures.join('; ')}` : `**PASS**: 0 errors, ${rec.verified} of ${rec.sessions} recordings intact, 0 frames dropped, recorded statements = statements sent`;
   const md =
-    `Soak: ${fmt(N)} concurrent sessions for ${SECONDS} s through one fully governed gateway (policy, masking, recording), each looping over ` +
+    `Soak: ${fmt(N)} concurrent sessions for ${SECONDS} s through one gateway (${VARIANT === 'sluice+all' ? 'fully governed: policy, masking, recording' : VARIANT}), each looping over ` +
     `a masked select of one \`customers\` row (17 in 20), an allowed insert (2 in 20) and a statement the policy denies (1 in 20; counted as denied, not as an error); ` +
     `one transaction = one statement; the same load direct for ${DIRECT_SECONDS} s for the ratio; ${machineLine()}\n\n` +
     `${rows.join('\n')}\n\n` +
@@ -326,7 +334,7 @@ await runBench(async (b) => {
     direct_seconds: DIRECT_SECONDS,
     mix: { masked_select: 17, insert: 2, denied: 1, of: 20 },
     direct,
-    gateway: { variant: 'sluice+all', ...gl, share_of_direct: ratio, sessions_per_s: connectRate, upstream_sessions: upstream },
+    gateway: { variant: VARIANT, ...gl, share_of_direct: ratio, sessions_per_s: connectRate, upstream_sessions: upstream },
     memory_mb: { at_start: atStart, with_sessions: withSessions, peak_during_load: peak, end_of_load: atEndOfLoad, after_close: afterClose, settled, series: mem.series },
     recordings: { ...rec, cli },
     masking_check: { raw: raw.slice(2, 5).join('|'), seen },

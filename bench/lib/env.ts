@@ -52,6 +52,8 @@ export const knobs = {
   soakSeconds: num('BENCH_SOAK_SECONDS', 60),
   /** Soak: seconds of the same load straight to Postgres (the ratio); 0 skips it. */
   soakDirectSeconds: num('BENCH_SOAK_DIRECT_SECONDS', 15),
+  /** Soak: the gateway variant (a variant without a policy runs the denied statement, a no-op). */
+  soakVariant: process.env.BENCH_SOAK_VARIANT || 'sluice+all',
 };
 
 export const median = (xs: number[]): number => {
