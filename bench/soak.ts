@@ -39,7 +39,7 @@ import { knobs, log, machineLine, quantile, writeResult } from './lib/env.js';
 import { directPath, runBench, startCluster, startGateway, VARIANTS, VARIANT_LABELS, type Path } from './lib/paths.js';
 import { WireClient } from './lib/pgwire.js';
 import { loadPiiTable, piiRow } from './lib/pii.js';
-import { cpuSeconds, memory, type Mem } from './lib/proc.js';
+import { cpuSeconds, memory, voluntarySwitches, type Mem } from './lib/proc.js';
 
 const run = promisify(execFile);
 const N = knobs.soakSessions;
@@ -79,6 +79,9 @@ interface Load {
   proxyCpuUsPerTx: number;
   pgCpuUsPerTx: number;
   driverCpuUsPerTx: number;
+  /** Voluntary context switches of Postgres (postmaster and backends) and of the gateway, per transaction. */
+  pgSwitchesPerTx: number;
+  proxySwitchesPerTx: number;
 }
 
 /** The Postgres postmaster's pid (its backends are its children). */
@@ -113,6 +116,8 @@ async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: num
   const buckets: number[] = [];
   const proxy0 = p.pid ? cpuSeconds(p.pid) : 0;
   const pg0 = cpuSeconds(pgPid);
+  const pgSw0 = voluntarySwitches(pgPid);
+  const proxySw0 = p.pid ? voluntarySwitches(p.pid) : 0;
   const drv0 = process.cpuUsage();
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
@@ -163,6 +168,8 @@ async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: num
     proxyCpuUsPerTx: p.pid ? ((cpuSeconds(p.pid) - proxy0) * 1e6) / tx : NaN,
     pgCpuUsPerTx: ((cpuSeconds(pgPid) - pg0) * 1e6) / tx,
     driverCpuUsPerTx: (drv.user + drv.system) / tx,
+    pgSwitchesPerTx: (voluntarySwitches(pgPid) - pgSw0) / tx,
+    proxySwitchesPerTx: p.pid ? (voluntarySwitches(p.pid) - proxySw0) / tx : NaN,
   };
 }
 
@@ -183,6 +190,14 @@ function sampler(pid: number) {
   };
 }
 
+/** CPU of Postgres and the gateway, in % of one core, over `ms` while the sessions sit idle. */
+async function idleCpu(pgPid: number, proxyPid: number | undefined, ms: number): Promise<{ pg_pct: number; proxy_pct: number }> {
+  const pg0 = cpuSeconds(pgPid);
+  const px0 = proxyPid ? cpuSeconds(proxyPid) : 0;
+  await sleep(ms);
+  return { pg_pct: ((cpuSeconds(pgPid) - pg0) * 1e5) / ms, proxy_pct: proxyPid ? ((cpuSeconds(proxyPid) - px0) * 1e5) / ms : NaN };
+}
+
 const closeAll = async (clients: WireClient[]) => {
   for (const c of clients) c.close();
   await sleep(500);
@@ -198,14 +213,16 @@ await runBench(async (b) => {
 
   // Direct: the same sessions and mix, for the ratio.
   let direct: Load | null = null;
+  let directIdle = { pg_pct: NaN, proxy_pct: NaN };
   if (DIRECT_SECONDS > 0) {
     const d = directPath(pg);
     const errs: string[] = [];
     const clients = await connectAll(d, N, errs);
+    directIdle = await idleCpu(pgPid, undefined, 5000);
     log(`direct: ${clients.length} sessions open; ${DIRECT_SECONDS} s of load…`);
     direct = await drive(d, clients, DIRECT_SECONDS, pgPid, false, errs);
     await closeAll(clients);
-    log(`direct: ${fmt(direct.tx)} tx, ${fmt(direct.tps)} TPS, ${direct.errors} errors, Postgres ${fmt(direct.pgCpuUsPerTx)} µs CPU/tx`);
+    log(`direct: ${fmt(direct.tx)} tx, ${fmt(direct.tps)} TPS, ${direct.errors} errors, Postgres ${fmt(direct.pgCpuUsPerTx)} µs CPU/tx, ${direct.pgSwitchesPerTx.toFixed(2)} sleeps/tx`);
     if (direct.errors) failures.push(`direct: ${direct.errors} errors (${direct.errorSamples.join('; ')})`);
   }
 
@@ -220,6 +237,8 @@ await runBench(async (b) => {
   const connectRate = clients.length / ((performance.now() - c0) / 1000);
   const upstream = Number((await pg.sql("select count(*) from pg_stat_activity where usename = 'app'")).trim());
   const withSessions = mem.take();
+  const gwIdle = await idleCpu(pgPid, gw.pid, 5000);
+  log(`idle sessions, 5 s: direct: Postgres ${directIdle.pg_pct.toFixed(1)}% of a core; ${VARIANT}: Postgres ${gwIdle.pg_pct.toFixed(1)}%, gateway ${gwIdle.proxy_pct.toFixed(1)}%`);
   log(`${VARIANT}: ${clients.length} sessions open (${upstream} upstream, ${fmt(connectRate)}/s); ${SECONDS} s of load…`);
   const loadStartIdx = mem.series.length - 1;
   const gl = await drive(gw, clients, SECONDS, pgPid, POLICY, errs);
@@ -227,7 +246,7 @@ await runBench(async (b) => {
   const duringLoad = mem.series.slice(loadStartIdx);
   const peak = { rss: Math.max(...duringLoad.map((s) => s.rss)), anon: Math.max(...duringLoad.map((s) => s.anon)) };
   await closeAll(clients);
-  log(`${VARIANT}: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx`);
+  log(`${VARIANT}: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx, Postgres ${fmt(gl.pgCpuUsPerTx)} µs CPU/tx, ${gl.pgSwitchesPerTx.toFixed(2)} sleeps/tx, gateway ${gl.proxySwitchesPerTx.toFixed(2)} sleeps/tx`);
   if (gl.errors) failures.push(`${VARIANT}: ${gl.errors} errors (${gl.errorSamples.join('; ')})`);
   if (gl.tx === 0) failures.push(`${VARIANT}: no transactions`);
 
