@@ -39,7 +39,7 @@ import { knobs, log, machineLine, quantile, writeResult } from './lib/env.js';
 import { directPath, runBench, startCluster, startGateway, VARIANTS, VARIANT_LABELS, type Path } from './lib/paths.js';
 import { WireClient } from './lib/pgwire.js';
 import { loadPiiTable, piiRow } from './lib/pii.js';
-import { cpuSeconds, memory, voluntarySwitches, type Mem } from './lib/proc.js';
+import { cpuSeconds, memory, threadCpuSeconds, voluntarySwitches, type Mem } from './lib/proc.js';
 
 const run = promisify(execFile);
 const N = knobs.soakSessions;
@@ -82,6 +82,18 @@ interface Load {
   /** Voluntary context switches of Postgres (postmaster and backends) and of the gateway, per transaction. */
   pgSwitchesPerTx: number;
   proxySwitchesPerTx: number;
+  /** Gateway CPU per transaction by thread name (the main thread as `main`), µs. */
+  proxyThreadsUsPerTx: Record<string, number>;
+}
+
+/** CPU µs per transaction by thread name between two threadCpuSeconds() samples; the main thread (tid = pid) is `main`. */
+function byThread(pid: number, before: ReturnType<typeof threadCpuSeconds>, after: ReturnType<typeof threadCpuSeconds>, tx: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [tid, a] of after) {
+    const name = Number(tid) === pid ? 'main' : a.comm;
+    out[name] = (out[name] ?? 0) + ((a.cpu - (before.get(tid)?.cpu ?? 0)) * 1e6) / tx;
+  }
+  return Object.fromEntries(Object.entries(out).filter(([, v]) => v >= 0.5).sort((x, y) => y[1] - x[1]).map(([k, v]) => [k, Math.round(v)]));
 }
 
 /** The Postgres postmaster's pid (its backends are its children). */
@@ -118,6 +130,7 @@ async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: num
   const pg0 = cpuSeconds(pgPid);
   const pgSw0 = voluntarySwitches(pgPid);
   const proxySw0 = p.pid ? voluntarySwitches(p.pid) : 0;
+  const threads0 = p.pid ? threadCpuSeconds(p.pid) : new Map();
   const drv0 = process.cpuUsage();
   const t0 = performance.now();
   const deadline = t0 + seconds * 1000;
@@ -170,6 +183,7 @@ async function drive(p: Path, clients: WireClient[], seconds: number, pgPid: num
     driverCpuUsPerTx: (drv.user + drv.system) / tx,
     pgSwitchesPerTx: (voluntarySwitches(pgPid) - pgSw0) / tx,
     proxySwitchesPerTx: p.pid ? (voluntarySwitches(p.pid) - proxySw0) / tx : NaN,
+    proxyThreadsUsPerTx: p.pid ? byThread(p.pid, threads0, threadCpuSeconds(p.pid), tx) : {},
   };
 }
 
@@ -212,19 +226,22 @@ await runBench(async (b) => {
   const failures: string[] = [];
 
   // Direct: the same sessions and mix, for the ratio.
-  let direct: Load | null = null;
   let directIdle = { pg_pct: NaN, proxy_pct: NaN };
-  if (DIRECT_SECONDS > 0) {
+  /** The same sessions and mix straight to Postgres, for the ratio: run before and after the gateway, as the machine drifts. */
+  const runDirect = async (when: string): Promise<Load | null> => {
+    if (DIRECT_SECONDS <= 0) return null;
     const d = directPath(pg);
     const errs: string[] = [];
     const clients = await connectAll(d, N, errs);
-    directIdle = await idleCpu(pgPid, undefined, 5000);
-    log(`direct: ${clients.length} sessions open; ${DIRECT_SECONDS} s of load…`);
-    direct = await drive(d, clients, DIRECT_SECONDS, pgPid, false, errs);
+    if (when === 'before') directIdle = await idleCpu(pgPid, undefined, 5000);
+    log(`direct (${when}): ${clients.length} sessions open; ${DIRECT_SECONDS} s of load…`);
+    const l = await drive(d, clients, DIRECT_SECONDS, pgPid, false, errs);
     await closeAll(clients);
-    log(`direct: ${fmt(direct.tx)} tx, ${fmt(direct.tps)} TPS, ${direct.errors} errors, Postgres ${fmt(direct.pgCpuUsPerTx)} µs CPU/tx, ${direct.pgSwitchesPerTx.toFixed(2)} sleeps/tx`);
-    if (direct.errors) failures.push(`direct: ${direct.errors} errors (${direct.errorSamples.join('; ')})`);
-  }
+    log(`direct (${when}): ${fmt(l.tx)} tx, ${fmt(l.tps)} TPS, ${l.errors} errors, Postgres ${fmt(l.pgCpuUsPerTx)} µs CPU/tx, ${l.pgSwitchesPerTx.toFixed(2)} sleeps/tx`);
+    if (l.errors) failures.push(`direct (${when}): ${l.errors} errors (${l.errorSamples.join('; ')})`);
+    return l;
+  };
+  const directBefore = await runDirect('before');
 
   // Through one fully governed gateway.
   const gw = await startGateway(b, pg, VARIANT);
@@ -246,7 +263,7 @@ await runBench(async (b) => {
   const duringLoad = mem.series.slice(loadStartIdx);
   const peak = { rss: Math.max(...duringLoad.map((s) => s.rss)), anon: Math.max(...duringLoad.map((s) => s.anon)) };
   await closeAll(clients);
-  log(`${VARIANT}: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx, Postgres ${fmt(gl.pgCpuUsPerTx)} µs CPU/tx, ${gl.pgSwitchesPerTx.toFixed(2)} sleeps/tx, gateway ${gl.proxySwitchesPerTx.toFixed(2)} sleeps/tx`);
+  log(`${VARIANT}: ${fmt(gl.tx)} tx, ${fmt(gl.tps)} TPS, ${gl.errors} errors, ${gl.denied} denied as expected, gateway ${fmt(gl.proxyCpuUsPerTx)} µs CPU/tx, Postgres ${fmt(gl.pgCpuUsPerTx)} µs CPU/tx, ${gl.pgSwitchesPerTx.toFixed(2)} sleeps/tx, gateway ${gl.proxySwitchesPerTx.toFixed(2)} sleeps/tx; gateway µs/tx by thread: ${JSON.stringify(gl.proxyThreadsUsPerTx)}`);
   if (gl.errors) failures.push(`${VARIANT}: ${gl.errors} errors (${gl.errorSamples.join('; ')})`);
   if (gl.tx === 0) failures.push(`${VARIANT}: no transactions`);
 
@@ -311,14 +328,19 @@ await runBench(async (b) => {
     if (!masked) failures.push(`masking: row 1 read through the gateway as ${seen}`);
   }
 
+  await gw.stop!();
+  const directAfter = await runDirect('after');
+
   // Report.
-  const ratio = direct ? gl.tps / direct.tps : NaN;
+  const directs = [directBefore, directAfter].filter((l): l is Load => l !== null);
+  const directTps = directs.length ? directs.reduce((a, l) => a + l.tps, 0) / directs.length : NaN;
+  const ratio = gl.tps / directTps;
   const spread = (xs: number[]) => (xs.length ? `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}` : 'n/a');
   const rows = [
     '| path | sessions | seconds | transactions | TPS | TPS per second, min–max | errors | denied as expected | latency p50 / p99 / max ms | proxy CPU µs/tx | Postgres CPU µs/tx | driver CPU µs/tx |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
-  for (const [name, l] of [['direct', direct], [VARIANT_LABELS[VARIANT] ?? VARIANT, gl]] as const) {
+  for (const [name, l] of [['direct, before', directBefore], [VARIANT_LABELS[VARIANT] ?? VARIANT, gl], ['direct, after', directAfter]] as const) {
     if (!l) continue;
     rows.push(
       `| ${name} | ${fmt(l.sessions)} | ${l.seconds.toFixed(1)} | ${fmt(l.tx)} | ${fmt(l.tps)} | ${spread(l.perSecond)} | ${l.errors} | ${fmt(l.denied)} | ${l.latencyMs.p50.toFixed(1)} / ${l.latencyMs.p99.toFixed(1)} / ${l.latencyMs.max.toFixed(0)} | ${Number.isNaN(l.proxyCpuUsPerTx) ? '–' : fmt(l.proxyCpuUsPerTx)} | ${fmt(l.pgCpuUsPerTx)} | ${fmt(l.driverCpuUsPerTx)} |`,
@@ -338,10 +360,13 @@ await runBench(async (b) => {
   const md =
     `Soak: ${fmt(N)} concurrent sessions for ${SECONDS} s through one gateway (${VARIANT === 'sluice+all' ? 'fully governed: policy, masking, recording' : VARIANT}), each looping over ` +
     `a masked select of one \`customers\` row (17 in 20), an allowed insert (2 in 20) and a statement the policy denies (1 in 20; counted as denied, not as an error); ` +
-    `one transaction = one statement; the same load direct for ${DIRECT_SECONDS} s for the ratio; ${machineLine()}\n\n` +
+    `one transaction = one statement; the same load direct for ${DIRECT_SECONDS} s before and after, for the ratio; ${machineLine()}\n\n` +
     `${rows.join('\n')}\n\n` +
-    (direct ? `Sluice's TPS is ${ratio.toFixed(2)} of direct's. ` : '') +
-    `Sessions opened at ${fmt(connectRate)} per second (${upstream} upstream sessions). CPU is utime+stime from /proc over the load (Postgres: the postmaster and its backends; driver: this process).\n\n` +
+    (directs.length ? `Sluice's TPS is ${ratio.toFixed(2)} of direct's (the mean of the direct runs). ` : '') +
+    `Sessions opened at ${fmt(connectRate)} per second (${upstream} upstream sessions). CPU is utime+stime from /proc over the load (Postgres: the postmaster and its backends; driver: this process). ` +
+    `Gateway CPU by thread, µs/tx: ${Object.entries(gl.proxyThreadsUsPerTx).map(([k, v]) => `${k === 'main' ? 'main thread' : k === 'node' ? 'other threads (recording writer, LMDB, GC)' : k} ${v}`).join(', ')}. ` +
+    `Sleeps (voluntary context switches) per transaction: Postgres ${gl.pgSwitchesPerTx.toFixed(2)} through the gateway${directs.length ? `, ${directs.map((l) => l.pgSwitchesPerTx.toFixed(2)).join(' and ')} direct` : ''}; gateway ${gl.proxySwitchesPerTx.toFixed(2)}. ` +
+    `With the ${fmt(clients.length)} sessions open and idle for 5 s: gateway ${gwIdle.proxy_pct.toFixed(1)}% of a core, Postgres ${gwIdle.pg_pct.toFixed(1)}%.\n\n` +
     `${memRows.join('\n')}\n\n` +
     `RssAnon leaves out file-backed pages: VmRSS minus RssAnon is mostly the recording store's memory map (LMDB), which the kernel can reclaim.\n\n` +
     `Recordings: ${fmt(rec.sessions)} sessions, ${fmt(rec.verified)} verified intact through the store API (hash chain and signed head, ${rec.verify_s.toFixed(1)} s), ${rec.failed} failed, ` +
@@ -352,7 +377,9 @@ await runBench(async (b) => {
     seconds: SECONDS,
     direct_seconds: DIRECT_SECONDS,
     mix: { masked_select: 17, insert: 2, denied: 1, of: 20 },
-    direct,
+    direct_before: directBefore,
+    direct_after: directAfter,
+    idle_cpu_pct: { direct: directIdle, gateway: gwIdle },
     gateway: { variant: VARIANT, ...gl, share_of_direct: ratio, sessions_per_s: connectRate, upstream_sessions: upstream },
     memory_mb: { at_start: atStart, with_sessions: withSessions, peak_during_load: peak, end_of_load: atEndOfLoad, after_close: afterClose, settled, series: mem.series },
     recordings: { ...rec, cli },
