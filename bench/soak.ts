@@ -209,7 +209,7 @@ async function idleCpu(pgPid: number, proxyPid: number | undefined, ms: number):
   const pg0 = cpuSeconds(pgPid);
   const px0 = proxyPid ? cpuSeconds(proxyPid) : 0;
   await sleep(ms);
-  return { pg_pct: ((cpuSeconds(pgPid) - pg0) * 1e5) / ms, proxy_pct: proxyPid ? ((cpuSeconds(proxyPid) - px0) * 1e5) / ms : NaN };
+  return { pg_pct: Math.max(0, ((cpuSeconds(pgPid) - pg0) * 1e5) / ms), proxy_pct: proxyPid ? ((cpuSeconds(proxyPid) - px0) * 1e5) / ms : NaN };
 }
 
 const closeAll = async (clients: WireClient[]) => {
