@@ -1,6 +1,8 @@
 // Soak: BENCH_SOAK_SESSIONS (1,000) concurrent sessions for BENCH_SOAK_SECONDS (60) through one
 // fully governed gateway (`sluice+all`: policy, masking and recording on), and the same load
-// straight to Postgres for BENCH_SOAK_DIRECT_SECONDS (15) for the ratio.
+// straight to Postgres for BENCH_SOAK_DIRECT_SECONDS (15) before and after it, for the ratio (the
+// shared machine drifts). BENCH_SOAK_VARIANT runs another variant of bench/lib/paths.ts instead, to
+// attribute costs (the checks of what that variant leaves off are skipped).
 //
 // Each session loops over a mix of simple-protocol statements as fast as the gateway answers:
 // - 17 in 20: a select of every column of one row of the PII table `customers` (bench/lib/pii.ts),
@@ -14,7 +16,8 @@
 //
 // Reported: transactions (one transaction = one statement, autocommit), TPS and its per-second
 // spread, latency quantiles, gateway CPU µs per transaction (utime+stime from /proc), Postgres and
-// driver CPU per transaction, gateway VmRSS and RssAnon sampled every second (RssAnon leaves out the
+// driver CPU per transaction, the gateway's CPU by thread, sleeps (voluntary context switches) per
+// transaction, CPU with the sessions open and idle, gateway VmRSS and RssAnon sampled every second (RssAnon leaves out the
 // recording store's memory map), and at the end every session's recording verified through the
 // store API (hash chain and signed head), plus one through `sluice recordings verify`.
 //
