@@ -27,7 +27,7 @@ fi
 # 1,000 idle sessions hold two sockets each in the gateway.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-steps=(policy masking masking-rows recording pgbench recording-ab large-result idle slow-reader scp report)
+steps=(policy masking masking-rows recording pgbench recording-ab large-result idle soak slow-reader scp report)
 only=",${BENCH_ONLY:-$(IFS=,; echo "${steps[*]}")},"
 failed=()
 started=$SECONDS

@@ -46,6 +46,14 @@ export const knobs = {
   slowMBps: num('BENCH_SLOW_MBPS', 64),
   /** Variants the slow-reader RSS is measured on. */
   bigVariants: list('BENCH_BIG_VARIANTS', 'sluice,sluice+all'),
+  /** Soak (bench/soak.ts): concurrent sessions through one fully governed gateway. */
+  soakSessions: Math.max(1, num('BENCH_SOAK_SESSIONS', 1000)),
+  /** Soak: seconds of load through the gateway. */
+  soakSeconds: num('BENCH_SOAK_SECONDS', 60),
+  /** Soak: seconds of the same load straight to Postgres (the ratio); 0 skips it. */
+  soakDirectSeconds: num('BENCH_SOAK_DIRECT_SECONDS', 15),
+  /** Soak: the gateway variant (a variant without a policy runs the denied statement, a no-op). */
+  soakVariant: process.env.BENCH_SOAK_VARIANT || 'sluice+all',
 };
 
 export const median = (xs: number[]): number => {

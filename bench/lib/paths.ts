@@ -19,6 +19,8 @@ export interface Path {
   pid?: number;
   /** Stops a gateway early (otherwise the Bench stops it at the end). */
   stop?: () => Promise<void>;
+  /** The gateway's generated config (for the CLI or the recording store); gone once it stops. */
+  configPath?: string;
 }
 
 /** The statement policy of the governed variants: what a CI identity may run. */
@@ -105,7 +107,7 @@ export async function startGateway(b: Bench, pg: PgCluster, variant: string, ext
   if (extra.recording && cfg.recording) config.recording = { ...(cfg.recording as object), ...(extra.recording as object) };
   const gw = await startSluice(b, { cluster: pg, tls: false, quiet: true, config, bin });
   const token = await gw.mint('bench', ['ci'], '2h');
-  return { name: variant, host: gw.host, port: gw.port, user: 'ci', password: token, database: 'orders', pid: gw.proc.pid, stop: () => gw.stop() };
+  return { name: variant, host: gw.host, port: gw.port, user: 'ci', password: token, database: 'orders', pid: gw.proc.pid, stop: () => gw.stop(), configPath: gw.configPath };
 }
 
 /** direct, pgbouncer (when installed and wanted) and the Sluice variants (BENCH_VARIANTS or all). */

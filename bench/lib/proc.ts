@@ -121,3 +121,22 @@ export function sampleMemory(pid: number, ms = 100): { stop(): Mem; peak: Mem } 
     },
   };
 }
+
+/** Voluntary context switches of the process tree (each is a sleep: a wait for a socket, a lock, a timer). */
+export function voluntarySwitches(pid: number): number {
+  let n = 0;
+  for (const p of processTree(pid)) {
+    try {
+      for (const tid of fs.readdirSync(`/proc/${p}/task`)) {
+        try {
+          n += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${p}/task/${tid}/status`, 'utf8'))?.[1] ?? 0);
+        } catch {
+          /* thread ended */
+        }
+      }
+    } catch {
+      /* ended */
+    }
+  }
+  return n;
+}
