@@ -133,7 +133,8 @@ async function scanLog(file: string, output: string): Promise<{ lines: number; u
         if (res.nonJson.length < 20) res.nonJson.push(line.slice(0, 300));
         continue;
       }
-      const lvl = Number(j.level);
+      const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
+      const lvl = typeof j.level === 'number' ? j.level : (LEVELS[String(j.level)] ?? 0);
       const name = lvl >= 60 ? 'fatal' : lvl >= 50 ? 'error' : lvl >= 40 ? 'warn' : lvl >= 30 ? 'info' : 'debug';
       res.byLevel[name] = (res.byLevel[name] ?? 0) + 1;
       if (lvl >= 40) {
@@ -205,7 +206,9 @@ async function main(): Promise<number> {
     const pid = gw.proc.pid!;
     const logFile = path.join(gw.dir, 'sluice.log');
     let exited: string | null = null;
+    let finished = false;
     gw.proc.once('exit', (code, signal) => {
+      if (finished) return; // stopped by the harness at the end
       exited = `gateway exited (code ${code}, signal ${signal}) at ${new Date().toISOString()}`;
       log(`!! ${exited}\n${gw.output().slice(-3000)}`);
     });
@@ -295,6 +298,7 @@ async function main(): Promise<number> {
     const rssEnd = memory(pid);
     const scan = await scanLog(logFile, gw.output());
     const seconds = Math.round((Date.now() - started) / 1000);
+    finished = true;
 
     // ---- verdict
     const checks: [string, boolean, string][] = [
@@ -340,7 +344,7 @@ async function main(): Promise<number> {
     }
     const errs = bystanders.flatMap((x) => x.errors.map((e) => `${x.name.split(':')[0]}: ${e}`));
     if (errs.length) md.push('', 'Bystander failures:', '', '```', ...errs.slice(0, 20), '```');
-    md.push('', 'Latencies are measured by the harness process, which also runs the in-process tier (it yields every 1,024 cases), so they include its own event-loop delay during that tier.');
+    md.push('', 'Latencies are measured by the harness process, which also runs the in-process tier (it yields to them at least every 10 ms), so they include its own event-loop delay during that tier.');
     if (findings.length) {
       md.push('', '## Findings', '', 'Each reproduces with `npm run fuzz -- --seed <seed> --replay <protocol>:<case>`.', '');
       for (const f of findings.slice(0, 30)) md.push(`- ${f.protocol} ${f.stream} case ${f.case}: ${f.error}${f.ops ? ` (ops ${f.ops.join(',')})` : ''}`);
