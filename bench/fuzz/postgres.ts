@@ -516,6 +516,7 @@ export const postgres: FuzzProtocol = {
         if (!settled) {
           // Waiting for bytes that never come is not a crash (auth_timeout ends it); counted, not a finding.
           add(counts.notes, 'startup cases still waiting 100 ms after end of input (then dropped)');
+          if (process.env.FUZZ_DEBUG) ctx.log(`startup case ${n} still waiting: ops ${m.ops.join(',')} input ${m.bytes.subarray(0, 64).toString('hex')}`);
           sock.destroy();
         }
         for (const e of internal) finding('pg-startup', n, new Error(`internal error path taken: ${e}`), m.ops, m.bytes);
