@@ -267,7 +267,7 @@ async function liveSession(ctx: Ctx, source: string, first: number, n: number, c
     const corpus = postAuthCorpus();
     let sent = 0;
     let syncs = 0;
-    for (let k = 0; k < n && !closed; k++) {
+    for (let k = 0; k < n && !closed && Date.now() < ctx.deadline; k++) {
       const rng = caseRng(ctx.seed, 'pg-live-post', first + k);
       const msgs = rng.pick(corpus);
       const safe = rng.chance(0.8);

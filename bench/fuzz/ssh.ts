@@ -292,7 +292,7 @@ async function liveSession(ctx: Ctx, source: string, first: { sftp: number; exec
         ch.stderr.on('data', () => {});
         let closed = false;
         ch.once('close', () => (closed = true));
-        for (let k = 0; k < 12 && !closed && !gone; k++) {
+        for (let k = 0; k < 12 && !closed && !gone && Date.now() < ctx.deadline; k++) {
           const n = first.sftp + used.sftp++;
           const rng = caseRng(ctx.seed, 'ssh-live-sftp', n);
           const m = mutate(rng, rng.pick(corpus), SFTP_FRAMING, { framingSafe: rng.chance(0.6), maxOversize: 300_000 });
