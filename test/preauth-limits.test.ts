@@ -384,3 +384,21 @@ t.test('silent SSH sockets and idle admin API connections are counted, timed out
     t.equal(f2?.M, 'authentication not completed within 4000 ms (limits.auth_timeout)');
   });
 });
+
+t.test('clients that reset the connection during startup are not gateway errors', async (t) => {
+  // Half a password message, then a TCP reset: the gateway's read fails with ECONNRESET
+  // (or sees a plain close, depending on timing). Neither is a fault of the gateway.
+  const list = Array.from({ length: 20 }, () => trickle(gw.port, '127.0.0.3'));
+  await Promise.all(
+    list.map(async (x) => {
+      if (await x.admitted) x.sock.resetAndDestroy();
+      await x.closed;
+    }),
+  );
+  await sleep(500);
+  const errors = gw.logs().filter((l) => l.event === 'connection.error');
+  t.equal(errors.length, 0, `no "connection failed during startup" warning: ${JSON.stringify(errors[0] ?? null)}`);
+  t.ok(gw.logs().filter((l) => l.event === 'connection.reset').length <= 2, 'resets are logged quietly, rate-limited');
+  const r = await psql(gw, token, ['-Atc', 'select 1']);
+  t.equal(r.code, 0, r.stderr);
+});

@@ -225,6 +225,10 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
     } else if (err instanceof ProtocolViolation) {
       core.logPreAuth('info', { event: 'protocol.violation', reason: 'malformed', protocol: 'postgres', client: who, detail: err.message }, `protocol violation during startup: ${err.message}`);
       socket.end(errorResponse({ severity: 'FATAL', code: '08P01', message: `protocol violation: ${err.message}` }));
+    } else if (clientGone(err)) {
+      // The client reset or abandoned the connection: nothing to tell it, nothing wrong here.
+      core.logPreAuth('info', { event: 'connection.reset', reason: 'client_reset', protocol: 'postgres', client: who, code: (err as NodeJS.ErrnoException).code }, 'client reset the connection during startup');
+      socket.destroy();
     } else if (!(err instanceof ConnectionClosed)) {
       core.log.warn({ event: 'connection.error', client: who, err: (err as Error).message }, 'connection failed during startup');
       // The client still learns that it was Sluice, and where to look.
@@ -428,4 +432,10 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
   } catch (err) {
     fail(err);
   }
+}
+
+/** A socket error that means the client went away (reset, broken pipe), not a fault of the gateway. */
+function clientGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ECONNABORTED';
 }
