@@ -14,7 +14,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import type { ListenerConfig } from '../config/types.js';
 import { AuthError, SLUICE_ISSUER_NAME, principal, type Identity } from '../identity/types.js';
 import { rolesOf, roleSetting, type Role } from '../identity/access.js';
@@ -23,6 +23,7 @@ import { ApprovalError, type ApprovalScope } from '../governance/approvals.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { TOO_MANY_PENDING } from '../protocols/kit/module.js';
 import { parseDuration, parseUntil } from '../config/units.js';
+import { listenOn } from '../gateway/listen.js';
 
 export interface AdminApi {
   readonly host: string;
@@ -424,14 +425,7 @@ export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<A
     }
     sock.once('close', release);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(cfg.port, cfg.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
+  const addr = await listenOn(server, cfg.port, cfg.host);
   const scheme = cfg.tls ? 'https' : 'http';
   const hostPart = addr.family === 'IPv6' ? `[${addr.address}]` : addr.address;
   return {

@@ -11,6 +11,7 @@ import { parseDuration } from '../config/units.js';
 import { Dir, type Frame, type SessionIndexEntry } from '../recording/types.js';
 import type { RecordingStore } from '../recording/store.js';
 import { renderSession } from '../recording/replay.js';
+import { protocolModules } from '../protocols/index.js';
 import { playSsh } from '../protocols/ssh/replay.js';
 import { toAsciicast } from '../protocols/ssh/asciicast.js';
 
@@ -176,7 +177,7 @@ export async function replayCommand(args: string[], load: Load, configPath: (v?:
     }
     let printed = 0;
     const emit = () => {
-      const lines = values.raw ? frames.flatMap(hexdump) : renderSession(e.protocol, frames, { rows: Number(values.rows), startedAt: new Date(e.started_at) });
+      const lines = values.raw ? frames.flatMap(hexdump) : renderSession(protocolModules, e.protocol, frames, { rows: Number(values.rows), startedAt: new Date(e.started_at) });
       // In follow mode the last statement may still grow: hold back its lines until more arrive.
       for (; printed < lines.length; printed++) process.stdout.write(lines[printed] + '\n');
     };

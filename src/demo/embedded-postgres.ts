@@ -26,6 +26,7 @@
 import net from 'node:net';
 import { PGlite } from '@electric-sql/pglite';
 import { PGLiteSocketHandler, type PGLiteSocketHandlerOptions } from '@electric-sql/pglite-socket';
+import { listenOn } from '../gateway/listen.js';
 
 export interface EmbeddedPostgres {
   host: string;
@@ -58,10 +59,7 @@ export async function startEmbeddedPostgres(opts: {
     handler.attach(socket).catch(() => socket.destroy());
   });
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(opts.port ?? 0, host, () => resolve());
-    });
+    await listenOn(server, opts.port ?? 0, host);
   } catch (err) {
     await db.close(); // e.g. EADDRINUSE: do not leave PGlite (and a dataDir) open
     throw err;

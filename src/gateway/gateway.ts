@@ -11,6 +11,7 @@ import { createLogger, type Logger } from '../observability/log.js';
 import type { AuthGrant, ClientInfo, Core, PreAuthClient, PreAuthLogFields, ProtocolModule, RunningListener, TargetFor } from '../protocols/kit/module.js';
 import { Admission, LogLimiter, sourceOf } from './admission.js';
 import { resolveSecret } from '../config/secrets.js';
+import type { SecretRef } from '../config/types.js';
 import { SessionRegistry, type SessionHost } from '../session/session.js';
 import { isAllowed, roleGroups, roleSetting, rolesOf } from '../identity/access.js';
 import { loadOrCreateSigningKey } from '../identity/signing-key.js';
@@ -229,7 +230,6 @@ export class Gateway implements Core, SessionHost {
       throw new AuthError(
         'recording_unavailable',
         `Sluice cannot record sessions right now (${this.storeError ?? 'recording store unavailable'}), so new sessions are refused (recording.on_failure: deny_new); try again later`,
-        '53100',
       );
     }
 
@@ -237,10 +237,10 @@ export class Gateway implements Core, SessionHost {
     const who = `sub "${identity.sub}"`;
     if (!target) {
       const how = protocol === 'ssh' ? 'as the SSH user name (ssh TARGET@sluice-host)' : 'by database name';
-      throw new AuthError('unknown_target', `unknown target "${targetName}": ask for one of the configured targets ${how}`, '3D000');
+      throw new AuthError('unknown_target', `unknown target "${targetName}": ask for one of the configured targets ${how}`);
     }
     if (target.protocol !== protocol) {
-      throw new AuthError('unknown_target', `target "${targetName}" is a ${target.protocol} target, not ${protocol}`, '3D000');
+      throw new AuthError('unknown_target', `target "${targetName}" is a ${target.protocol} target, not ${protocol}`);
     }
     if (!isAllowed(target.allow, identity)) {
       this.log.info({ event: 'auth.denied', target: targetName, sub: identity.sub, issuer: identity.issuerName, groups: identity.groups, client: `${client.address}:${client.port}` }, 'identity not allowed for target');
@@ -347,8 +347,10 @@ export class Gateway implements Core, SessionHost {
     return this.targetSecret(target, 'password');
   }
 
-  async targetSecret(target: TargetConfig, field: 'password' | 'private_key'): Promise<string | undefined> {
-    const ref = field === 'password' ? target.password : target.protocol === 'ssh' ? target.private_key : undefined;
+  async targetSecret(target: TargetConfig, field: string): Promise<string | undefined> {
+    // Any secret field of any protocol's target (password, an SSH private_key, an API key next):
+    // the config schema validated it as a secret reference.
+    const ref = (target as unknown as Record<string, SecretRef | undefined>)[field];
     if (!ref) return undefined;
     const key = JSON.stringify(ref);
     const hit = this.secrets.get(key);

@@ -137,7 +137,7 @@ export class IdentityVerifier {
     } catch (err) {
       const e = err instanceof AuthError ? err : new AuthError('token_bad_signature', `token could not be verified: ${describe(err)}`);
       // Belt and braces: no message may carry the token (or a large piece of it).
-      if (token.length > 0 && e.message.includes(token)) throw new AuthError(e.code, e.message.split(token).join('<token>'), e.sqlstate);
+      if (token.length > 0 && e.message.includes(token)) throw new AuthError(e.code, e.message.split(token).join('<token>'));
       throw e;
     }
   }

@@ -34,8 +34,8 @@ export interface Identity {
 
 /**
  * Why a client could not be let in. `code` is stable (for tests and audit),
- * `message` is what the user reads, `sqlstate` is what Postgres clients get.
- * The message never contains the token.
+ * `message` is what the user reads; each protocol encodes `code` in its own
+ * wire format (a SQLSTATE for Postgres). The message never contains the token.
  */
 export type AuthErrorCode =
   | 'token_missing'
@@ -58,12 +58,9 @@ export type AuthErrorCode =
 
 export class AuthError extends Error {
   readonly code: AuthErrorCode;
-  /** 28P01 for a bad credential, 28000 for authorization failures, 3D000 for an unknown target. */
-  readonly sqlstate: string;
-  constructor(code: AuthErrorCode, message: string, sqlstate = code.startsWith('token') || code === 'unknown_issuer' ? '28P01' : '28000') {
+  constructor(code: AuthErrorCode, message: string) {
     super(message);
     this.name = 'AuthError';
     this.code = code;
-    this.sqlstate = sqlstate;
   }
 }

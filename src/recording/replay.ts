@@ -1,15 +1,11 @@
-// Replay is rendered by the protocol that recorded the session: one renderer
-// per protocol behind this single entry point (SSH adds terminal playback).
+// Replay is rendered by the protocol that recorded the session: each protocol
+// module brings its renderer (ProtocolModule.render); this is the single entry
+// point, given the modules, so the recording layer imports no protocol.
 import type { Frame } from './types.js';
-import { renderPostgres, type ReplayOptions } from '../protocols/postgres/replay.js';
-import { renderSsh } from '../protocols/ssh/replay.js';
+import type { ProtocolModule, ReplayOptions } from '../protocols/kit/module.js';
 
-export type Renderer = (frames: Iterable<Frame>, opts: ReplayOptions) => string[];
-
-const renderers: Record<string, Renderer> = { postgres: renderPostgres, ssh: (frames) => renderSsh(frames) };
-
-export function renderSession(protocol: string, frames: Iterable<Frame>, opts: ReplayOptions): string[] {
-  const r = renderers[protocol];
-  if (!r) return [`(no renderer for protocol ${protocol}; use --raw)`];
-  return r(frames, opts);
+export function renderSession(modules: readonly ProtocolModule[], protocol: string, frames: Iterable<Frame>, opts: ReplayOptions): string[] {
+  const m = modules.find((x) => x.protocol === protocol);
+  if (!m) return [`(no renderer for protocol ${protocol}; use --raw)`];
+  return m.render(frames, opts);
 }

@@ -9,6 +9,7 @@ import type { SluiceConfig, TargetConfig } from '../../config/types.js';
 export type AnyListenerConfig = NonNullable<SluiceConfig['listeners'][keyof SluiceConfig['listeners']]>;
 import type { Identity } from '../../identity/types.js';
 import type { Session, SessionRegistry } from '../../session/session.js';
+import type { Frame } from '../../recording/types.js';
 
 export interface ClientInfo {
   /** Remote address and port of the caller. */
@@ -41,8 +42,8 @@ export interface Core {
   authenticate<P extends TargetConfig['protocol']>(token: string, targetName: string, protocol: P, client: ClientInfo): Promise<AuthGrant<TargetFor<P>>>;
   /** The stored credential for a target (never shown to a client, never logged). */
   targetPassword(target: TargetConfig): Promise<string | undefined>;
-  /** Any stored credential of a target by its key (`password`, an SSH target's `private_key`); cached and rotated like the password. */
-  targetSecret(target: TargetConfig, key: 'password' | 'private_key'): Promise<string | undefined>;
+  /** Any stored credential of a target by its config field (`password`, an SSH target's `private_key`); cached and rotated like the password. */
+  targetSecret(target: TargetConfig, field: string): Promise<string | undefined>;
   /** Live sessions. */
   readonly sessions: SessionRegistry;
   /**
@@ -94,9 +95,22 @@ export interface RunningListener {
   close(): Promise<void>;
 }
 
+/** How `sluice sessions replay` shows a recorded session. */
+export interface ReplayOptions {
+  /** Rows shown per result (the count is always exact). */
+  rows: number;
+  /** Start time of the session, for absolute timestamps. */
+  startedAt?: Date;
+}
+
+/** Renders a recorded session of one protocol as readable lines. */
+export type Renderer = (frames: Iterable<Frame>, opts: ReplayOptions) => string[];
+
 export interface ProtocolModule {
   readonly protocol: string;
   listen(core: Core, cfg: AnyListenerConfig): Promise<RunningListener>;
+  /** The replay renderer of this protocol's recordings. */
+  readonly render: Renderer;
 }
 
 export type { Session };

@@ -9,7 +9,7 @@ import { MAX_TOKEN_CHARS } from '../../identity/tokens.js';
 import type { ListenerConfig, PostgresTargetConfig } from '../../config/types.js';
 import { CatalogCache } from './catalog.js';
 import { Dir } from '../../recording/types.js';
-import { AuthError } from '../../identity/types.js';
+import { AuthError, type AuthErrorCode } from '../../identity/types.js';
 import { CANCEL_KEY_BYTES_3_2, CANCEL_REQUEST, F, GSSENC_REQUEST, MAX_CANCEL_KEY_BYTES, PROTOCOL_3_0, PROTOCOL_3_2, SSL_REQUEST } from './constants.js';
 import { ProtocolViolation } from './framer.js';
 import {
@@ -344,7 +344,7 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
       grant = await core.authenticate(token, targetName, 'postgres', client);
     } catch (err) {
       if (err instanceof AuthError) {
-        throw new Refusal({ severity: 'FATAL', code: err.sqlstate, message: err.message });
+        throw new Refusal({ severity: 'FATAL', code: authSqlstate(err.code), message: err.message });
       }
       throw err;
     }
@@ -438,4 +438,11 @@ export async function handleConnection(core: Core, state: ListenerState, raw: ne
 function clientGone(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'ECONNABORTED';
+}
+
+/** The SQLSTATE of a refused login: 28P01 for a bad credential, 3D000 for an unknown target, 53100 when recording is down, else 28000. */
+function authSqlstate(code: AuthErrorCode): string {
+  if (code === 'unknown_target') return '3D000';
+  if (code === 'recording_unavailable') return '53100';
+  return code.startsWith('token') || code === 'unknown_issuer' ? '28P01' : '28000';
 }

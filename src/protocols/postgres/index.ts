@@ -8,6 +8,8 @@ import type { Core, ProtocolModule, RunningListener } from '../kit/module.js';
 import type { ListenerConfig } from '../../config/types.js';
 import { CancelKeys } from './cancel-keys.js';
 import { handleConnection, type ListenerState } from './connection.js';
+import { renderPostgres } from './replay.js';
+import { listenOn } from '../../gateway/listen.js';
 
 function secureContext(cfg: ListenerConfig): tls.SecureContext | undefined {
   if (!cfg.tls) return undefined;
@@ -16,6 +18,7 @@ function secureContext(cfg: ListenerConfig): tls.SecureContext | undefined {
 
 export const postgres: ProtocolModule = {
   protocol: 'postgres',
+  render: renderPostgres,
   async listen(core: Core, cfg: ListenerConfig): Promise<RunningListener> {
     const state: ListenerState = { cfg, secureContext: secureContext(cfg), cancelKeys: new CancelKeys(), catalogs: new Map() };
     const server = net.createServer({ noDelay: true }, (sock) => {
@@ -23,14 +26,7 @@ export const postgres: ProtocolModule = {
       void handleConnection(core, state, sock);
     });
     server.maxConnections = 100_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(cfg.port, cfg.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = server.address() as net.AddressInfo;
+    const addr = await listenOn(server, cfg.port, cfg.host);
     return {
       protocol: 'postgres',
       host: addr.address,

@@ -12,13 +12,10 @@ import { PgMasker } from './masker.js';
 import { CopyMasker } from './copy-masker.js';
 import type { CatalogCache } from './catalog.js';
 import { ClientText } from './encoding.js';
+import { HOLD_APPROVAL, HOLD_DRAIN, HOLD_IO, HOLD_RECORDER } from '../kit/holds.js';
 
 type Sock = Duplex & { setNoDelay?: (v: boolean) => void };
 
-const HOLD_FULL = 1; // the other side's write buffer is full
-const HOLD_FRAMER = 2; // the framer waits for I/O (catalog lookup, approval)
-const HOLD_RECORDER = 4; // the recording writer is behind: slow both sides to its pace, drop nothing
-const HOLD_APPROVAL = 8; // a statement waits for approval and the client has sent a lot behind it
 
 /** The close reason after the client's Terminate message (psql's \q, a driver's close()). */
 export const CLIENT_TERMINATED = 'client ended the session';
@@ -347,7 +344,7 @@ export class PgRelay {
       this.close(this.killReason);
       return;
     }
-    if (this.back.isPaused) this.hold(this.server, HOLD_FRAMER);
+    if (this.back.isPaused) this.hold(this.server, HOLD_IO);
   }
 
   /** A catalog lookup paused the server stream; continue once it settles. */
@@ -357,7 +354,7 @@ export class PgRelay {
         if (this.closed) return;
         this.back.resume();
         this.flushBack();
-        if (!this.back.isPaused) this.release(this.server, HOLD_FRAMER);
+        if (!this.back.isPaused) this.release(this.server, HOLD_IO);
       },
       (err: Error) => {
         this.session.init.terminate(`masking could not resolve result columns (${err.message}); no unmasked data was sent`);
@@ -395,9 +392,9 @@ export class PgRelay {
 
   /** Stops reading `src` until `dest` drains: a slow reader slows the sender, memory stays bounded. */
   private throttle(src: Sock, dest: Sock): void {
-    if ((this.holds.get(src) ?? 0) & HOLD_FULL) return;
-    this.hold(src, HOLD_FULL);
-    dest.once('drain', () => this.release(src, HOLD_FULL));
+    if ((this.holds.get(src) ?? 0) & HOLD_DRAIN) return;
+    this.hold(src, HOLD_DRAIN);
+    dest.once('drain', () => this.release(src, HOLD_DRAIN));
   }
 
   private violation(err: Error): void {

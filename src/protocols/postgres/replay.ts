@@ -8,12 +8,9 @@ import { B, F } from './constants.js';
 import { Framer, type FrameHandler } from './framer.js';
 import { parseFields } from './messages.js';
 
-export interface ReplayOptions {
-  /** Rows shown per result (the count is always exact). */
-  rows: number;
-  /** Start time of the session, for absolute timestamps. */
-  startedAt?: Date;
-}
+import type { ReplayOptions } from '../kit/module.js';
+
+export type { ReplayOptions };
 
 interface Statement {
   /** From a simple Query (ends at ReadyForQuery) or an Execute (ends at its CommandComplete). */

@@ -15,6 +15,7 @@ import type { SshTargetConfig } from '../../config/types.js';
 import { StreamMasker } from '../../policy/masking/stream.js';
 import { recordData, Stream } from './frames.js';
 import { Pump } from './pump.js';
+import { HOLD_APPROVAL } from '../kit/holds.js';
 import { legacyScp, readsCodeFromStdin, type SshOptions } from './policy.js';
 import { STOP } from '../../governance/pipeline.js';
 import { analyzeShell } from '../../policy/shell/facts.js';
@@ -319,8 +320,8 @@ export class SessionChannel implements LiveChannel {
         this.shell = new ShellGate(session, !!this.pty, {
           forward: (b) => inPump.write(upc, b),
           tell: (text) => (this.pty ? this.toClient(Buffer.from(`${this.nl}${text}${this.nl}`), Stream.Stdout) : this.stderr(`${text}${this.nl}`)),
-          pause: () => inPump.hold(4),
-          resume: () => inPump.release(4),
+          pause: () => inPump.hold(HOLD_APPROVAL),
+          resume: () => inPump.release(HOLD_APPROVAL),
           line: (ev) => this.event({ event: 'ssh.line', ...ev }),
         });
       }

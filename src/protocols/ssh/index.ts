@@ -1,6 +1,7 @@
 // The SSH protocol module: an ssh2 Server that takes a token as the password,
 // picks the target from the user name and relays to the target's sshd.
 
+import { renderSsh } from './replay.js';
 import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '../kit/module.js';
@@ -8,12 +9,14 @@ import type { SshListenerConfig } from '../../config/types.js';
 import { handleConnection } from './connection.js';
 import { loadListenerHostKey } from './host-key.js';
 import { SshPreAuth } from './preauth.js';
+import { listenOn } from '../../gateway/listen.js';
 
 const { Server } = ssh2;
 const IDENT = 'Sluice';
 
 export const ssh: ProtocolModule = {
   protocol: 'ssh',
+  render: (frames) => renderSsh(frames),
   async listen(core: Core, anyCfg: AnyListenerConfig): Promise<RunningListener> {
     const cfg = anyCfg as SshListenerConfig;
     const hk = await loadListenerHostKey(core.config().state_dir, cfg.host_key);
@@ -39,14 +42,7 @@ export const ssh: ProtocolModule = {
       server.injectSocket(sock);
     });
     tcp.on('error', (err: Error) => core.log.warn({ event: 'ssh.server_error', err: err.message }, 'ssh listener error'));
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(cfg.port, cfg.host, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = tcp.address() as net.AddressInfo;
+    const addr = await listenOn(tcp, cfg.port, cfg.host);
     return {
       protocol: 'ssh',
       host: addr.address,

@@ -9,10 +9,7 @@
 import type { Readable, Writable } from 'node:stream';
 import type { SessionRecorder } from '../../recording/store.js';
 
-export const HOLD_DRAIN = 1;
-export const HOLD_RECORDER = 2;
-export const HOLD_APPROVAL = 4;
-export const HOLD_START = 8;
+import { HOLD_DRAIN, HOLD_RECORDER } from '../kit/holds.js';
 
 export class Pump {
   private holds = 0;
