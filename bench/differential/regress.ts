@@ -39,10 +39,17 @@ function chownToServer(p: string): void {
   execFileSync('chown', ['-R', 'postgres:postgres', p]);
 }
 
-export async function regressRun(name: string, viaSluice: boolean): Promise<RegressRun> {
+export interface RunOptions {
+  /** Another schedule file than DIFF_SCHEDULE or parallel_schedule. */
+  schedule?: string;
+  /** Leave out `ALTER DATABASE … SET intervalstyle` (shows what PGOPTIONS alone does through Sluice). */
+  noDbIntervalStyle?: boolean;
+}
+
+export async function regressRun(name: string, viaSluice: boolean, opts: RunOptions = {}): Promise<RegressRun> {
   const regressDir = must('DIFF_REGRESS_DIR');
   const libDir = must('DIFF_LIB_DIR');
-  const schedule = process.env.DIFF_SCHEDULE ?? path.join(regressDir, 'parallel_schedule');
+  const schedule = opts.schedule ?? process.env.DIFF_SCHEDULE ?? path.join(regressDir, 'parallel_schedule');
   const work = path.join(cacheDir(), 'work'); // same outputdir every run: paths in outputs match
   const keep = path.join(cacheDir(), 'runs', name);
   fs.rmSync(work, { recursive: true, force: true });
@@ -56,7 +63,7 @@ export async function regressRun(name: string, viaSluice: boolean): Promise<Regr
     const pg: PgCluster = await startPostgres({ conf: REGRESS_CONF });
     b.teardown(() => pg.stop());
     await pg.sql(`ALTER ROLE postgres PASSWORD ${quoteLiteral(PG_PASSWORD)}`);
-    for (const s of DB_SETUP) await pg.sql(s);
+    for (const s of DB_SETUP) if (!(opts.noDbIntervalStyle && /intervalstyle/.test(s))) await pg.sql(s);
 
     let host: string = pg.host;
     let port = pg.port;

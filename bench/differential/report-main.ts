@@ -10,6 +10,8 @@ interface RegressStep {
   source: string;
   schedule: string;
   runs: RegressRun[];
+  /** Through Sluice with intervalstyle only in PGOPTIONS (test_setup, timestamp). */
+  pgoptions?: RegressRun;
 }
 
 /** Explanations of known differences, by test file (see the README's Postgres data path). */
@@ -118,6 +120,20 @@ if (reg) {
   };
   section('direct vs sluice', vsSluice);
   if (noise) section('direct vs direct-again (noise)', noise);
+
+  if (reg.pgoptions) {
+    // Only the files that run wrote, against the full direct run's.
+    const p = reg.pgoptions;
+    const diffs = outFiles(p).filter((f) => !fs.readFileSync(path.join(p.dir, 'results', f)).equals(fs.readFileSync(path.join(direct.dir, 'results', f))));
+    const first = diffs[0];
+    const excerpt = first ? unifiedDiff(path.join(direct.dir, 'results', first), path.join(p.dir, 'results', first), `direct/${first}`, `sluice-pgoptions-only/${first}`) : '';
+    json.regress = { ...(json.regress as object), pgoptions_demo: { files: outFiles(p), different: diffs } };
+    md.push('### Known difference by design: the `options` startup parameter', '');
+    md.push('pg_regress sets `PGOPTIONS=-c intervalstyle=postgres_verbose`. Sluice drops the `options` startup parameter, so the runs above');
+    md.push('carry the setting on the database (`ALTER DATABASE regression SET intervalstyle TO postgres_verbose`, in every run).');
+    md.push(`Run through Sluice without it (${outFiles(p).join(', ')}): ${diffs.length ? `**${diffs.join(', ')}** differ${diffs.length === 1 ? 's' : ''} from direct` : 'no difference'}.`, '');
+    if (excerpt) md.push('```diff', excerpt, '```', '');
+  }
 }
 
 const drivers = loadStep<DriverRun[]>('drivers');
