@@ -26,6 +26,16 @@ interface Endpoint {
   rootcert: string;
 }
 
+/** pgjdbc's version: from its Debian package, else from a versioned jar name next to JAR. */
+function jdbcVersion(): string {
+  try {
+    return execFileSync('dpkg-query', ['-W', '-f=${Version}', 'libpostgresql-jdbc-java'], { encoding: 'utf8' }).split('-')[0]!;
+  } catch {
+    const named = fs.readdirSync(path.dirname(JAR)).find((f) => /^postgresql-\d+\.\d+\.\d+\.jar$/.test(f));
+    return named?.match(/(\d+\.\d+\.\d+)/)?.[1] ?? 'unknown';
+  }
+}
+
 function parseChecks(stdout: string): Check[] {
   const checks: Check[] = [];
   for (const line of stdout.split('\n')) {
@@ -73,7 +83,7 @@ try {
     const classes = path.join(cacheDir(), 'java');
     fs.mkdirSync(classes, { recursive: true });
     execFileSync('javac', ['-nowarn', '-cp', JAR, '-d', classes, path.join(HERE, 'drivers', 'JdbcCheck.java')], { stdio: 'inherit' });
-    const version = path.basename(fs.realpathSync(JAR)).match(/(\d+\.\d+\.\d+)/)?.[1] ?? 'unknown';
+    const version = jdbcVersion();
     for (const ep of endpoints) {
       const url = `jdbc:postgresql://127.0.0.1:${ep.port}/orders?sslmode=${ep.sslmode}&sslrootcert=${ep.rootcert}`;
       results.push(await runProgram('pgjdbc', version, ep, 'java', ['-cp', `${JAR}:${classes}`, 'JdbcCheck', url, ep.user, ep.password]));
