@@ -33,7 +33,6 @@ public class JdbcCheck {
     String detail = "";
     try { body.run(); } catch (Throwable e) {
       ok = false;
-      StringWriter sw = new StringWriter();
       detail = e.toString();
       if (e.getCause() != null) detail += " / cause: " + e.getCause();
     }
