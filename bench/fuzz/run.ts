@@ -103,6 +103,12 @@ function parseArgs(argv: string[]): Opts | null {
   };
 }
 
+/** The harness's own memory (its live clients' buffers show here). */
+const harnessMem = () => {
+  const m = process.memoryUsage();
+  return `rss ${Math.round(m.rss / 2 ** 20)} MB, heap ${Math.round(m.heapUsed / 2 ** 20)} MB, buffers ${Math.round(m.arrayBuffers / 2 ** 20)} MB`;
+};
+
 const total = (c: Counts) => Object.values(c.cases).reduce((a, b) => a + b, 0);
 const mb = (x: number) => Math.round(x * 10) / 10;
 
@@ -274,7 +280,7 @@ async function main(): Promise<number> {
       const t0 = Date.now();
       if (o.liveSeconds > 0 && !exited) {
         ctx.deadline = Date.now() + o.liveSeconds * 1000;
-        const progress = setInterval(() => log(`${p.name} live: ${Math.round((ctx.deadline - Date.now()) / 1000)} s left; gateway VmRSS ${mb(memory(pid).rss)} MB`), 15_000);
+        const progress = setInterval(() => log(`${p.name} live: ${Math.round((ctx.deadline - Date.now()) / 1000)} s left; gateway VmRSS ${mb(memory(pid).rss)} MB; harness ${harnessMem()}`), Number(process.env.FUZZ_PROGRESS_MS) || 15_000);
         live = await p.live(ctx);
         clearInterval(progress);
       }
