@@ -220,6 +220,8 @@ function fixLength(list: Buffer[], i: number, framing: Framing): void {
 }
 
 /** Splits bytes into chunks: whole, one byte at a time (short inputs), or at random boundaries. */
+const MAX_PIECES = 4096;
+
 export function split(rng: Rng, bytes: Buffer): Buffer[] {
   const mode = rng.int(10);
   if (mode < 3 || bytes.length < 2) return [bytes];
@@ -231,9 +233,13 @@ export function split(rng: Rng, bytes: Buffer): Buffer[] {
   }
   const out: Buffer[] = [];
   const max = 1 + rng.int(Math.min(bytes.length, mode < 8 ? 64 : 4096));
+  // At most MAX_PIECES pieces: a message grown to tens of MB (oversize, then duplicate x200) cut into
+  // 1-64 byte pieces made millions of writes and Buffers (1 GB of harness heap, a live worker busy
+  // for minutes past its deadline). Up to MAX_PIECES bytes nothing changes.
+  const least = Math.ceil(bytes.length / MAX_PIECES);
   let i = 0;
   while (i < bytes.length) {
-    const n = 1 + rng.int(max);
+    const n = Math.max(least, 1 + rng.int(max));
     out.push(bytes.subarray(i, i + n));
     i += n;
   }

@@ -466,6 +466,11 @@ export const postgres: FuzzProtocol = {
     return counts;
   },
 
+  exportCorpus: () => captured,
+  importCorpus(c: unknown) {
+    captured = (c as Uint8Array[][]).map((seq) => seq.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+  },
+
   async inProcess(ctx: Ctx, cases: number, onProgress, from = 0): Promise<Counts> {
     await initSqlAnalysis();
     const counts: Counts = { cases: {}, notes: {} };

@@ -5,21 +5,22 @@
 // gateway must not exit, log nothing uncaught or unhandled, stay under a memory limit, and accept
 // a fresh login at the end. Results: bench/results/fuzz.{md,json}. `--help` lists the knobs.
 //
-// A new protocol joins by adding its entry to PROTOCOLS below (see types.ts: FuzzProtocol).
+// A new protocol joins by adding its entry to PROTOCOLS in protocols.ts (see types.ts: FuzzProtocol).
+// The in-process tier and each bystander run in child processes of their own (child.ts), so a
+// CPU-bound tier never starves the bystanders' or the live clients' event loop.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { startSluice } from '../../test/helpers/sluice.js';
+import { startSluice, TARGET_PASSWORD } from '../../test/helpers/sluice.js';
 import { log, machine, machineLine, median, quantile, writeResult } from '../lib/env.js';
 import { runBench } from '../lib/paths.js';
 import { memory, type Mem } from '../lib/proc.js';
-import { postgres } from './postgres.js';
-import { ssh } from './ssh.js';
+import { PROTOCOLS } from './protocols.js';
+import { inProcessInChild, bystanderInChild } from './child.js';
 import type { Bystander, Counts, Ctx, Finding, FuzzProtocol } from './types.js';
 
-/** Every protocol Sluice listens for. A new protocol module adds its fuzzer here. */
-export const PROTOCOLS: FuzzProtocol[] = [postgres, ssh];
+export { PROTOCOLS };
 
 const HELP = `npm run fuzz [-- options]     (node --import tsx bench/fuzz/run.ts [options])
 
@@ -102,6 +103,12 @@ function parseArgs(argv: string[]): Opts | null {
   };
 }
 
+/** The harness's own memory (its live clients' buffers show here). */
+const harnessMem = () => {
+  const m = process.memoryUsage();
+  return `rss ${Math.round(m.rss / 2 ** 20)} MB, heap ${Math.round(m.heapUsed / 2 ** 20)} MB, buffers ${Math.round(m.arrayBuffers / 2 ** 20)} MB`;
+};
+
 const total = (c: Counts) => Object.values(c.cases).reduce((a, b) => a + b, 0);
 const mb = (x: number) => Math.round(x * 10) / 10;
 
@@ -117,20 +124,32 @@ interface ProtocolResult {
 }
 
 /** Lines of the gateway's log (pino JSON) and console output that say something went unhandled. */
-async function scanLog(file: string, output: string): Promise<{ lines: number; uncaught: string[]; byLevel: Record<string, number>; warnEvents: Record<string, number>; errorSamples: string[]; nonJson: string[] }> {
-  const res = { lines: 0, uncaught: [] as string[], byLevel: {} as Record<string, number>, warnEvents: {} as Record<string, number>, errorSamples: [] as string[], nonJson: [] as string[] };
+/** Tokens, the target password and anything that looks like a JWT, replaced before a log line is kept. */
+function redactor(secrets: string[]): (s: string) => string {
+  const lits = secrets.filter((x) => x && x.length >= 8);
+  return (s) => {
+    for (const x of lits) s = s.split(x).join('<secret>');
+    return s.replace(/eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*/g, '<jwt>');
+  };
+}
+
+/** Warn and above: at most this many sample lines kept per event. */
+const SAMPLES_PER_EVENT = 3;
+
+async function scanLog(file: string, output: string, redact: (s: string) => string): Promise<{ lines: number; uncaught: string[]; byLevel: Record<string, number>; warnEvents: Record<string, number>; warnSamples: Record<string, string[]>; errorSamples: string[]; nonJson: string[] }> {
+  const res = { lines: 0, uncaught: [] as string[], byLevel: {} as Record<string, number>, warnEvents: {} as Record<string, number>, warnSamples: {} as Record<string, string[]>, errorSamples: [] as string[], nonJson: [] as string[] };
   const bad = /uncaught|unhandled/i;
   if (fs.existsSync(file)) {
     const rl = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
     for await (const line of rl) {
       if (!line) continue;
       res.lines++;
-      if (bad.test(line) && res.uncaught.length < 50) res.uncaught.push(line.slice(0, 500));
+      if (bad.test(line) && res.uncaught.length < 50) res.uncaught.push(redact(line).slice(0, 500));
       let j: Record<string, unknown>;
       try {
         j = JSON.parse(line);
       } catch {
-        if (res.nonJson.length < 20) res.nonJson.push(line.slice(0, 300));
+        if (res.nonJson.length < 20) res.nonJson.push(redact(line).slice(0, 300));
         continue;
       }
       const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 };
@@ -140,15 +159,17 @@ async function scanLog(file: string, output: string): Promise<{ lines: number; u
       if (lvl >= 40) {
         const k = `${name} ${String(j.event ?? '?')}`;
         res.warnEvents[k] = (res.warnEvents[k] ?? 0) + 1;
-        if (lvl >= 50 && res.errorSamples.length < 10) res.errorSamples.push(line.slice(0, 400));
+        const samples = (res.warnSamples[k] ??= []);
+        if (samples.length < SAMPLES_PER_EVENT) samples.push(redact(line).slice(0, 600));
+        if (lvl >= 50 && res.errorSamples.length < 10) res.errorSamples.push(redact(line).slice(0, 400));
       }
     }
   }
   // The console: a crash prints its stack there, not as JSON.
   for (const line of output.split('\n')) {
     if (!line.trim()) continue;
-    if (bad.test(line) && res.uncaught.length < 50) res.uncaught.push(line.slice(0, 500));
-    if (!line.startsWith('{') && res.nonJson.length < 20) res.nonJson.push(line.slice(0, 300));
+    if (bad.test(line) && res.uncaught.length < 50) res.uncaught.push(redact(line).slice(0, 500));
+    if (!line.startsWith('{') && res.nonJson.length < 20) res.nonJson.push(redact(line).slice(0, 300));
   }
   return res;
 }
@@ -232,7 +253,7 @@ async function main(): Promise<number> {
     };
 
     // Memory: sampled every 250 ms for the whole run; the baseline is taken with the bystanders connected.
-    const bystanders = o.protocols.map((p) => p.bystander(ctx));
+    const bystanders = o.protocols.map((p) => bystanderInChild(p, ctx));
     await new Promise((r) => setTimeout(r, 3000));
     const rssStart = memory(pid);
     const peak: Mem = { ...rssStart };
@@ -259,7 +280,7 @@ async function main(): Promise<number> {
       const t0 = Date.now();
       if (o.liveSeconds > 0 && !exited) {
         ctx.deadline = Date.now() + o.liveSeconds * 1000;
-        const progress = setInterval(() => log(`${p.name} live: ${Math.round((ctx.deadline - Date.now()) / 1000)} s left; gateway VmRSS ${mb(memory(pid).rss)} MB`), 15_000);
+        const progress = setInterval(() => log(`${p.name} live: ${Math.round((ctx.deadline - Date.now()) / 1000)} s left; gateway VmRSS ${mb(memory(pid).rss)} MB; harness ${harnessMem()}`), Number(process.env.FUZZ_PROGRESS_MS) || 15_000);
         live = await p.live(ctx);
         clearInterval(progress);
       }
@@ -269,7 +290,7 @@ async function main(): Promise<number> {
       const t1 = Date.now();
       const want = Math.max(0, o.cases - liveTotal);
       let last = 0;
-      const inproc = await p.inProcess(ctx, want, (done) => {
+      const inproc = await inProcessInChild(p, ctx, want, (done) => {
         if (Date.now() - last > 15_000) {
           last = Date.now();
           log(`${p.name} in-process: ${done.toLocaleString('en')} / ${want.toLocaleString('en')}`);
@@ -296,7 +317,7 @@ async function main(): Promise<number> {
     clearInterval(sampler);
     clearInterval(timelineTimer);
     const rssEnd = memory(pid);
-    const scan = await scanLog(logFile, gw.output());
+    const scan = await scanLog(logFile, gw.output(), redactor([fuzzToken, bystanderToken, TARGET_PASSWORD]));
     const seconds = Math.round((Date.now() - started) / 1000);
     finished = true;
 
@@ -337,6 +358,10 @@ async function main(): Promise<number> {
     md.push('', `Log: ${fmt(scan.lines)} lines; by level ${Object.entries(scan.byLevel).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}.` + (Object.keys(scan.warnEvents).length ? ` Warn and above by event: ${Object.entries(scan.warnEvents).map(([k, v]) => `${k} ${fmt(v)}`).join(', ')}.` : ''));
     if (scan.uncaught.length) md.push('', 'Uncaught/unhandled lines:', '', '```', ...scan.uncaught.slice(0, 10), '```');
     if (scan.errorSamples.length) md.push('', 'Error lines (first 10):', '', '```', ...scan.errorSamples, '```');
+    if (Object.keys(scan.warnSamples).length) {
+      md.push('', `Warn and above, the first ${SAMPLES_PER_EVENT} lines of each event (tokens and passwords replaced):`, '');
+      for (const [k, lines] of Object.entries(scan.warnSamples)) md.push(`- ${k} (${fmt(scan.warnEvents[k] ?? 0)})`, '', '  ```', ...lines.map((l) => `  ${l}`), '  ```');
+    }
     md.push('', '## Bystanders', '', '| session | ok | failed | median ms | p99 ms | max ms |', '|---|---:|---:|---:|---:|---:|');
     for (const bs of bystanders) {
       const l = latencyLine(bs);
@@ -344,7 +369,7 @@ async function main(): Promise<number> {
     }
     const errs = bystanders.flatMap((x) => x.errors.map((e) => `${x.name.split(':')[0]}: ${e}`));
     if (errs.length) md.push('', 'Bystander failures:', '', '```', ...errs.slice(0, 20), '```');
-    md.push('', 'Latencies are measured by the harness process, which also runs the in-process tier (it yields to them at least every 10 ms), so they include its own event-loop delay during that tier.');
+    md.push('', 'Each bystander runs in a process of its own and measures its own latencies; the in-process tier runs in another child process, so neither shares an event loop with CPU-bound fuzzing (the machine\'s load still shows).');
     if (findings.length) {
       md.push('', '## Findings', '', 'Each reproduces with `npm run fuzz -- --seed <seed> --replay <protocol>:<case>`.', '');
       for (const f of findings.slice(0, 30)) md.push(`- ${f.protocol} ${f.stream} case ${f.case}: ${f.error}${f.ops ? ` (ops ${f.ops.join(',')})` : ''}`);
@@ -360,7 +385,7 @@ async function main(): Promise<number> {
       duration_s: seconds,
       checks: checks.map(([name, ok, detail]) => ({ name, ok, detail })),
       protocols: results,
-      gateway: { exited, rss_mb: { start: mb(rssStart.rss), peak: mb(peak.rss), end: mb(rssEnd.rss), limit: o.maxRssMb }, rss_anon_mb: { start: mb(rssStart.anon), peak: mb(peak.anon), end: mb(rssEnd.anon) }, rss_timeline: timeline, log: { lines: scan.lines, by_level: scan.byLevel, warn_events: scan.warnEvents, uncaught: scan.uncaught, error_samples: scan.errorSamples, non_json: scan.nonJson } },
+      gateway: { exited, rss_mb: { start: mb(rssStart.rss), peak: mb(peak.rss), end: mb(rssEnd.rss), limit: o.maxRssMb }, rss_anon_mb: { start: mb(rssStart.anon), peak: mb(peak.anon), end: mb(rssEnd.anon) }, rss_timeline: timeline, log: { lines: scan.lines, by_level: scan.byLevel, warn_events: scan.warnEvents, warn_samples: scan.warnSamples, uncaught: scan.uncaught, error_samples: scan.errorSamples, non_json: scan.nonJson } },
       bystanders: bystanders.map((x) => ({ name: x.name, ...latencyLine(x), errors: x.errors })),
       findings,
       corpus: corpusNotes,

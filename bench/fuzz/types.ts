@@ -78,6 +78,12 @@ export interface FuzzProtocol {
   inProcess(ctx: Ctx, cases: number, onProgress: (done: number) => void, from?: number): Promise<Counts>;
   /** A fresh login after the run (true: it worked). */
   freshLogin(ctx: Ctx): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * Corpus captured at prepare time that inProcess uses, to hand to the child process that runs
+   * the in-process tier (child.ts); structured-clone friendly. Absent: nothing captured is needed.
+   */
+  exportCorpus?(): unknown;
+  importCorpus?(c: unknown): void;
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -84,6 +84,9 @@ export async function startSshd(t: { teardown(fn: () => unknown): void }): Promi
         'GatewayPorts no',
         'X11Forwarding no',
         'MaxSessions 50',
+        // bash sources ~/.bashrc for commands run by sshd (SSH_CLIENT set, SHLVL below 2); on this
+        // machine root's .bashrc runs `pyenv init`, 1-3 s per exec, >10 s under load. Not what is tested.
+        'SetEnv SHLVL=1',
         'MaxStartups 50',
         `Subsystem sftp ${sftpServer()}`,
         'LogLevel ERROR',

@@ -86,6 +86,19 @@ export function sendDisconnect(conn: ssh2.Connection, reason: number, text: stri
 }
 
 /**
+ * True while a key exchange is between our NEWKEYS and the client's. ssh2 1.x sends its NEWKEYS
+ * but switches its outbound cipher only when the client's arrives (kex.js, completeHandshake), so a
+ * packet written in between goes out under the old keys (in clear text in the first exchange),
+ * after NEWKEYS: the client, which already decrypts with the new keys, reads garbage ("Bad packet
+ * length"). Nothing can be sent then; internal API of ssh2 1.x (false when it is missing).
+ */
+export function awaitingPeerNewKeys(conn: ssh2.Connection, handshakes: number): boolean {
+  const kex = (conn as unknown as { _protocol?: { _kex?: { _sentNEWKEYS?: boolean } } })._protocol?._kex;
+  // _sentNEWKEYS stays true after the exchange completes: only a handshake that has not completed counts.
+  return handshakes === 0 && kex?._sentNEWKEYS === true;
+}
+
+/**
  * What a server sends to refuse a connection before any SSH state exists: its
  * identification line, then an unencrypted SSH_MSG_DISCONNECT (valid before the
  * first key exchange), so the client shows `text` rather than a bare reset.

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import type ssh2 from 'ssh2';
 import { TOO_MANY_PENDING, type Core } from '../kit/module.js';
-import { DISCONNECT_BY_APPLICATION, DISCONNECT_TOO_MANY_CONNECTIONS, plainDisconnect, refusalBytes, sendDisconnect } from './auth-banner.js';
+import { DISCONNECT_BY_APPLICATION, DISCONNECT_TOO_MANY_CONNECTIONS, awaitingPeerNewKeys, plainDisconnect, refusalBytes, sendDisconnect } from './auth-banner.js';
 
 /** A socket closed by Sluice is dropped after this even if the peer never closes its end. */
 const LINGER_MS = 1000;
@@ -16,6 +16,7 @@ const bySocket = new WeakMap<object, SshPreAuth>();
 
 export class SshPreAuth {
   private conn: ssh2.Connection | null = null;
+  private handshakes = 0;
   private done = false;
   private readonly release: () => void;
   private readonly authTimer: NodeJS.Timeout;
@@ -70,6 +71,7 @@ export class SshPreAuth {
   attach(conn: ssh2.Connection): void {
     this.conn = conn;
     conn.once('handshake', () => {
+      this.handshakes++;
       clearTimeout(this.startupTimer);
       this.startupTimer = undefined;
     });
@@ -102,9 +104,13 @@ export class SshPreAuth {
   /** Tells the client why (OpenSSH prints a DISCONNECT's text) and closes. */
   private close(code: number, text: string): void {
     this.finish();
-    const sent = this.conn ? sendDisconnect(this.conn, code, text) : false;
-    // Before ssh2 parsed the client's identification nothing is encrypted yet.
-    if (!sent && !this.sock.destroyed) this.sock.write(plainDisconnect(code, text));
+    // Between our NEWKEYS and the client's no DISCONNECT can be sent that the client could read
+    // (auth-banner.ts: awaitingPeerNewKeys): then it is only closed.
+    if (!(this.conn && awaitingPeerNewKeys(this.conn, this.handshakes))) {
+      const sent = this.conn ? sendDisconnect(this.conn, code, text) : false;
+      // Before ssh2 parsed the client's identification nothing is encrypted yet.
+      if (!sent && !this.sock.destroyed) this.sock.write(plainDisconnect(code, text));
+    }
     // Nothing more is read from it.
     this.sock.pause();
     this.sock.end();
