@@ -24,19 +24,10 @@ import {
   statusPacket,
   type SftpOp,
 } from '../src/protocols/ssh/sftp-packets.js';
+import { u32, u64, str } from './helpers/ssh-wire.js';
 
 // ---------------------------------------------------------------- packet builders
 
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-const u64 = (n: number) => Buffer.concat([u32(Math.floor(n / 2 ** 32)), u32(n % 2 ** 32)]);
-const str = (s: string | Buffer) => {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
-  return Buffer.concat([u32(b.length), b]);
-};
 const attrs = (a: { size?: number; perm?: number } = {}) => {
   let flags = 0;
   const parts: Buffer[] = [];

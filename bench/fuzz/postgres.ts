@@ -36,7 +36,7 @@ import type { Core } from '../../src/protocols/kit/module.js';
 import { ordersTarget, psql } from '../../test/helpers/sluice.js';
 import { startCluster, type Bench } from '../lib/paths.js';
 import { caseRng, mutate, split, type Framing } from './mutator.js';
-import { add, shoot, sleep, workers, type Bystander, type Counts, type Ctx, type FuzzProtocol } from './types.js';
+import { add, shoot, sleep, workers, type Bystander, type Counts, type Ctx, type FuzzProtocol, pacer } from './types.js';
 
 const { serialize } = pgProtocol;
 
@@ -483,14 +483,10 @@ export const postgres: FuzzProtocol = {
     const finding = (stream: string, n: number, e: unknown, ops?: string[], input?: Buffer) =>
       ctx.findings.push({ protocol: 'postgres', stream, case: n, error: describeErr(e), ops, input: input?.subarray(0, 256).toString('hex') });
 
-    let lastYield = performance.now();
+    const pace = pacer(onProgress);
     for (let n = from; n < from + cases; n++) {
-      if ((n & 15) === 0 && performance.now() - lastYield > 10) {
-        // Let the bystanders' I/O run at least every 10 ms.
-        onProgress(n - from);
-        await new Promise((r) => setImmediate(r));
-        lastYield = performance.now();
-      }
+      const paused = pace(n - from);
+      if (paused) await paused;
       const pick = n % 10;
       if (pick < 4) {
         // The connection handler before login.

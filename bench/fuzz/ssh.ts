@@ -25,9 +25,10 @@ import { ShellLineTracker } from '../../src/protocols/ssh/shell-line.js';
 import { legacyScp } from '../../src/protocols/ssh/policy.js';
 import { analyzeShell } from '../../src/policy/shell/facts.js';
 import { run, sshTarget, startSshd, type Sshd } from '../../test/helpers/sshd.js';
+import { u32, u64, str } from '../../test/helpers/ssh-wire.js';
 import type { Bench } from '../lib/paths.js';
 import { caseRng, mutate, split, type Framing } from './mutator.js';
-import { add, shoot, sleep, workers, type Bystander, type Counts, type Ctx, type FuzzProtocol } from './types.js';
+import { add, shoot, sleep, workers, type Bystander, type Counts, type Ctx, type FuzzProtocol, pacer } from './types.js';
 
 const { Client } = ssh2;
 
@@ -43,16 +44,6 @@ function sshPacket(payload: Buffer): Buffer {
   payload.copy(b, 5);
   return b;
 }
-const u32 = (n: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-};
-const u64 = (n: number) => Buffer.concat([u32(Math.floor(n / 2 ** 32)), u32(n % 2 ** 32)]);
-const str = (s: string | Buffer) => {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
-  return Buffer.concat([u32(b.length), b]);
-};
 
 const SSH_FRAMING: Framing = {
   lengthAt: (m) => (m.length >= 4 && m.subarray(0, 4).toString('latin1') !== 'SSH-' ? 0 : null),
@@ -452,14 +443,10 @@ export const ssh: FuzzProtocol = {
     const server = sftpServerCorpus();
     const finding = (stream: string, n: number, e: unknown, ops?: string[], input?: Buffer) =>
       ctx.findings.push({ protocol: 'ssh', stream, case: n, error: describeErr(e), ops, input: input?.subarray(0, 256).toString('hex') });
-    let lastYield = performance.now();
+    const pace = pacer(onProgress);
     for (let n = from; n < from + cases; n++) {
-      if ((n & 15) === 0 && performance.now() - lastYield > 10) {
-        // Let the bystanders' I/O run at least every 10 ms.
-        onProgress(n - from);
-        await new Promise((r) => setImmediate(r));
-        lastYield = performance.now();
-      }
+      const paused = pace(n - from);
+      if (paused) await paused;
       const pick = n % 10;
       if (pick < 5) {
         const rng = caseRng(ctx.seed, 'ssh-sftp', n);

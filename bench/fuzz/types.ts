@@ -142,3 +142,21 @@ export async function workers(n: number, fn: (w: number) => Promise<boolean>): P
     }),
   );
 }
+
+/**
+ * For an in-process loop: every 16 cases, if 10 ms went by, reports progress and
+ * yields to the event loop (IPC and timers run). `await pace(n - from)` per case.
+ */
+export function pacer(onProgress: (done: number) => void): (done: number) => Promise<void> | undefined {
+  let last = performance.now();
+  return (done) => {
+    if ((done & 15) !== 0 || performance.now() - last <= 10) return undefined;
+    onProgress(done);
+    return new Promise<void>((r) =>
+      setImmediate(() => {
+        last = performance.now();
+        r();
+      }),
+    );
+  };
+}
