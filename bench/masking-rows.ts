@@ -5,6 +5,7 @@
 // - the PII table bench/large-result.ts fetches through the gateway (lib/pii.ts),
 //   with the masking rules of the masked gateway variants: every row rewritten.
 //   node --import tsx bench/masking-rows.ts
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { configFromObject } from '../src/config/load.js';
 import type { Session } from '../src/session/session.js';
 import { MaskingResolver } from '../src/policy/masking/ruleset.js';

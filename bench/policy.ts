@@ -1,6 +1,7 @@
 // Policy decision cost per statement: uncached (parse + facts + rules) and
 // cached (decision cache hit), for a pgbench statement and psql's \d query.
 //   node --import tsx bench/policy.ts
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { configFromObject } from '../src/config/load.js';
 import { PolicyResolver } from '../src/policy/engine.js';
 import { analyzeSql, initSqlAnalysis } from '../src/policy/sql/facts.js';

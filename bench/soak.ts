@@ -34,6 +34,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { loadConfig } from '../src/config/load.js';
 import { openRecordingStore } from '../src/recording/open.js';
 import { pgBinDir, type PgCluster } from '../test/helpers/pg-cluster.js';

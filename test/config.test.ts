@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { promisify } from 'node:util';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { ConfigError, configFromObject, configWarnings, loadConfig, parseConfig } from '../src/config/load.js';
 import { resolveSecret } from '../src/config/secrets.js';
 import { parseDuration, parseSize } from '../src/config/units.js';

@@ -3,6 +3,7 @@
 // on random rows: every strategy, NULLs, JSON, UTF-8, values with detector findings, values larger
 // than a slab (the row in progress moves), and rows that need no change (forwarded as they are).
 import t from 'tap';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { configFromObject } from '../src/config/load.js';
 import type { Session } from '../src/session/session.js';
 import { MaskingResolver } from '../src/policy/masking/ruleset.js';

@@ -14,6 +14,7 @@
 import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { parse } from 'yaml';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { configFromObject } from '../src/config/load.js';
 import type { Identity } from '../src/identity/types.js';
 import { PolicyResolver, sshOptions, type Decision, type PolicySet } from '../src/policy/engine.js';

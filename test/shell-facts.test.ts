@@ -2,6 +2,7 @@
 // shell-programs.ts), the shell rule conditions (shell-match.ts, engine.ts)
 // and their config. Table-driven; adversarial spellings throughout.
 import t from 'tap';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { ConfigError, configFromObject } from '../src/config/load.js';
 import { PolicySet, resolveSshOptions } from '../src/policy/engine.js';
 import { analyzeShell, MAX_COMMAND_LINE, type CommandFacts } from '../src/policy/shell/facts.js';

@@ -10,6 +10,7 @@ import { incomplete } from '../src/protocols/ssh/shell-gate.js';
 import { parseUsername } from '../src/protocols/ssh/connection.js';
 import { legacyScp } from '../src/protocols/ssh/policy.js';
 import { checkFingerprint, fingerprintOf, parseKnownHostsLine } from '../src/protocols/ssh/known-hosts.js';
+import '../src/protocols/index.js'; // the protocol modules register their target schemas
 import { configFromObject, ConfigError } from '../src/config/load.js';
 import { decodeData, Stream } from '../src/protocols/ssh/frames.js';
 

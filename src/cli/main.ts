@@ -1,5 +1,7 @@
 // The `sluice` command line.
 
+// The protocol modules register their target config schemas when loaded.
+import '../protocols/index.js';
 import { parseArgs } from 'node:util';
 import { ConfigError, configWarnings, loadConfig } from '../config/load.js';
 import { mintToken } from '../identity/tokens.js';

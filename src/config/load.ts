@@ -15,7 +15,6 @@ import { STATEMENT_KINDS } from '../policy/sql/kinds.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseRule } from '../identity/access.js';
 import { SLUICE_ISSUER_NAME } from '../identity/types.js';
-import { checkFingerprint, parseKnownHostsLine } from '../protocols/ssh/known-hosts.js';
 
 export interface ConfigIssue {
   /** Dotted key path, e.g. "targets.orders.port" ('' for the whole file). */
@@ -43,14 +42,14 @@ export class ConfigError extends Error {
 // A tiny schema DSL over YAML nodes. A Spec checks one node; it returns the
 // converted value, or undefined after recording an issue.
 
-interface Ctx {
+export interface Ctx {
   doc: Document;
   lc?: LineCounter;
   baseDir: string;
   issues: ConfigIssue[];
 }
 type Node = YNode | null; // null: absent or an empty value (`key:`)
-interface Spec<T> {
+export interface Spec<T> {
   (node: Node, path: string, ctx: Ctx, at: YNode | null): T | undefined;
   /** An empty value (`key:`) means "{}" rather than "absent" (maps). */
   nullable?: boolean;
@@ -93,7 +92,7 @@ function scalar<T>(
 const isStr = (v: unknown) => typeof v === 'string';
 const isNum = (v: unknown) => typeof v === 'number';
 
-function str(check: (s: string) => string | undefined = () => undefined): Spec<string> {
+export function str(check: (s: string) => string | undefined = () => undefined): Spec<string> {
   return scalar('a string', (v) => isStr(v) || isNum(v), (v) => {
     const s = String(v);
     const err = s === '' ? 'must not be empty' : check(s);
@@ -101,19 +100,19 @@ function str(check: (s: string) => string | undefined = () => undefined): Spec<s
   });
 }
 /** A file path, resolved relative to the config file's directory. */
-const filePath = (): Spec<string> =>
+export const filePath = (): Spec<string> =>
   scalar('a path', isStr, (v: string, ctx) => (v === '' ? { error: 'must not be empty' } : resolve(ctx.baseDir, v)));
 const bool = (): Spec<boolean> => scalar('true or false', (v) => typeof v === 'boolean', (v) => v);
-const int = (min: number, max: number): Spec<number> =>
+export const int = (min: number, max: number): Spec<number> =>
   scalar(`an integer from ${min} to ${max}`, (v) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max, (v) => v);
-function oneOf<const T extends string>(values: readonly T[], why: (s: string) => string | undefined = () => undefined): Spec<T> {
+export function oneOf<const T extends string>(values: readonly T[], why: (s: string) => string | undefined = () => undefined): Spec<T> {
   const want = `one of ${values.join(', ')}`;
   return scalar(want, isStr, (v: string) =>
     values.includes(v as T) ? (v as T) : { error: why(v) ?? `expected ${want}, got ${JSON.stringify(v)}` },
   );
 }
 /** A duration ("30s", "15m", plain number = seconds), returned in seconds or milliseconds. */
-function duration(unit: 's' | 'ms', min: number): Spec<number> {
+export function duration(unit: 's' | 'ms', min: number): Spec<number> {
   return scalar('a duration', (v) => isStr(v) || isNum(v), (v) => {
     let ms: number;
     try {
@@ -138,7 +137,7 @@ function size(min: number, max: number): Spec<number> {
   });
 }
 
-function list<T>(item: Spec<T>, nonEmpty = false): Spec<T[]> {
+export function list<T>(item: Spec<T>, nonEmpty = false): Spec<T[]> {
   return (node, path, ctx) => {
     if (!isSeq(node)) return report(ctx, node, path, `expected a list, got ${describe(node)}`);
     if (nonEmpty && node.items.length === 0) return report(ctx, node, path, 'must not be empty');
@@ -194,13 +193,13 @@ interface Field<T, Opt extends boolean> {
   value?: unknown;
   _opt?: Opt;
 }
-const req = <T>(spec: Spec<T>): Field<T, false> => ({ spec, mode: 'req' });
-const opt = <T>(spec: Spec<T>): Field<T, true> => ({ spec, mode: 'opt' });
+export const req = <T>(spec: Spec<T>): Field<T, false> => ({ spec, mode: 'req' });
+export const opt = <T>(spec: Spec<T>): Field<T, true> => ({ spec, mode: 'opt' });
 /**
  * With a default, written as in the YAML ("10s", "./.sluice") and run through the
  * spec like any value (so units convert and paths resolve); none: the map spec sees `{}`.
  */
-const def = <T>(spec: Spec<T>, value?: unknown): Field<T, false> => ({ spec, mode: 'def', value });
+export const def = <T>(spec: Spec<T>, value?: unknown): Field<T, false> => ({ spec, mode: 'def', value });
 
 type Fields = Record<string, Field<any, boolean>>;
 type Val<F> = F extends Field<infer T, boolean> ? T : never;
@@ -210,7 +209,7 @@ type Out<F extends Fields> = { [K in keyof F as F[K] extends Field<any, false> ?
 /** Cross-field checks once every field is valid; `fail(key, msg)` reports at that key (or the map). */
 type Finish<T> = (v: T, fail: (key: string | null, message: string) => void) => void;
 
-function object<F extends Fields>(fields: F, finish?: Finish<Out<F>>): Spec<Out<F>> {
+export function object<F extends Fields>(fields: F, finish?: Finish<Out<F>>): Spec<Out<F>> {
   const spec: Spec<Out<F>> = (node, path, ctx, at) => {
     if (node && !isMap(node)) return report(ctx, node, path, `expected a map, got ${describe(node)}`);
     const join = (k: string) => (path ? `${path}.${k}` : k);
@@ -342,7 +341,7 @@ const SECRET_FORMS = {
   file: filePath(),
   command: str(),
 };
-const secretRef: Spec<SecretRef> = (node, path, ctx) => {
+export const secretRef: Spec<SecretRef> = (node, path, ctx) => {
   const forms = '{ env: VAR_NAME }, { file: ./path } or { command: "..." }';
   if (!isMap(node))
     return isScalar(node) // never echo it: it may be the password itself
@@ -411,7 +410,7 @@ const issuer: Spec<IssuerConfig> = (node, path, ctx, at) => {
 };
 
 /** targets.*.allow: required, non-empty. */
-const allowRules = req(
+export const allowRules = req(
   list(
     str((s) =>
       ALLOW_RULE.test(s)
@@ -422,109 +421,47 @@ const allowRules = req(
   ),
 );
 
-const TARGET_PROTOCOLS = ['postgres', 'ssh'] as const;
-
 /** A host name or address that stays on this machine (127.0.0.0/8, ::1, localhost). */
 export function isLoopbackHost(host: string): boolean {
   const h = host.toLowerCase().replace(/^\[|\]$/g, '');
   return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^(::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^0*:(0*:){1,6}0*1$/.test(h);
 }
 
-const PG_AUTH_METHODS = ['scram-sha-256', 'md5', 'password', 'none'] as const;
-const pgAuthMethod = oneOf(PG_AUTH_METHODS, (s) => {
-  const n = s.toLowerCase().replace(/[^a-z0-9]/g, '');
-  const hint = n.startsWith('scram') ? ' (did you mean "scram-sha-256"?)' : n === 'cleartext' || n === 'plain' || n === 'trust' ? ` (${n === 'trust' ? '"none"' : '"password"'} is that method)` : '';
-  return `expected one of ${PG_AUTH_METHODS.join(', ')}, got ${JSON.stringify(s)}${hint}`;
-});
+// ---------------------------------------------------------------------------
+// Targets: each protocol module registers the schema of its targets
+// (src/protocols/<name>/config.ts); the loader knows no protocol.
 
-const postgresTarget = (name: string) =>
-  object(
-    {
-      protocol: req(oneOf(['postgres'])), // required
-      host: req(str()), // required
-      port: def(int(1, 65535), 5432), // default 5432
-      database: def(str(), name), // default: the target's name
-      user: req(str()), // required
-      password: opt(secretRef), // optional; file paths resolved
-      tls: def(
-        object({
-          // default: verify-full, or prefer when host is a loopback address (filled in below)
-          mode: opt(oneOf(['disable', 'prefer', 'require', 'verify-ca', 'verify-full'])),
-          ca: opt(filePath()), // absent: system CAs
-          servername: opt(str()),
-        }),
-      ),
-      // What the server may ask for (libpq's require_auth); anything else is refused
-      // before the stored credential is used. Default: SCRAM only.
-      auth: def(list(pgAuthMethod, true), ['scram-sha-256']),
-      channel_binding: def(oneOf(['prefer', 'require', 'disable']), 'prefer'), // default prefer
-      allow: allowRules,
-      connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
-    },
-    (v, fail) => {
-      v.tls.mode ??= isLoopbackHost(v.host) ? 'prefer' : 'verify-full';
-      const seen = new Set<string>();
-      for (const m of v.auth) {
-        if (seen.has(m)) fail('auth', `${m} is listed twice`);
-        seen.add(m);
-      }
-      if (v.channel_binding === 'require') {
-        if (v.tls.mode === 'disable') fail('channel_binding', 'require needs TLS to the target, but tls.mode is disable');
-        if (v.auth.some((m) => m !== 'scram-sha-256')) fail('channel_binding', 'require binds SCRAM to the TLS channel: auth must then be [scram-sha-256] only');
-      }
-    },
-  );
+/** The schema of one protocol's targets, given the target's name (for defaults). */
+export type TargetSchema = (name: string) => Spec<object>;
+const targetSchemas = new Map<string, TargetSchema>();
 
-/** `{ fingerprint: "SHA256:..." }` or `{ known_hosts: "<one known_hosts line>" }`. */
-const sshHostKey = object(
-  {
-    fingerprint: opt(str(checkFingerprint)),
-    known_hosts: opt(
-      str((s) => {
-        const k = parseKnownHostsLine(s);
-        return 'error' in k ? k.error : undefined;
-      }),
-    ),
-  },
-  (v, fail) => {
-    if (!!v.fingerprint === !!v.known_hosts) fail(null, 'set exactly one of fingerprint or known_hosts');
-  },
-);
+/** Called by a protocol module when it is loaded: `targets.<name>.protocol: <protocol>` uses `schema`. */
+export function registerTargetSchema(protocol: string, schema: TargetSchema): void {
+  targetSchemas.set(protocol, schema);
+}
 
-const sshTarget = object(
-  {
-    protocol: req(oneOf(['ssh'])), // required
-    host: req(str()), // required
-    port: def(int(1, 65535), 22), // default 22
-    user: req(str()), // required: the account Sluice logs in as
-    password: opt(secretRef), // password and/or private_key
-    private_key: opt(secretRef), // PEM or OpenSSH private key (unencrypted)
-    host_key: opt(sshHostKey), // absent: connections are refused with what to configure (closed default)
-    env_allow: def(list(str()), ['LANG', 'LC_*']), // env requests passed on (globs)
-    allow: allowRules,
-    connect_timeout: def(duration('ms', 1), '10s'), // default 10 s
-  },
-  (v, fail) => {
-    if (!v.password && !v.private_key) fail(null, 'an ssh target needs private_key or password: the credential Sluice logs in with');
-  },
-);
+/** The protocols whose modules are loaded (their targets can be configured). */
+export const targetProtocols = (): string[] => [...targetSchemas.keys()];
+
+/** A target without `protocol:` is a Postgres target. */
+const DEFAULT_TARGET_PROTOCOL = 'postgres';
 
 const target = (name: string): Spec<TargetConfig> => {
-  const pg = postgresTarget(name);
   return (node, path, ctx, at) => {
     const proto = isMap(node) ? node.get('protocol') : undefined;
-    if (proto === 'ssh') {
-      const t = sshTarget(node, path, ctx, at);
-      return t && ({ name, ...t } as TargetConfig);
-    }
-    if (proto !== undefined && proto !== 'postgres' && proto !== null) {
+    const key = proto === undefined || proto === null ? DEFAULT_TARGET_PROTOCOL : proto;
+    const schema = typeof key === 'string' ? targetSchemas.get(key) : undefined;
+    if (!schema) {
       const p = isMap(node) ? (node.get('protocol', true) as YNode) : node;
-      return report(ctx, p, `${path}.protocol`, `expected one of ${TARGET_PROTOCOLS.join(', ')}, got ${describe(p)}`);
+      return report(ctx, p, `${path}.protocol`, `expected one of ${targetProtocols().join(', ')}, got ${describe(p)}`);
     }
-    const t = pg(node, path, ctx, at);
+    const t = schema(name)(node, path, ctx, at);
     return t && ({ name, ...t } as TargetConfig);
   };
 };
+
+/** One of the loaded protocols (read when the config is loaded, after the modules registered). */
+const protocolName: Spec<string> = (node, path, ctx, at) => oneOf(targetProtocols())(node, path, ctx, at);
 
 const kindName = str((s) => (STATEMENT_KINDS.includes(s) ? undefined : `unknown statement kind ${JSON.stringify(s)}${suggest(s, [...STATEMENT_KINDS])}`));
 const condition = {
@@ -561,7 +498,7 @@ const matchSpec = def(
     issuers: opt(list(str(), true)), // issuer names; absent: any issuer
     groups: opt(list(str(), true)),
     subs: opt(list(str(), true)),
-    protocols: opt(list(oneOf(TARGET_PROTOCOLS), true)),
+    protocols: opt(list(protocolName, true)),
   }),
 );
 const ruleBody = object(condition);

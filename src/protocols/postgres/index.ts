@@ -1,6 +1,7 @@
 // The Postgres protocol module: a listener that speaks the v3 wire protocol to
 // clients and relays to Postgres targets.
 
+import './config.js';
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';

@@ -1,6 +1,7 @@
 // The SSH protocol module: an ssh2 Server that takes a token as the password,
 // picks the target from the user name and relays to the target's sshd.
 
+import './config.js';
 import { renderSsh } from './replay.js';
 import net from 'node:net';
 import ssh2 from 'ssh2';
