@@ -579,7 +579,7 @@ const maskingItem = object(
 );
 
 /** One listener: address, optional TLS, and whether tokens may cross plain TCP from non-loopback clients. */
-function listener(defaultPort: number) {
+export function listener(defaultPort: number) {
   return object({
     host: def(str(), '127.0.0.1'), // default 127.0.0.1
     port: def(int(0, 65535), defaultPort), // 0 picks a free port
@@ -587,6 +587,21 @@ function listener(defaultPort: number) {
     allow_insecure_auth: def(bool(), false), // default false
   });
 }
+
+const listenerSchemas = new Map<string, Spec<object>>();
+
+/** Called by a protocol module when it is loaded: `listeners.<protocol>` uses `schema`. */
+export function registerListenerSchema(protocol: string, schema: Spec<object>): void {
+  listenerSchemas.set(protocol, schema);
+}
+
+/** `listeners`: the admin API's, and one per loaded protocol module (read when the config is loaded). */
+const listeners: Spec<SluiceConfig['listeners']> = (node, path, ctx, at) => {
+  const fields: Fields = { admin: opt(listener(6480)) }; // the admin API (HTTP, HTTPS with tls)
+  for (const [protocol, spec] of listenerSchemas) fields[protocol] = opt(spec);
+  return object(fields)(node, path, ctx, at) as SluiceConfig['listeners'] | undefined;
+};
+listeners.nullable = true;
 
 const webhook = object({
   url: req(str((s) => (/^https?:\/\/[^\s]+$/.test(s) ? undefined : `expected an http:// or https:// URL, got ${JSON.stringify(s)}`))),
@@ -598,19 +613,7 @@ const webhook = object({
 
 const schema = object({
   state_dir: def(filePath(), './.sluice'), // default ./.sluice, relative to the config file's directory
-  listeners: def(
-    object({
-      postgres: opt(listener(6432)),
-      admin: opt(listener(6480)), // the admin API (HTTP, HTTPS with tls)
-      ssh: opt(
-        object({
-          host: def(str(), '127.0.0.1'), // default 127.0.0.1
-          port: def(int(0, 65535), 2222), // default 2222; 0 picks a free port
-          host_key: opt(filePath()), // absent: state_dir/keys/ssh_host_ed25519_key, generated on first start
-        }),
-      ),
-    }),
-  ), // default: no listeners
+  listeners: def(listeners), // default: no listeners
   admin: def(
     object({
       groups: def(list(str(), true), ['sluice-admins']), // identities in these groups may use the whole admin API

@@ -1,5 +1,5 @@
 // The config schema of Postgres targets (`targets.<name>` with `protocol: postgres`, the default).
-import { allowRules, def, duration, filePath, int, isLoopbackHost, object, oneOf, opt, list, registerTargetSchema, req, secretRef, str } from '../../config/load.js';
+import { listener, registerListenerSchema, allowRules, def, duration, filePath, int, isLoopbackHost, object, oneOf, opt, list, registerTargetSchema, req, secretRef, str } from '../../config/load.js';
 
 const PG_AUTH_METHODS = ['scram-sha-256', 'md5', 'password', 'none'] as const;
 const pgAuthMethod = oneOf(PG_AUTH_METHODS, (s) => {
@@ -48,3 +48,4 @@ export const postgresTarget = (name: string) =>
 
 
 registerTargetSchema('postgres', postgresTarget);
+registerListenerSchema('postgres', listener(6432));

@@ -1,5 +1,5 @@
 // The config schema of SSH targets (`targets.<name>` with `protocol: ssh`).
-import { allowRules, def, duration, int, object, oneOf, opt, list, registerTargetSchema, req, secretRef, str } from '../../config/load.js';
+import { filePath, registerListenerSchema, allowRules, def, duration, int, object, oneOf, opt, list, registerTargetSchema, req, secretRef, str } from '../../config/load.js';
 import { checkFingerprint, parseKnownHostsLine } from './known-hosts.js';
 
 /** `{ fingerprint: "SHA256:..." }` or `{ known_hosts: "<one known_hosts line>" }`. */
@@ -38,3 +38,11 @@ export const sshTarget = object(
 
 
 registerTargetSchema('ssh', () => sshTarget);
+registerListenerSchema(
+  'ssh',
+  object({
+    host: def(str(), '127.0.0.1'), // default 127.0.0.1
+    port: def(int(0, 65535), 2222), // default 2222; 0 picks a free port
+    host_key: opt(filePath()), // absent: state_dir/keys/ssh_host_ed25519_key, generated on first start
+  }),
+);
