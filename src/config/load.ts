@@ -102,7 +102,7 @@ export function str(check: (s: string) => string | undefined = () => undefined):
 /** A file path, resolved relative to the config file's directory. */
 export const filePath = (): Spec<string> =>
   scalar('a path', isStr, (v: string, ctx) => (v === '' ? { error: 'must not be empty' } : resolve(ctx.baseDir, v)));
-const bool = (): Spec<boolean> => scalar('true or false', (v) => typeof v === 'boolean', (v) => v);
+export const bool = (): Spec<boolean> => scalar('true or false', (v) => typeof v === 'boolean', (v) => v);
 export const int = (min: number, max: number): Spec<number> =>
   scalar(`an integer from ${min} to ${max}`, (v) => Number.isInteger(v) && (v as number) >= min && (v as number) <= max, (v) => v);
 export function oneOf<const T extends string>(values: readonly T[], why: (s: string) => string | undefined = () => undefined): Spec<T> {
@@ -125,7 +125,7 @@ export function duration(unit: 's' | 'ms', min: number): Spec<number> {
     return n < min ? { error: `must be at least ${min}${unit}, got ${JSON.stringify(v)}` } : n;
   });
 }
-function size(min: number, max: number): Spec<number> {
+export function size(min: number, max: number): Spec<number> {
   return scalar('a size', (v) => isStr(v) || isNum(v), (v) => {
     let n: number;
     try {
@@ -164,7 +164,7 @@ function* pairs(node: Node, path: string, ctx: Ctx) {
   }
 }
 
-function record<T>(item: (key: string) => Spec<T>, keyCheck: (k: string) => string | undefined): Spec<Record<string, T>> {
+export function record<T>(item: (key: string) => Spec<T>, keyCheck: (k: string) => string | undefined): Spec<Record<string, T>> {
   const spec: Spec<Record<string, T>> = (node, path, ctx) => {
     if (node && !isMap(node)) return report(ctx, node, path, `expected a map, got ${describe(node)}`);
     const entries: [string, T][] = [];
@@ -579,12 +579,13 @@ const maskingItem = object(
 );
 
 /** One listener: address, optional TLS, and whether tokens may cross plain TCP from non-loopback clients. */
-export function listener(defaultPort: number) {
+export function listener<F extends Fields = {}>(defaultPort: number, more?: F) {
   return object({
     host: def(str(), '127.0.0.1'), // default 127.0.0.1
     port: def(int(0, 65535), defaultPort), // 0 picks a free port
     tls: opt(object({ cert: req(filePath()), key: req(filePath()) })), // both required if present
     allow_insecure_auth: def(bool(), false), // default false
+    ...(more as F),
   });
 }
 

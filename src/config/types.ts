@@ -111,8 +111,50 @@ export interface SshTargetConfig extends TargetCommon {
   env_allow: string[];
 }
 
+/** A header, query parameter or Basic credential Sluice adds toward an HTTP target. */
+export interface InjectedValue {
+  secret: SecretRef;
+  /** Written before the secret, e.g. "Bearer ". */
+  prefix?: string;
+}
+
+export interface HttpTargetConfig extends TargetCommon {
+  protocol: 'http';
+  /** Upstream base URL (http or https); the routed path is appended to its path. */
+  url: string;
+  /** Path of `url` without its trailing slash ('' for the root). */
+  base_path: string;
+  scheme: 'http' | 'https';
+  /** https upstreams: verified against `ca` (default: system CAs) and `servername` (default: the URL's host). */
+  tls: { ca?: string; servername?: string; insecure_skip_verify: boolean };
+  /** Milliseconds the upstream has to send response headers, and the longest pause within a body. */
+  timeout: number;
+  inject: {
+    headers: Record<string, InjectedValue>;
+    query: Record<string, InjectedValue>;
+    basic?: { user: string; password: SecretRef };
+    client_cert?: { cert: string; key: SecretRef };
+  };
+}
+
+/** `listeners.http`. */
+export interface HttpListenerConfig extends ListenerConfig {
+  /** Host routing: `<target>.<domain>`; absent: path routing only (`/<target>/…`). */
+  domain?: string;
+  /** Another header that may carry the caller's token (besides Authorization Bearer or Basic). */
+  token_header?: string;
+  /** Milliseconds a held request waits for approval before it is answered 403 with the approval id. */
+  approval_wait: number;
+  /** Milliseconds an idle keep-alive connection is kept. */
+  idle_timeout: number;
+  /** Largest request head in bytes. */
+  max_header_bytes: number;
+  /** Largest request body read whole when a policy rule looks into JSON bodies. */
+  max_policy_body: number;
+}
+
 /** A target, discriminated by `protocol`. */
-export type TargetConfig = PostgresTargetConfig | SshTargetConfig;
+export type TargetConfig = PostgresTargetConfig | SshTargetConfig | HttpTargetConfig;
 export type TargetProtocol = TargetConfig['protocol'];
 
 export interface LimitsConfig {
@@ -138,7 +180,7 @@ export interface SluiceConfig {
   /** Absolute path to the config file it was loaded from (or '' if built in memory). */
   source: string;
   state_dir: string; // absolute
-  listeners: { postgres?: ListenerConfig; admin?: ListenerConfig; ssh?: SshListenerConfig };
+  listeners: { postgres?: ListenerConfig; admin?: ListenerConfig; ssh?: SshListenerConfig; http?: HttpListenerConfig };
   admin: AdminConfig;
   approvals: ApprovalsConfig;
   identity: IdentityConfig;

@@ -236,7 +236,7 @@ export class Gateway implements Core, SessionHost {
     const target = this.cfg.targets[targetName];
     const who = `sub "${identity.sub}"`;
     if (!target) {
-      const how = protocol === 'ssh' ? 'as the SSH user name (ssh TARGET@sluice-host)' : 'by database name';
+      const how = protocol === 'ssh' ? 'as the SSH user name (ssh TARGET@sluice-host)' : protocol === 'http' ? 'as the first path segment (https://sluice-host/TARGET/…) or the host name' : 'by database name';
       throw new AuthError('unknown_target', `unknown target "${targetName}": ask for one of the configured targets ${how}`);
     }
     if (target.protocol !== protocol) {
@@ -350,12 +350,15 @@ export class Gateway implements Core, SessionHost {
   async targetSecret(target: TargetConfig, field: string): Promise<string | undefined> {
     // Any secret field of any protocol's target (password, an SSH private_key, an API key next):
     // the config schema validated it as a secret reference.
-    const ref = (target as unknown as Record<string, SecretRef | undefined>)[field];
+    // A dotted field reaches into nested config (an HTTP target's `inject.headers.X-API-Key.secret`).
+    let ref: unknown = target;
+    for (const part of field.split('.')) ref = ref && typeof ref === 'object' ? (ref as Record<string, unknown>)[part] : undefined;
+    if (!ref || typeof ref !== 'object') return undefined;
     if (!ref) return undefined;
     const key = JSON.stringify(ref);
     const hit = this.secrets.get(key);
     if (hit && Date.now() - hit.at < SECRET_TTL_MS) return hit.value;
-    const value = await resolveSecret(ref, dirname(this.cfg.source || '.'), { label: `targets.${target.name}.${field}` });
+    const value = await resolveSecret(ref as SecretRef, dirname(this.cfg.source || '.'), { label: `targets.${target.name}.${field}` });
     this.secrets.set(key, { value, at: Date.now() });
     return value;
   }

@@ -97,6 +97,20 @@ export class Auditor {
     if (logged) this.log[level](event, denied ? `statement ${d.action === 'deny' ? 'denied' : 'held for review'}: ${d.message}` : 'statement allowed');
   }
 
+  /**
+   * One line per request for protocols that audit at the end of an action (HTTP): who (identity and
+   * CI claims), what, the decision and the result. Refused and held ones are also kept queryable.
+   */
+  request(s: Session, fields: Record<string, unknown>): void {
+    const refused = fields.decision !== undefined && fields.decision !== 'allow';
+    const failed = fields.outcome !== 'ok';
+    const level = refused || failed ? 'warn' : 'info';
+    if (!this.log.isLevelEnabled(level) && !refused) return;
+    const id = s.init.identity;
+    const line = { event: 'http.request', session: s.id, sub: id.sub, issuer: id.issuerName, target: s.init.target, protocol: s.init.protocol, claims: ciClaims(id.claims), ...fields };
+    if (refused) this.host.auditEvent({ ...line, time: new Date().toISOString() });
+    this.log[level](line, `${fields.method} ${fields.path} ${fields.status} ${fields.outcome}`);
+  }
 
   /** A side channel (forwarding, sftp write, shell, x11, agent) allowed or refused: logged; a refusal is also kept queryable. */
   sideChannel(s: Session, fields: Record<string, unknown>, allowed: boolean, msg: string, quiet = false): void {
@@ -108,4 +122,17 @@ export class Auditor {
     this.log.warn(line, msg);
     this.host.auditEvent({ ...line, time: new Date().toISOString(), decision: 'deny', protocol: s.init.protocol });
   }
+}
+
+/** Registered JWT claims are in the identity already; the rest (CI claims: repository, workflow, run id, …) go to the audit line. */
+const REGISTERED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', 'groups']);
+const ciClaimsCache = new WeakMap<object, Record<string, unknown>>();
+function ciClaims(claims: Record<string, unknown>): Record<string, unknown> {
+  let c = ciClaimsCache.get(claims);
+  if (!c) {
+    c = {};
+    for (const k in claims) if (!REGISTERED.has(k)) c[k] = claims[k];
+    ciClaimsCache.set(claims, c);
+  }
+  return c;
 }

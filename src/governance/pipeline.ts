@@ -40,6 +40,8 @@ export interface Action {
   runs?: number;
   /** What approvers see, when it is not `text`. */
   display?: string;
+  /** The protocol writes one audit line per action itself, decision included (HTTP: one line per request, at its end). */
+  ownAudit?: boolean;
 }
 
 /** A held action, for the protocol to withdraw on a client cancel (Ctrl-C, CancelRequest). */
@@ -47,6 +49,11 @@ export interface Held {
   readonly id: string;
   readonly decision: Decision;
   withdraw(reason: string): void;
+  /**
+   * The client stopped waiting but the request stays open for approvers (HTTP answers 403 with
+   * the approval id and a retry goes through once approved): the session's end no longer withdraws it.
+   */
+  detach(): void;
 }
 
 /** What the pipeline needs from a protocol. */
@@ -117,7 +124,7 @@ export class Governor {
     const host = s.registry.policies;
     host.tallies.decisions[d.action]++;
     if (d.action === 'deny') s.denied++;
-    s.registry.auditor.decision(s, d, r.facts, r);
+    if (!a.ownAudit) s.registry.auditor.decision(s, d, r.facts, r);
     const rec = s.recorder;
     if (rec) {
       rec.count(d.action, runs);
@@ -158,13 +165,13 @@ export class Governor {
       fingerprint: s.lastFacts?.fingerprint,
     });
     s.waiting.add(handle);
-    const held: Held = { id: handle.id, decision: d, withdraw: (reason) => handle.withdraw(reason) };
+    const held: Held = { id: handle.id, decision: d, withdraw: (reason) => handle.withdraw(reason), detach: () => s.waiting.delete(handle) };
     const noun = a.noun;
     t.pause(held);
     if (handle.notice) t.notify(handle.notice, held, 'held');
     void handle.outcome.then((o: ApprovalOutcome) => {
-      s.waiting.delete(handle);
-      if (s.endedAt) return;
+      const detached = !s.waiting.delete(handle);
+      if (s.endedAt && !detached) return;
       if (o.status === 'approved') {
         if (handle.notice) t.notify(approvedNotice(o), held, 'approved');
         t.proceed();

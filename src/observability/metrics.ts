@@ -18,6 +18,8 @@ export class Tallies {
   readonly sessionsOpened = new Map<string, number>();
   readonly logins = { ok: 0, refused: 0 };
   readonly kills = { revocation: 0, admin: 0 };
+  /** HTTP requests by `target\0method\0status`. */
+  readonly httpRequests = new Map<string, number>();
 }
 
 export interface MetricsSources {
@@ -62,6 +64,19 @@ export class Metrics {
       collect() {
         this.reset();
         for (const [decision, n] of Object.entries(t.decisions)) this.inc({ decision }, n);
+      },
+    });
+    new Counter({
+      name: 'sluice_http_requests_total',
+      help: 'HTTP requests answered, by target, method and status (Sluice\'s own refusals included).',
+      labelNames: ['target', 'method', 'status'],
+      registers: [r],
+      collect() {
+        this.reset();
+        for (const [k, n] of t.httpRequests) {
+          const [target, method, status] = k.split('\0');
+          this.inc({ target, method, status }, n);
+        }
       },
     });
     new Counter({

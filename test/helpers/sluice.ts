@@ -33,6 +33,8 @@ export interface SluiceOptions {
   admin?: boolean;
   /** Also start the SSH listener (listeners.ssh on a free loopback port). */
   ssh?: boolean;
+  /** Also start the HTTP listener on a free loopback port: plain HTTP/1.1, or TLS (h2 + HTTP/1.1, the gateway's test cert); an object adds listener keys. */
+  http?: 'plain' | 'tls' | { tls?: boolean; [k: string]: unknown };
   /** Another build's bin/sluice.js (bench/build-ab.ts runs an older checkout's); default this tree's. */
   bin?: string;
 }
@@ -46,6 +48,8 @@ export interface Sluice {
   adminUrl?: string;
   /** The SSH listener's port, when started with `ssh: true`. */
   sshPort?: number;
+  /** The HTTP listener's port, when started with `http`. */
+  httpPort?: number;
   /** CA that signed the gateway's certificate (for sslrootcert). */
   ca?: KeyPair;
   proc: ChildProcess;
@@ -90,6 +94,7 @@ function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyP
       postgres: { host: '127.0.0.1', port, ...(cert ? { tls: { cert: cert.cert, key: cert.key } } : {}) },
       ...(opts.admin ? { admin: { host: '127.0.0.1', port: 0 } } : {}),
       ...(opts.ssh ? { ssh: { host: '127.0.0.1', port: 0 } } : {}),
+      ...(opts.http ? { http: httpListener(opts.http, cert) } : {}),
     },
     targets: opts.cluster ? { orders: ordersTarget(opts.cluster) } : {},
     log: { level: 'debug' },
@@ -101,6 +106,11 @@ function buildConfig(dir: string, opts: SluiceOptions, ca?: KeyPair, cert?: KeyP
   }
   void ca;
   return base;
+}
+
+function httpListener(o: NonNullable<SluiceOptions['http']>, cert?: KeyPair): Record<string, unknown> {
+  const { tls, ...rest } = typeof o === 'string' ? { tls: o === 'tls' } : o;
+  return { host: '127.0.0.1', port: 0, ...(tls && cert ? { tls: { cert: cert.cert, key: cert.key } } : {}), ...rest };
 }
 
 /** The V8 flags on the bin's shebang line. */
@@ -174,6 +184,7 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
   const started = opts.quiet ? { port: await waitForPort(fixedPort, proc) } : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'postgres', 20_000);
   const adminStarted = opts.admin ? await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'admin', 20_000) : undefined;
   const sshStarted = !opts.ssh ? undefined : opts.quiet ? await listenerFromLogFile(path.join(dir, 'sluice.log'), 'ssh', proc) : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'ssh', 20_000);
+  const httpStarted = !opts.http ? undefined : opts.quiet ? await listenerFromLogFile(path.join(dir, 'sluice.log'), 'http', proc) : await waitForLog((l) => l.event === 'listener.start' && l.protocol === 'http', 20_000);
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -196,6 +207,7 @@ export async function startSluice(t: { teardown(fn: () => unknown): void }, opts
     configPath,
     adminUrl: adminStarted ? `http://127.0.0.1:${adminStarted.port}` : undefined,
     sshPort: sshStarted ? (sshStarted.port as number) : undefined,
+    httpPort: httpStarted ? (httpStarted.port as number) : undefined,
     ca,
     proc,
     async mint(sub, groups = ['ci'], ttl = '5m', extra = []) {

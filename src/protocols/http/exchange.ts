@@ -1,0 +1,749 @@
+// One HTTP request through Sluice: framing checks, routing, identity,
+// governance, forwarding with injected credentials, in-stream masking,
+// recording, the audit line.
+
+import { performance } from 'node:perf_hooks';
+import { createHash } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import type { Dispatcher } from 'undici';
+import { AuthError } from '../../identity/types.js';
+import type { HttpListenerConfig, HttpTargetConfig } from '../../config/types.js';
+import type { ClientInfo, Core } from '../kit/module.js';
+import type { Session } from '../../session/session.js';
+import { CONTINUE, type Held, type Refusal, type Transport } from '../../governance/pipeline.js';
+import type { Decision } from '../../policy/engine.js';
+import type { QueryFacts } from '../../policy/sql/facts.js';
+import { httpFacts } from '../../policy/http/facts.js';
+import { normalizePath } from '../../policy/http/path.js';
+import { httpCacheKey } from '../../policy/http/cache-key.js';
+import { Dir } from '../../recording/types.js';
+import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
+import { problemBody, refusalProblem, type Problem } from './problem.js';
+import type { Upstreams } from './upstream.js';
+import { createBodyMasker } from './body-masker.js';
+import { forwardWebSocket } from './websocket.js';
+
+export type Req = IncomingMessage | Http2ServerRequest;
+export type Res = ServerResponse | Http2ServerResponse;
+
+/** A request a held approval let through once (`Sluice-Approval: <id>` on a retry). */
+interface Grant {
+  sub: string;
+  issuer: string;
+  target: string;
+  /** Method, normalised path, query and body digest of the request that was approved. */
+  key: string;
+  rule: string;
+  approvers: string[];
+  used: boolean;
+  expires: number;
+}
+
+/** What every request of one listener shares. */
+export interface ListenerState {
+  core: Core;
+  cfg: HttpListenerConfig;
+  upstreams: Upstreams;
+  grants: Map<string, Grant>;
+  /** Whether this listener speaks TLS. */
+  tls: boolean;
+}
+
+/** One client connection (HTTP/1.1 socket or HTTP/2 session). */
+export interface Conn {
+  client: ClientInfo;
+  /** Sessions by target and token. */
+  sessions: Map<string, HttpSession>;
+  /** Frees the connection's pre-auth slot (first authenticated request). */
+  release: (() => void) | null;
+  h2: boolean;
+  /** Ends the whole connection. */
+  destroy(): void;
+  closed: boolean;
+}
+
+export interface HttpSession {
+  s: Session;
+  key: string;
+  conn: Conn;
+  target: HttpTargetConfig;
+  /** Token expiry, ms since the epoch (0: none). */
+  expMs: number;
+  reqNo: number;
+  inflight: Set<Exchange>;
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const REDACTED = '[redacted]';
+
+/** The analyzer for the policy engine: facts are built before govern() and handed over here (one function, one decision cache). */
+let currentFacts: QueryFacts | null = null;
+const analyzeHttp = (_text: string): QueryFacts => currentFacts!;
+
+/** Writes a problem response (if the head is not sent yet) and ends it. */
+export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false): number {
+  if (res.headersSent || res.writableEnded || res.destroyed) {
+    res.destroy();
+    return p.status;
+  }
+  const body = problemBody(p);
+  const h: Record<string, string | number> = { 'content-type': 'application/problem+json', 'content-length': body.length, 'cache-control': 'no-store', ...extraHeaders };
+  if (close && !(res as Http2ServerResponse).stream) h.connection = 'close';
+  res.writeHead(p.status, h);
+  res.end(body);
+  return p.status;
+}
+
+/** Where the caller's token came from, to strip it before forwarding. */
+type TokenVia = 'bearer' | 'basic' | 'header';
+
+function tokenOf(req: Req, tokenHeader: string | undefined): { token: string; via: TokenVia } | { error: string } | null {
+  const a = req.headers.authorization;
+  if (a !== undefined) {
+    const sp = a.indexOf(' ');
+    const scheme = sp > 0 ? a.slice(0, sp).toLowerCase() : a.toLowerCase();
+    const rest = sp > 0 ? a.slice(sp + 1).trim() : '';
+    if (scheme === 'bearer' && rest) return { token: rest, via: 'bearer' };
+    if (scheme === 'basic' && rest) {
+      const dec = Buffer.from(rest, 'base64').toString('utf8');
+      const c = dec.indexOf(':');
+      if (c >= 0 && dec.length > c + 1) return { token: dec.slice(c + 1), via: 'basic' };
+      return { error: 'Basic credentials carry the Sluice token as the password (any user name), but the password is empty' };
+    }
+    if (!tokenHeader || req.headers[tokenHeader] === undefined) return { error: `Authorization scheme ${JSON.stringify(scheme)} is not accepted: send "Authorization: Bearer <token>" or Basic with the token as the password` };
+  }
+  if (tokenHeader) {
+    const v = req.headers[tokenHeader];
+    if (typeof v === 'string' && v) return { token: v.trim(), via: 'header' };
+  }
+  return null;
+}
+
+const AUTH_STATUS: Partial<Record<string, number>> = {
+  unknown_target: 404,
+  target_not_allowed: 403,
+  token_revoked: 403,
+  recording_unavailable: 503,
+  issuer_unreachable: 503,
+};
+
+/** The target and the path within it: by Host (`<target>.<domain>`) or by the first path segment. */
+function route(st: ListenerState, req: Req, path: string): { target: string; path: string } | null {
+  const domain = st.cfg.domain;
+  if (domain) {
+    let host = (req as Http2ServerRequest).authority ?? req.headers.host ?? '';
+    const colon = host.lastIndexOf(':');
+    if (colon > 0 && !host.endsWith(']')) host = host.slice(0, colon);
+    host = host.toLowerCase();
+    if (host.length > domain.length + 1 && host.endsWith(domain) && host[host.length - domain.length - 1] === '.') {
+      const label = host.slice(0, host.length - domain.length - 1);
+      if (!label.includes('.')) return { target: label, path };
+    }
+  }
+  const slash = path.indexOf('/', 1);
+  const target = slash < 0 ? path.slice(1) : path.slice(1, slash);
+  if (!target) return null;
+  return { target, path: slash < 0 ? '/' : path.slice(slash) };
+}
+
+/** The headers forwarded upstream: the client's, minus hop-by-hop, the token and Sluice's own, plus the injected ones. */
+function upstreamHeaders(req: Req, via: TokenVia | undefined, tokenHeader: string | undefined, injected: [string, string][], host: string): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  const h = req.headers;
+  const conn = h.connection;
+  const named = typeof conn === 'string' && conn.includes(',') ? conn.toLowerCase().split(',').map((s) => s.trim()) : typeof conn === 'string' ? [conn.toLowerCase().trim()] : [];
+  for (const k in h) {
+    if (k.charCodeAt(0) === 58 /* : pseudo-header */ || HOP_BY_HOP.has(k) || k === 'host' || k === 'sluice-approval') continue;
+    if (k === 'authorization' && (via === 'bearer' || via === 'basic')) continue;
+    if (k === tokenHeader) continue;
+    if (named.length && named.includes(k)) continue;
+    const v = h[k];
+    if (v !== undefined) out[k] = v;
+  }
+  if (h.te === 'trailers') out.te = 'trailers';
+  for (const [k, v] of injected) out[k] = v;
+  out.host = host;
+  return out;
+}
+
+/** The response headers sent to the client: hop-by-hop removed, values that echo an injected secret masked. */
+function clientHeaders(up: Record<string, string | string[] | undefined>, secrets: string[], dropLength: boolean, h2: boolean): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const k in up) {
+    if (HOP_BY_HOP.has(k) || (dropLength && k === 'content-length')) continue;
+    if (h2 && k === 'host') continue;
+    let v = up[k];
+    if (v === undefined) continue;
+    if (secrets.length) v = Array.isArray(v) ? v.map((x) => unsecret(x, secrets)) : unsecret(v, secrets);
+    out[k] = v;
+  }
+  return out;
+}
+
+function unsecret(v: string, secrets: string[]): string {
+  for (const s of secrets) if (s.length >= 4 && v.includes(s)) v = v.split(s).join(REDACTED);
+  return v;
+}
+
+function headerPairs(h: Record<string, string | string[] | undefined>, redact: (k: string) => boolean): [string, string][] {
+  const out: [string, string][] = [];
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined) continue;
+    if (redact(k)) out.push([k, REDACTED]);
+    else if (Array.isArray(v)) for (const x of v) out.push([k, x]);
+    else out.push([k, v]);
+  }
+  return out;
+}
+
+/** `u32 BE req ‖ u8 kind ‖ bytes`: a body frame of the recording (README). */
+export function dataFrame(req: number, kind: number, bytes: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(5 + bytes.length);
+  b.writeUInt32BE(req, 0);
+  b[4] = kind;
+  bytes.copy(b, 5);
+  return b;
+}
+
+/** One request in flight. */
+export class Exchange implements Transport {
+  readonly t0 = performance.now();
+  decision: Decision | null = null;
+  outcome = 'ok';
+  error?: string;
+  status = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  n = 0;
+  hs?: HttpSession;
+  /** The approval wait is over: a later outcome only records a grant. */
+  private detached = false;
+  private held: Held | null = null;
+  private waitTimer: NodeJS.Timeout | null = null;
+  private readonly ac = new AbortController();
+  upstreamBody: Readable | null = null;
+  /** The normalised request line the policy decided on, and what a grant must match. */
+  method = '';
+  path = '';
+  query = '';
+  grantKey = '';
+  body: Buffer | null = null;
+  private done = false;
+  forward: () => void = () => {};
+  /** A websocket upgrade: the socket and the bytes after its head. */
+  ws?: { sock: Socket; head: Buffer };
+  /** How a relayed websocket ends on a kill. */
+  onKill?: (reason: string) => void;
+
+  constructor(
+    readonly st: ListenerState,
+    readonly conn: Conn,
+    readonly req: Req,
+    readonly res: Res,
+  ) {}
+
+  get ended(): boolean {
+    return this.done;
+  }
+
+  // ---- Transport (the governance pipeline)
+
+  decided(d: Decision | null): void {
+    this.decision = d;
+  }
+
+  refuse(r: Refusal): void {
+    if (this.detached) return;
+    this.clearWait();
+    this.outcome = r.kind === 'policy' || r.kind === 'unparsable' ? 'denied' : 'refused';
+    this.finish(sendProblem(this.res, refusalProblem(r)));
+  }
+
+  proceed(): void {
+    if (this.detached) {
+      this.grant();
+      return;
+    }
+    this.clearWait();
+    this.forward();
+  }
+
+  notify(): void {
+    // The client is waiting for its response; the approval notice is in the log, audit and webhooks.
+  }
+
+  pause(held: Held): void {
+    this.held = held;
+    const wait = this.st.cfg.approval_wait;
+    this.waitTimer = setTimeout(() => this.detach(), wait);
+    this.waitTimer.unref();
+  }
+
+  resume(): void {}
+
+  private clearWait(): void {
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+  }
+
+  /** The client waited long enough: 403 with the approval id; a later approval lets one retry through. */
+  private detach(): void {
+    const held = this.held!;
+    this.detached = true;
+    this.outcome = 'held';
+    held.detach?.();
+    this.finish(
+      sendProblem(
+        this.res,
+        {
+          status: 403,
+          title: 'Approval pending',
+          detail: `this request needs approval (${held.decision.message}); it is waiting as approval ${held.id}. Once approved, retry it unchanged with the header "Sluice-Approval: ${held.id}" (it then goes through once)`,
+          approval: held.id,
+          policy: held.decision.policy,
+          rule: held.decision.rule,
+        },
+        { 'sluice-approval': held.id, 'retry-after': '30' },
+      ),
+    );
+  }
+
+  private grant(): void {
+    const hs = this.hs!;
+    const id = this.held!.id;
+    const id_ = hs.s.identity;
+    this.st.grants.set(id, { sub: id_.sub, issuer: id_.issuer, target: hs.target.name, key: this.grantKey, rule: this.held!.decision.rule, approvers: [], used: false, expires: Date.now() + 3600_000 });
+  }
+
+  /** Ends the request from outside (kill switch, session end). */
+  kill(reason: string): void {
+    if (this.done) return;
+    this.outcome = 'killed';
+    this.error = reason;
+    if (this.onKill) return this.onKill(reason);
+    this.ac.abort();
+    this.upstreamBody?.destroy();
+    if (!this.res.headersSent) this.finish(sendProblem(this.res, { status: 403, title: 'Session ended', detail: reason }, undefined, true));
+    else {
+      this.res.destroy();
+      this.finish(this.status);
+    }
+  }
+
+  get signal(): AbortSignal {
+    return this.ac.signal;
+  }
+
+  abortUpstream(): void {
+    this.ac.abort();
+  }
+
+  /** The request is over: recording, audit line, metrics. Idempotent. */
+  finish(status: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.clearWait();
+    if (!this.status) this.status = status;
+    const hs = this.hs;
+    if (!hs) return;
+    hs.inflight.delete(this);
+    const s = hs.s;
+    const ms = Math.round((performance.now() - this.t0) * 10) / 10;
+    s.recorder?.event({ event: 'http.end', req: this.n, status: this.status, outcome: this.outcome, bytes_in: this.bytesIn, bytes_out: this.bytesOut, ms, error: this.error });
+    s.registry.auditor.request(s, {
+      method: this.method,
+      path: this.path + (this.query ? `?${this.query}` : ''),
+      status: this.status,
+      outcome: this.outcome,
+      bytes_in: this.bytesIn,
+      bytes_out: this.bytesOut,
+      ms,
+      decision: this.decision?.action,
+      policy: this.decision?.policy,
+      rule: this.decision?.rule,
+      error: this.error,
+    });
+    const tallies = s.registry.policies.tallies;
+    const key = `${hs.target.name}\0${this.method}\0${this.status}`;
+    tallies.httpRequests.set(key, (tallies.httpRequests.get(key) ?? 0) + 1);
+  }
+}
+
+/** Handles one request end to end. Never throws: every failure becomes a problem response. */
+export async function handleRequest(st: ListenerState, conn: Conn, req: Req, res: Res, ws?: Exchange['ws']): Promise<void> {
+  const ex = new Exchange(st, conn, req, res);
+  ex.ws = ws;
+  try {
+    await run(ex);
+  } catch (err) {
+    ex.error = (err as Error).message;
+    ex.outcome = 'error';
+    st.core.log.error({ event: 'http.error', err: (err as Error).message, stack: (err as Error).stack }, 'http request failed inside Sluice');
+    ex.finish(sendProblem(res, { status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' }));
+  }
+}
+
+async function run(ex: Exchange): Promise<void> {
+  const { st, conn, req, res } = ex;
+  const core = st.core;
+
+  // 1. Framing: what another parser could read differently is refused before anything else.
+  if (!conn.h2) {
+    const bad = ambiguousHead(req.httpVersion, req.url ?? '', req.rawHeaders);
+    if (bad) return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous request refused: ${bad}` }, undefined, true));
+  }
+  const ov = overrideHeader(req.headers);
+  if (ov) return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `the ${ov} header is refused: the policy decides the method and path of the request line, so method and path overrides are not relayed` }));
+  if (!st.tls && !conn.client.secure && !st.cfg.allow_insecure_auth && !isLoopback(conn.client.address)) {
+    return void ex.finish(sendProblem(res, { status: 403, title: 'TLS required', detail: 'tokens are accepted over plain HTTP only from loopback clients: configure listeners.http.tls, or allow_insecure_auth: true on a trusted network' }, undefined, true));
+  }
+
+  // 2. The path, decoded and normalised once; the routing and the policy see this form, and so does the upstream.
+  const raw = req.url ?? '/';
+  const np = normalizePath(raw);
+  const method = req.method ?? 'GET';
+  ex.method = method;
+  let pathError: string | undefined;
+  let fullPath = '/';
+  let query = '';
+  if ('error' in np) pathError = np.error;
+  else {
+    fullPath = np.path;
+    query = np.query;
+  }
+  const routed = route(st, req, pathError ? rawPathOnly(raw) : fullPath);
+  if (!routed) {
+    return void ex.finish(sendProblem(res, { status: 404, title: 'No target', detail: `name the target as the first path segment (${st.tls ? 'https' : 'http'}://<sluice>/<target>/…)${st.cfg.domain ? ` or as the host name (<target>.${st.cfg.domain})` : ''}` }));
+  }
+  ex.path = routed.path;
+  ex.query = query;
+
+  // 3. Identity.
+  const tok = tokenOf(req, st.cfg.token_header);
+  const challenge = { 'www-authenticate': 'Bearer realm="sluice", Basic realm="sluice"' };
+  if (tok === null) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: 'send a Sluice token: "Authorization: Bearer <token>", Basic auth with the token as the password' + (st.cfg.token_header ? `, or the ${st.cfg.token_header} header` : '') }, challenge));
+  if ('error' in tok) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: tok.error }, challenge));
+  const hs = await sessionFor(ex, routed.target, tok.token);
+  if (!hs) return;
+  ex.hs = hs;
+  const s = hs.s;
+  ex.n = ++hs.reqNo;
+  hs.inflight.add(ex);
+  const t = hs.target;
+
+  // 4. Record the request head (the token never: it is stripped and shown redacted).
+  const rec = s.recorder;
+  if (rec) {
+    const tokenHeader = st.cfg.token_header;
+    rec.event({
+      event: 'http.request',
+      req: ex.n,
+      method,
+      path: ex.path + (query ? `?${query}` : ''),
+      version: conn.h2 ? '2' : req.httpVersion,
+      headers: headerPairs(req.headers, (k) => (k === 'authorization' && tok.via !== 'header') || k === tokenHeader || (k === 'proxy-authorization')),
+    });
+  }
+
+  // 5. A body the policy or an approval needs whole is read first (bounded).
+  const set = s.policy();
+  const inputs = set?.httpInputs;
+  const ctype = String(req.headers['content-type'] ?? '');
+  const hasBody = !ex.ws && requestHasBody(req, conn.h2);
+  const approvalId = typeof req.headers['sluice-approval'] === 'string' ? req.headers['sluice-approval'].trim() : undefined;
+  const needsBody = hasBody && (approvalId !== undefined || (inputs !== undefined && inputs.bodyPaths.length > 0 && isJson(ctype)));
+  let bodyJson: unknown;
+  let bodyError: string | undefined;
+  if (needsBody) {
+    const b = await readBody(req, st.cfg.max_policy_body);
+    if (b === null) {
+      ex.outcome = 'denied';
+      return void ex.finish(sendProblem(res, { status: 413, title: 'Request body too large', detail: `the policy reads JSON request bodies whole, up to listeners.http.max_policy_body (${st.cfg.max_policy_body} bytes); this one is larger` }, undefined, true));
+    }
+    ex.body = b;
+    ex.bytesIn += b.length;
+    s.bytesFromClient += b.length;
+    if (isJson(ctype) && b.length) {
+      try {
+        bodyJson = JSON.parse(b.toString('utf8'));
+      } catch (e) {
+        bodyError = `the JSON request body does not parse: ${(e as Error).message}`;
+      }
+    }
+    if (rec && b.length) rec.record(Dir.ClientToGateway, dataFrame(ex.n, 0, recordedRequestBody(s, b, ctype)));
+  }
+  ex.grantKey = `${method} ${ex.path}?${query}#${ex.body ? createHash('sha256').update(ex.body).digest('base64url') : ''}`;
+
+  // 6. Forwarding, once the pipeline lets it run.
+  ex.forward = () => void forward(ex, hs, t, tok.via, hasBody).catch((err) => {
+    ex.error = (err as Error).message;
+    ex.outcome = 'error';
+    core.log.error({ event: 'http.error', session: s.id, err: (err as Error).message, stack: (err as Error).stack }, 'http forwarding failed inside Sluice');
+    ex.finish(sendProblem(res, { status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' }));
+  });
+
+  // A retry of an approved request goes through once.
+  if (approvalId !== undefined) {
+    const g = st.grants.get(approvalId);
+    const id = s.identity;
+    if (!g || g.used || g.expires < Date.now() || g.sub !== id.sub || g.issuer !== id.issuer || g.target !== t.name || g.key !== ex.grantKey) {
+      ex.outcome = 'denied';
+      const why = !g ? 'is not approved (yet), or unknown' : g.used ? 'was already used' : g.key !== ex.grantKey ? 'was given for a different request (method, path, query and body must be unchanged)' : 'does not belong to this identity and target';
+      return void ex.finish(sendProblem(res, { status: 403, title: 'Approval not usable', detail: `approval ${approvalId} ${why}`, approval: approvalId }));
+    }
+    g.used = true;
+    s.gov.pass();
+    ex.decision = { action: 'allow', rule: g.rule, message: `approved (approval ${approvalId})` };
+    rec?.event({ event: 'approval.used', approval: approvalId, req: ex.n });
+    return ex.forward();
+  }
+
+  const text = `${method} ${ex.path}${query ? `?${query}` : ''}`;
+  if (set) {
+    currentFacts = pathError
+      ? { statements: [], parse_error: pathError }
+      : httpFacts({ method, path: ex.path, query, headers: req.headers as Record<string, string | string[] | undefined>, body: bodyJson, bodyError });
+  }
+  const status = s.gov.govern(
+    {
+      text,
+      analyze: analyzeHttp,
+      cacheKey: set && !pathError ? httpCacheKey(set, text, req.headers as Record<string, string | string[] | undefined>, bodyJson) : undefined,
+      noun: 'request',
+      display: ex.body && ex.body.length ? `${text}\n${ex.body.subarray(0, 2048).toString('utf8')}` : text,
+      ownAudit: true,
+    },
+    ex,
+  );
+  currentFacts = null;
+  if (status === CONTINUE) {
+    if (pathError && !set) {
+      // No policy decides, but an ambiguous path is never forwarded.
+      ex.outcome = 'denied';
+      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: pathError }));
+    }
+    ex.forward();
+  }
+}
+
+function rawPathOnly(raw: string): string {
+  const q = raw.indexOf('?');
+  return q < 0 ? raw : raw.slice(0, q);
+}
+
+function isLoopback(a: string): boolean {
+  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
+}
+
+function isJson(ctype: string): boolean {
+  const c = ctype.toLowerCase();
+  return c.startsWith('application/json') || /^[a-z]+\/[^;]*\+json/.test(c);
+}
+
+function requestHasBody(req: Req, h2: boolean): boolean {
+  if (h2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
+  const cl = req.headers['content-length'];
+  if (cl !== undefined) return cl !== '0';
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+/** The whole body, or null past `max` bytes. */
+async function readBody(req: Req, max: number): Promise<Buffer | null> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > max) return null;
+    parts.push(c);
+  }
+  return Buffer.concat(parts, n);
+}
+
+/** The request body as the recording keeps it: masked with the session's rules when masking applies. */
+function recordedRequestBody(s: Session, b: Buffer, ctype: string): Buffer {
+  const set = s.masking();
+  if (!set) return b;
+  const m = createBodyMasker({ contentType: ctype || 'text/plain', contentEncoding: undefined, set, ctx: s.maskContext });
+  if (m.kind === 'none') return b;
+  if (m.kind === 'refuse') return Buffer.from(`[${b.length} bytes not recorded: ${m.reason}]`);
+  return m.maskAll(b);
+}
+
+/** The session of this connection for (target, token): reused, or authenticated and opened. */
+async function sessionFor(ex: Exchange, targetName: string, token: string): Promise<HttpSession | null> {
+  const { st, conn, res } = ex;
+  const key = `${targetName}\0${token}`;
+  const have = conn.sessions.get(key);
+  if (have && !have.s.endedAt) {
+    if (have.expMs && Date.now() >= have.expMs) {
+      closeSession(have, 'the token expired');
+      ex.finish(sendProblem(res, { status: 401, title: 'Token expired', detail: 'the token expired; get a fresh one' }, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' }));
+      return null;
+    }
+    return have;
+  }
+  let grant;
+  try {
+    grant = await st.core.authenticate(token, targetName, 'http', conn.client);
+  } catch (err) {
+    if (err instanceof AuthError) {
+      const status = AUTH_STATUS[err.code] ?? 401;
+      ex.outcome = 'refused';
+      ex.finish(sendProblem(res, { status, title: status === 401 ? 'Token refused' : status === 404 ? 'Unknown target' : status === 503 ? 'Unavailable' : 'Forbidden', detail: err.message, code: err.code }, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' } : undefined));
+      return null;
+    }
+    throw err;
+  }
+  if (conn.closed || res.destroyed) return null;
+  conn.release?.();
+  conn.release = null;
+  const hs: HttpSession = { s: null as unknown as Session, key, conn, target: grant.target, expMs: grant.identity.exp ? grant.identity.exp * 1000 : 0, reqNo: 0, inflight: new Set() };
+  hs.s = st.core.sessions.open({
+    protocol: 'http',
+    identity: grant.identity,
+    target: targetName,
+    client: conn.client,
+    terminate: (reason) => terminateSession(hs, reason),
+  });
+  conn.sessions.set(key, hs);
+  return hs;
+}
+
+/** Kill switch / admin kill: in-flight requests end now, the session closes. */
+function terminateSession(hs: HttpSession, reason: string): void {
+  for (const ex of [...hs.inflight]) ex.kill(reason);
+  closeSession(hs, reason);
+  // An HTTP/1.1 connection carries one request at a time: closing it makes sure nothing else of this session is sent on it.
+  if (!hs.conn.h2 && hs.conn.sessions.size === 0) hs.conn.destroy();
+}
+
+export function closeSession(hs: HttpSession, reason: string): void {
+  if (hs.conn.sessions.get(hs.key) === hs) hs.conn.sessions.delete(hs.key);
+  hs.s.close(reason);
+}
+
+/** Relays the request to the target and the response back. */
+async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: TokenVia, hasBody: boolean): Promise<void> {
+  const { st, conn, req, res } = ex;
+  const s = hs.s;
+  const rec = s.recorder;
+  const got = st.upstreams.get(t);
+  const up = 'then' in got ? await got : got;
+  if (ex.ended) return;
+  const inj = up.injection;
+  const q = ex.query + inj.query;
+  const path = t.base_path + ex.path + (q ? `?${q[0] === '&' ? q.slice(1) : q}` : '');
+  const headers = upstreamHeaders(req, via, st.cfg.token_header, inj.headers, t.port === (t.scheme === 'https' ? 443 : 80) ? t.host : `${t.host}:${t.port}`);
+  if (ex.ws) return forwardWebSocket(ex, hs, t, up, path, headers);
+  let body: Dispatcher.DispatchOptions['body'] = null;
+  if (ex.body) body = ex.body;
+  else if (hasBody) body = Readable.from(streamBody(ex, s, rec, String(req.headers['content-type'] ?? '')), { objectMode: false });
+  else delete headers['content-length'];
+  res.on('close', () => {
+    if (!res.writableFinished && !ex.ended) {
+      ex.outcome = 'client_abort';
+      ex.abortUpstream();
+      ex.finish(ex.status || 499);
+    }
+  });
+  let r: Dispatcher.ResponseData;
+  try {
+    r = await up.pool.request({ method: req.method as Dispatcher.HttpMethod, path, headers, body, signal: ex.signal, headersTimeout: t.timeout, bodyTimeout: t.timeout });
+  } catch (err) {
+    if (ex.ended) return;
+    const e = err as Error & { code?: string };
+    ex.outcome = 'upstream_error';
+    ex.error = `${e.code ?? e.name}: ${e.message}`;
+    const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
+    return void ex.finish(
+      sendProblem(res, {
+        status: timeout ? 504 : 502,
+        title: timeout ? 'Target timed out' : 'Target unreachable',
+        detail: `target "${t.name}" (${t.scheme}://${t.host}:${t.port}) ${timeout ? 'did not answer in time' : 'failed'}: ${e.message}${e.code ? ` (${e.code})` : ''}`,
+      }),
+    );
+  }
+  if (ex.ended) {
+    r.body.destroy();
+    return;
+  }
+  ex.upstreamBody = r.body;
+  ex.status = r.statusCode;
+  const upHeaders = r.headers as Record<string, string | string[] | undefined>;
+  const noBody = req.method === 'HEAD' || r.statusCode === 204 || r.statusCode === 304;
+  const maskSet = noBody ? null : s.masking();
+  let masker: ReturnType<typeof createBodyMasker> | null = null;
+  if (maskSet) {
+    masker = createBodyMasker({ contentType: str(upHeaders['content-type']), contentEncoding: str(upHeaders['content-encoding']), set: maskSet, ctx: s.maskContext });
+    if (masker.kind === 'refuse') {
+      r.body.destroy();
+      ex.outcome = 'refused';
+      ex.error = masker.reason;
+      ex.status = 0;
+      return void ex.finish(sendProblem(res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${t.name}" is not sent: masking applies to this session and ${masker.reason}` }));
+    }
+  }
+  const masking = masker?.kind === 'mask' ? masker : null;
+  const out = clientHeaders(upHeaders, inj.secrets, masking !== null, conn.h2);
+  rec?.event({ event: 'http.response', req: ex.n, status: r.statusCode, headers: headerPairs(out, () => false) });
+  res.writeHead(r.statusCode, out);
+  if (noBody) {
+    r.body.resume();
+    res.end();
+    res.once('finish', () => ex.finish(r.statusCode));
+    return;
+  }
+  const src: Readable = masking ? r.body.pipe(masking.stream) : r.body;
+  if (masking) r.body.on('error', (e) => masking.stream.destroy(e));
+  const n = ex.n;
+  src.on('data', (c: Buffer) => {
+    ex.bytesOut += c.length;
+    s.bytesToClient += c.length;
+    if (rec) rec.record(Dir.GatewayToClient, dataFrame(n, 0, c));
+    if (!(res as ServerResponse).write(c)) {
+      src.pause();
+      res.once('drain', () => src.resume());
+    }
+  });
+  src.on('end', () => {
+    if (masking) s.maskingApplied(masking.counts);
+    res.end();
+  });
+  src.on('error', (e: Error & { code?: string }) => {
+    if (ex.ended) return;
+    ex.outcome = 'upstream_error';
+    ex.error = `${e.code ?? e.name}: ${e.message}`;
+    res.destroy();
+    ex.finish(r.statusCode);
+  });
+  res.once('finish', () => ex.finish(r.statusCode));
+}
+
+/** The client's request body as it streams up: counted and recorded (masked for the recording). */
+async function* streamBody(ex: Exchange, s: Session, rec: Session['recorder'], ctype: string): AsyncGenerator<Buffer> {
+  const set = rec ? s.masking() : null;
+  const m = set ? createBodyMasker({ contentType: ctype || 'text/plain', contentEncoding: undefined, set, ctx: s.maskContext }) : null;
+  const recMask = m && m.kind === 'mask' ? m : null;
+  if (recMask) recMask.stream.on('data', (c: Buffer) => rec!.record(Dir.ClientToGateway, dataFrame(ex.n, 0, c)));
+  for await (const c of ex.req as AsyncIterable<Buffer>) {
+    ex.bytesIn += c.length;
+    s.bytesFromClient += c.length;
+    if (rec) {
+      if (recMask) recMask.stream.write(c);
+      else if (m && m.kind === 'refuse') rec.event({ event: 'http.body_not_recorded', req: ex.n, bytes: c.length, reason: m.reason });
+      else rec.record(Dir.ClientToGateway, dataFrame(ex.n, 0, c));
+    }
+    yield c;
+  }
+  recMask?.stream.end();
+}
+
+function str(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+export { SAFE_METHODS };

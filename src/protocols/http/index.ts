@@ -1,0 +1,126 @@
+// The HTTP protocol module: HTTP/1.1 and HTTP/2 (ALPN, over TLS) in front of
+// internal APIs. See README.md in this folder.
+
+import './config.js';
+import http from 'node:http';
+import http2 from 'node:http2';
+import { readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '../kit/module.js';
+import { TOO_MANY_PENDING } from '../kit/module.js';
+import type { HttpListenerConfig } from '../../config/types.js';
+import { listenOn } from '../../gateway/listen.js';
+import { closeSession, handleRequest, sendProblem, type Conn, type ListenerState, type Req, type Res } from './exchange.js';
+import { problemBody } from './problem.js';
+import { Upstreams } from './upstream.js';
+import { renderHttp } from './replay.js';
+import { handleUpgrade } from './websocket.js';
+
+/** The Conn of a socket (set on the TLS or TCP socket; HTTP/2's socket proxy reads through to it). */
+const CONN = Symbol('sluice.http.conn');
+
+export const httpModule: ProtocolModule = {
+  protocol: 'http',
+  render: (frames, opts) => renderHttp(frames, opts),
+  async listen(core: Core, anyCfg: AnyListenerConfig): Promise<RunningListener> {
+    let cfg = anyCfg as HttpListenerConfig;
+    const st: ListenerState = { core, cfg, upstreams: new Upstreams(core), grants: new Map(), tls: !!cfg.tls };
+    const limits = () => core.config().limits;
+
+    const onRequest = (req: Req, res: Res): void => {
+      const conn = (req.socket as unknown as Record<symbol, Conn | undefined>)[CONN];
+      if (!conn) {
+        res.destroy();
+        return;
+      }
+      void handleRequest(st, conn, req, res);
+    };
+
+    /** A new connection: counted against the pre-auth limits until its first request authenticates. */
+    const onSocket = (sock: Socket, h2: boolean): void => {
+      sock.on('error', () => {}); // errors end the connection; never crash the gateway
+      const client = { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, secure: !!cfg.tls };
+      const conn: Conn = {
+        client,
+        sessions: new Map(),
+        release: null,
+        h2,
+        closed: false,
+        destroy: () => sock.destroy(),
+      };
+      (sock as unknown as Record<symbol, Conn>)[CONN] = conn;
+      conn.release = core.admitUnauthenticated({ address: client.address, port: client.port, protocol: 'http' }, () => sock.destroy());
+      if (!conn.release) {
+        if (!cfg.tls) {
+          const body = problemBody({ status: 503, title: 'Too many connections', detail: TOO_MANY_PENDING });
+          sock.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+        } else sock.destroy();
+        return;
+      }
+      sock.once('close', () => {
+        conn.closed = true;
+        conn.release?.();
+        conn.release = null;
+        for (const hs of [...conn.sessions.values()]) {
+          for (const ex of [...hs.inflight]) ex.kill('the client closed the connection');
+          closeSession(hs, 'client closed the connection');
+        }
+      });
+    };
+
+    let server: http.Server | http2.Http2SecureServer;
+    if (cfg.tls) {
+      const s2 = http2.createSecureServer(
+        {
+          cert: readFileSync(cfg.tls.cert),
+          key: readFileSync(cfg.tls.key),
+          allowHTTP1: true,
+          maxSessionMemory: 64,
+          settings: { maxHeaderListSize: cfg.max_header_bytes, enablePush: false },
+          maxHeaderListPairs: 256,
+        },
+        onRequest,
+      );
+      s2.on('secureConnection', (sock: Socket) => onSocket(sock, (sock as unknown as { alpnProtocol?: string }).alpnProtocol === 'h2'));
+      s2.on('session', (sess) => sess.setTimeout(cfg.idle_timeout, () => sess.close()));
+      s2.on('upgrade', (req, sock, head) => handleUpgrade(st, (sock as unknown as Record<symbol, Conn>)[CONN], req, sock as Socket, head));
+      server = s2;
+    } else {
+      const s1 = http.createServer({ maxHeaderSize: cfg.max_header_bytes, noDelay: true, requireHostHeader: false, keepAliveTimeout: cfg.idle_timeout, headersTimeout: limits().startup_timeout, requestTimeout: 0 }, onRequest);
+      s1.on('connection', (sock: Socket) => onSocket(sock, false));
+      s1.on('upgrade', (req, sock, head) => handleUpgrade(st, (sock as unknown as Record<symbol, Conn>)[CONN], req, sock as Socket, head));
+      server = s1;
+    }
+    // A request head the parser cannot read (ambiguous framing, bad chunk, obs-fold, bare LF, …): 400, nothing forwarded.
+    server.on('clientError', (err: Error & { code?: string }, sock: Socket) => {
+      const conn = (sock as unknown as Record<symbol, Conn | undefined>)[CONN];
+      core.logPreAuth('info', { event: 'http.bad_request', reason: err.code ?? 'parse_error', protocol: 'http', client: `${sock.remoteAddress}:${sock.remotePort}` }, `malformed HTTP request refused: ${err.code ?? err.message}`);
+      if (err.code === 'ECONNRESET' || !sock.writable) return void sock.destroy();
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+      const body = problemBody({ status, title: status === 431 ? 'Request header fields too large' : status === 408 ? 'Request timeout' : 'Bad request', detail: `malformed or ambiguous request refused, nothing was forwarded (${err.code ?? err.message})` });
+      sock.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/problem+json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+      void conn;
+    });
+    if (server instanceof http.Server) {
+      server.keepAliveTimeout = cfg.idle_timeout;
+    }
+    const addr = await listenOn(server as unknown as import('node:net').Server, cfg.port, cfg.host);
+    return {
+      protocol: 'http',
+      host: addr.address,
+      port: addr.port,
+      reload(next) {
+        cfg = next as HttpListenerConfig;
+        st.cfg = cfg;
+        if (server instanceof http.Server) server.keepAliveTimeout = cfg.idle_timeout;
+        if (cfg.tls && 'setSecureContext' in server) server.setSecureContext({ cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) });
+      },
+      close: async () => {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await st.upstreams.close();
+      },
+    };
+  },
+};
+
+export { sendProblem };
