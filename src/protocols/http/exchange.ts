@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import { Readable } from 'node:stream';
+import { Readable, type Transform } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { AuthError } from '../../identity/types.js';
@@ -23,7 +23,7 @@ import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
 import { problemBody, refusalProblem, type Problem } from './problem.js';
 import type { Upstreams } from './upstream.js';
-import { createBodyMasker } from './body-masker.js';
+import { createBodyMasker, type BodyMasker } from './body-masker.js';
 import { forwardWebSocket } from './websocket.js';
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -224,8 +224,8 @@ export class Exchange implements Transport {
   private detached = false;
   private held: Held | null = null;
   private waitTimer: NodeJS.Timeout | null = null;
-  private readonly ac = new AbortController();
-  upstreamBody: Readable | null = null;
+  /** Aborts the upstream request (set once it is dispatched). */
+  abortUpstream: () => void = () => {};
   /** The normalised request line the policy decided on, and what a grant must match. */
   method = '';
   path = '';
@@ -325,21 +325,12 @@ export class Exchange implements Transport {
     this.outcome = 'killed';
     this.error = reason;
     if (this.onKill) return this.onKill(reason);
-    this.ac.abort();
-    this.upstreamBody?.destroy();
+    this.abortUpstream();
     if (!this.res.headersSent) this.finish(sendProblem(this.res, { status: 403, title: 'Session ended', detail: reason }, undefined, true));
     else {
       this.res.destroy();
       this.finish(this.status);
     }
-  }
-
-  get signal(): AbortSignal {
-    return this.ac.signal;
-  }
-
-  abortUpstream(): void {
-    this.ac.abort();
   }
 
   /** The request is over: recording, audit line, metrics. Idempotent. */
@@ -626,22 +617,21 @@ export function closeSession(hs: HttpSession, reason: string): void {
   hs.s.close(reason);
 }
 
-/** Relays the request to the target and the response back. */
+/** Relays the request to the target and the response back (undici's dispatch API: no promise, no Readable per response). */
 async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: TokenVia, hasBody: boolean): Promise<void> {
   const { st, conn, req, res } = ex;
-  const s = hs.s;
-  const rec = s.recorder;
   const got = st.upstreams.get(t);
   const up = 'then' in got ? await got : got;
   if (ex.ended) return;
   const inj = up.injection;
   const q = ex.query + inj.query;
   const path = t.base_path + ex.path + (q ? `?${q[0] === '&' ? q.slice(1) : q}` : '');
-  const headers = upstreamHeaders(req, via, st.cfg.token_header, inj.headers, t.port === (t.scheme === 'https' ? 443 : 80) ? t.host : `${t.host}:${t.port}`);
+  const headers = upstreamHeaders(req, via, st.cfg.token_header, inj.headers, up.hostHeader);
   if (ex.ws) return forwardWebSocket(ex, hs, t, up, path, headers);
+  const s = hs.s;
   let body: Dispatcher.DispatchOptions['body'] = null;
   if (ex.body) body = ex.body;
-  else if (hasBody) body = Readable.from(streamBody(ex, s, rec, String(req.headers['content-type'] ?? '')), { objectMode: false });
+  else if (hasBody) body = Readable.from(streamBody(ex, s, s.recorder, String(req.headers['content-type'] ?? '')), { objectMode: false });
   else delete headers['content-length'];
   res.on('close', () => {
     if (!res.writableFinished && !ex.ended) {
@@ -650,77 +640,126 @@ async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: 
       ex.finish(ex.status || 499);
     }
   });
-  let r: Dispatcher.ResponseData;
-  try {
-    r = await up.pool.request({ method: req.method as Dispatcher.HttpMethod, path, headers, body, signal: ex.signal, headersTimeout: t.timeout, bodyTimeout: t.timeout });
-  } catch (err) {
+  up.pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path, headers, body, headersTimeout: t.timeout, bodyTimeout: t.timeout }, new Relay(ex, hs, t, up.injection.secrets));
+}
+
+/** undici's response handler: the upstream response, masked and recorded, onto the client's response. */
+class Relay implements Dispatcher.DispatchHandler {
+  private masking: Extract<BodyMasker, { kind: 'mask' }> | null = null;
+  private resume: (() => void) | null = null;
+  private readonly rec: Session['recorder'];
+
+  constructor(
+    private readonly ex: Exchange,
+    private readonly hs: HttpSession,
+    private readonly t: HttpTargetConfig,
+    private readonly secrets: string[],
+  ) {
+    this.rec = hs.s.recorder;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.ex.ended) return abort();
+    this.ex.abortUpstream = () => abort();
+  }
+
+  onError(err: Error): void {
+    const ex = this.ex;
     if (ex.ended) return;
     const e = err as Error & { code?: string };
     ex.outcome = 'upstream_error';
     ex.error = `${e.code ?? e.name}: ${e.message}`;
-    const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
-    return void ex.finish(
-      sendProblem(res, {
+    if (ex.res.headersSent) {
+      // Mid-body: the client must see a truncated response, never a complete-looking one.
+      ex.res.destroy();
+      return ex.finish(ex.status);
+    }
+    const t = this.t;
+    const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
+    ex.finish(
+      sendProblem(ex.res, {
         status: timeout ? 504 : 502,
         title: timeout ? 'Target timed out' : 'Target unreachable',
         detail: `target "${t.name}" (${t.scheme}://${t.host}:${t.port}) ${timeout ? 'did not answer in time' : 'failed'}: ${e.message}${e.code ? ` (${e.code})` : ''}`,
       }),
     );
   }
-  if (ex.ended) {
-    r.body.destroy();
-    return;
-  }
-  ex.upstreamBody = r.body;
-  ex.status = r.statusCode;
-  const upHeaders = r.headers as Record<string, string | string[] | undefined>;
-  const noBody = req.method === 'HEAD' || r.statusCode === 204 || r.statusCode === 304;
-  const maskSet = noBody ? null : s.masking();
-  let masker: ReturnType<typeof createBodyMasker> | null = null;
-  if (maskSet) {
-    masker = createBodyMasker({ contentType: str(upHeaders['content-type']), contentEncoding: str(upHeaders['content-encoding']), set: maskSet, ctx: s.maskContext });
-    if (masker.kind === 'refuse') {
-      r.body.destroy();
-      ex.outcome = 'refused';
-      ex.error = masker.reason;
-      ex.status = 0;
-      return void ex.finish(sendProblem(res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${t.name}" is not sent: masking applies to this session and ${masker.reason}` }));
+
+  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+    const ex = this.ex;
+    if (status < 200) return true; // 1xx: informational, not relayed
+    if (ex.ended) return false;
+    this.resume = resume;
+    ex.status = status;
+    const s = this.hs.s;
+    const up: Record<string, string | string[] | undefined> = {};
+    for (let i = 0; i < raw.length; i += 2) {
+      const k = raw[i]!.toString('latin1').toLowerCase();
+      const v = raw[i + 1]!.toString('latin1');
+      const had = up[k];
+      up[k] = had === undefined ? v : Array.isArray(had) ? [...had, v] : [had, v];
     }
+    const req = ex.req;
+    const noBody = req.method === 'HEAD' || status === 204 || status === 304;
+    const maskSet = noBody ? null : s.masking();
+    if (maskSet) {
+      const m = createBodyMasker({ contentType: str(up['content-type']), contentEncoding: str(up['content-encoding']), set: maskSet, ctx: s.maskContext });
+      if (m.kind === 'refuse') {
+        ex.outcome = 'refused';
+        ex.error = m.reason;
+        ex.abortUpstream();
+        ex.finish(sendProblem(ex.res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${this.t.name}" is not sent: masking applies to this session and ${m.reason}` }));
+        return false;
+      }
+      if (m.kind === 'mask') this.masking = m;
+    }
+    const out = clientHeaders(up, this.secrets, this.masking !== null, ex.conn.h2);
+    this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, () => false) });
+    const res = ex.res as ServerResponse;
+    res.writeHead(status, out);
+    res.once('finish', () => ex.finish(status));
+    const m = this.masking;
+    if (m) {
+      m.stream.on('data', (c: Buffer) => this.send(c, m.stream));
+      m.stream.on('end', () => {
+        s.maskingApplied(m.counts);
+        res.end();
+      });
+      m.stream.on('error', (e: Error) => this.onError(e));
+      m.stream.on('drain', () => this.resume?.());
+    } else {
+      res.on('drain', () => this.resume?.());
+    }
+    return true;
   }
-  const masking = masker?.kind === 'mask' ? masker : null;
-  const out = clientHeaders(upHeaders, inj.secrets, masking !== null, conn.h2);
-  rec?.event({ event: 'http.response', req: ex.n, status: r.statusCode, headers: headerPairs(out, () => false) });
-  res.writeHead(r.statusCode, out);
-  if (noBody) {
-    r.body.resume();
-    res.end();
-    res.once('finish', () => ex.finish(r.statusCode));
-    return;
-  }
-  const src: Readable = masking ? r.body.pipe(masking.stream) : r.body;
-  if (masking) r.body.on('error', (e) => masking.stream.destroy(e));
-  const n = ex.n;
-  src.on('data', (c: Buffer) => {
+
+  /** One chunk of the response body to the client: counted, recorded; false when the client is slow. */
+  private send(c: Buffer, from: Transform | null): boolean {
+    const ex = this.ex;
     ex.bytesOut += c.length;
-    s.bytesToClient += c.length;
-    if (rec) rec.record(Dir.GatewayToClient, dataFrame(n, 0, c));
-    if (!(res as ServerResponse).write(c)) {
-      src.pause();
-      res.once('drain', () => src.resume());
+    this.hs.s.bytesToClient += c.length;
+    if (this.rec) this.rec.record(Dir.GatewayToClient, dataFrame(ex.n, 0, c));
+    const ok = (ex.res as ServerResponse).write(c);
+    if (!ok && from) {
+      from.pause();
+      ex.res.once('drain', () => from.resume());
     }
-  });
-  src.on('end', () => {
-    if (masking) s.maskingApplied(masking.counts);
-    res.end();
-  });
-  src.on('error', (e: Error & { code?: string }) => {
+    return ok;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.ex.ended) return false;
+    const m = this.masking;
+    if (m) return m.stream.write(chunk);
+    return this.send(chunk, null);
+  }
+
+  onComplete(): void {
+    const ex = this.ex;
     if (ex.ended) return;
-    ex.outcome = 'upstream_error';
-    ex.error = `${e.code ?? e.name}: ${e.message}`;
-    res.destroy();
-    ex.finish(r.statusCode);
-  });
-  res.once('finish', () => ex.finish(r.statusCode));
+    if (this.masking) this.masking.stream.end();
+    else ex.res.end();
+  }
 }
 
 /** The client's request body as it streams up: counted and recorded (masked for the recording). */

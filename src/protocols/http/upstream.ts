@@ -19,6 +19,8 @@ export interface Injection {
 export interface Entry {
   key: string;
   pool: Pool;
+  /** The Host header toward the target. */
+  hostHeader: string;
   /** The client certificate's key toward the target (mTLS), for websocket connections. */
   clientKey?: string;
   injection: Injection;
@@ -72,7 +74,8 @@ export class Upstreams {
         },
       });
     }
-    const e: Entry = { key, pool, clientKey, injection, at: Date.now() };
+    const hostHeader = t.port === (t.scheme === 'https' ? 443 : 80) ? t.host : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
+    const e: Entry = { key, pool, clientKey, hostHeader, injection, at: Date.now() };
     this.entries.set(t.name, e);
     return e;
   }
