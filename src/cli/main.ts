@@ -94,6 +94,9 @@ notices. --raw prints every frame as a hexdump; --follow tails a live session.
 An SSH session is played back in the terminal at the recorded pace (--speed 4 plays four
 times as fast, --no-wait all at once): shells as the user saw them, each exec as its
 command, output and exit status, sftp and forwarding as lines of what happened.
+An HTTP session is shown request by request: status, duration, bytes, decision, outcome,
+approvals and masking, then the request body and the first --rows lines of the response
+(decoded from gzip, deflate or br).
 `,
   export: `Usage: sluice export <session> --format jsonl|asciicast|har [--config sluice.yaml] [--out FILE]
 

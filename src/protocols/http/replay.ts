@@ -126,6 +126,7 @@ function responseBody(r: RecordedRequest, rows: number): string[] {
   const res = lines.map((l) => `  < ${clip(l)}`);
   if (count) res.push(`  ${count}`);
   if (cut) res.push(`  (preview of the first ${fmtBytes(raw.length)} of ${fmtBytes(r.resBodyBytes)} as sent${enc ? `, ${enc}` : ''})`);
+  else if (!r.end) res.push(`  (body so far: ${fmtBytes(r.resBodyBytes)} as sent; no end recorded)`);
   return res;
 }
 
