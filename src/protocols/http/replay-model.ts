@@ -278,7 +278,8 @@ function decodeOne(input: Buffer, coding: string, maxBytes: number): { data: Buf
       return { data: run(n === input.length ? input : input.subarray(0, n)), partial };
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      if (e.code !== 'ERR_BUFFER_TOO_LARGE' && !(err instanceof RangeError) || n < 64) return { error: `${coding}: ${e.message}` };
+      const tooLarge = e.code === 'ERR_BUFFER_TOO_LARGE' || err instanceof RangeError;
+      if (!tooLarge || n < 64) return { error: `${coding}: ${e.message}` };
     }
   }
 }
