@@ -34,8 +34,8 @@ Usage:
                                          the kill switch: cut an identity's sessions, refuse its logins
   sluice replay <session> [--rows 20] [--raw] [--follow] [--speed N] [--no-wait]
                                          a recorded session as a timeline (or hexdump frames)
-  sluice export <session> --format jsonl|asciicast [--out FILE]
-                                         machine-readable frames
+  sluice export <session> --format jsonl|asciicast|har [--out FILE]
+                                         machine-readable frames, a terminal cast, an HTTP archive
   sluice recordings verify <session>     check a recording's hash chain and signature
   sluice audit [--identity SUB --target T --decision deny --since 1d]
                                          the audit trail: sessions and policy decisions
@@ -94,12 +94,17 @@ notices. --raw prints every frame as a hexdump; --follow tails a live session.
 An SSH session is played back in the terminal at the recorded pace (--speed 4 plays four
 times as fast, --no-wait all at once): shells as the user saw them, each exec as its
 command, output and exit status, sftp and forwarding as lines of what happened.
+An HTTP session is shown request by request: status, duration, bytes, decision, outcome,
+approvals and masking, then the request body and the first --rows lines of the response
+(decoded from gzip, deflate or br).
 `,
-  export: `Usage: sluice export <session> --format jsonl|asciicast [--config sluice.yaml] [--out FILE]
+  export: `Usage: sluice export <session> --format jsonl|asciicast|har [--config sluice.yaml] [--out FILE]
 
 jsonl: one JSON object per line: the session's index entry, then every frame
 ({seq, t_us, dir: client|server|event, data_b64 | event}).
 asciicast: an SSH session as asciicast v2, for \`asciinema play\`.
+har: an HTTP session as HAR 1.2 (Chrome devtools: Network, Import HAR): each request with
+its headers, bodies as recorded (masked, decoded), timings, and Sluice's decision in _sluice.
 `,
   recordings: `Usage: sluice recordings verify <session> [--config sluice.yaml]
 

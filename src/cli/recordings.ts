@@ -3,6 +3,7 @@
 // read from the recording store: the target may be offline.
 
 import { createWriteStream } from 'node:fs';
+import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import type { SluiceConfig } from '../config/types.js';
 import { printTable } from './table.js';
@@ -200,8 +201,8 @@ export async function exportCommand(args: string[], load: Load, configPath: (v?:
     allowPositionals: true,
     options: { config: { type: 'string', short: 'c' }, format: { type: 'string', default: 'jsonl' }, out: { type: 'string', short: 'o' } },
   });
-  if (values.format !== 'jsonl' && values.format !== 'asciicast') {
-    process.stderr.write(`sluice export: unknown --format "${values.format}" (supported: jsonl, asciicast)\n`);
+  if (values.format !== 'jsonl' && values.format !== 'asciicast' && values.format !== 'har') {
+    process.stderr.write(`sluice export: unknown --format "${values.format}" (supported: jsonl, asciicast, har)\n`);
     return 2;
   }
   return withSession(values.config, positionals[0], load, configPath, async (store, e) => {
@@ -209,7 +210,24 @@ export async function exportCommand(args: string[], load: Load, configPath: (v?:
       process.stderr.write(`sluice export: --format asciicast is for SSH sessions; ${e.id} is a ${e.protocol} session (use jsonl)\n`);
       return 2;
     }
+    // HAR comes from the session's protocol module (ProtocolModule.export), so this file names no exporter.
+    const har = values.format === 'har' ? protocolModules.find((m) => m.protocol === e.protocol)?.export?.har : undefined;
+    if (values.format === 'har' && !har) {
+      process.stderr.write(
+        e.protocol === 'http'
+          ? `sluice export: this build's http module has no HAR exporter\n`
+          : `sluice export: --format har is for HTTP sessions; ${e.id} is a ${e.protocol} session (use jsonl${e.protocol === 'ssh' ? ' or asciicast' : ''})\n`,
+      );
+      return 2;
+    }
     const out: NodeJS.WritableStream = values.out ? createWriteStream(values.out) : process.stdout;
+    if (har) {
+      const version = createRequire(import.meta.url)('../../package.json').version as string;
+      const doc = har(store.frames(e.id), { id: e.id, target: e.target, sub: e.sub, started_at: e.started_at, version });
+      out.write(JSON.stringify(doc, null, 2) + '\n');
+      if (out !== process.stdout) await new Promise<void>((r) => out.end(() => r()));
+      return 0;
+    }
     if (values.format === 'asciicast') {
       for (const line of toAsciicast(store.frames(e.id), e)) {
         if (!out.write(line + '\n')) await new Promise<void>((r) => out.once('drain', () => r()));

@@ -106,11 +106,34 @@ export interface ReplayOptions {
 /** Renders a recorded session of one protocol as readable lines. */
 export type Renderer = (frames: Iterable<Frame>, opts: ReplayOptions) => string[];
 
+/** What an exporter knows of a recorded session besides its frames. */
+export interface ExportMeta {
+  id: string;
+  target: string;
+  sub: string;
+  /** ISO time the session started; frame times are relative to it. */
+  started_at: string;
+  /** Sluice's version, for the export's creator field. */
+  version: string;
+}
+
+/**
+ * Standard formats a protocol's recordings export to (`sluice export --format
+ * <name>`), one optional field per format so the CLI finds the exporter on the
+ * module and the core imports no protocol.
+ */
+export interface Exporters {
+  /** HAR 1.2 (HTTP sessions): one JSON document. */
+  readonly har?: (frames: Iterable<Frame>, meta: ExportMeta) => object;
+}
+
 export interface ProtocolModule {
   readonly protocol: string;
   listen(core: Core, cfg: AnyListenerConfig): Promise<RunningListener>;
   /** The replay renderer of this protocol's recordings. */
   readonly render: Renderer;
+  /** Export formats besides jsonl (which every protocol has). */
+  readonly export?: Exporters;
 }
 
 export type { Session };
