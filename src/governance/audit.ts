@@ -46,6 +46,23 @@ function jsonFields(o: Record<string, unknown>): string {
   return out;
 }
 
+/** The fields of one request's audit line (HTTP). */
+export interface RequestAuditFields {
+  method: string;
+  /** Normalised path and query, as the policy saw it. */
+  path: string;
+  status: number;
+  /** ok, denied, held, refused, upstream_error, client_abort, killed, error. */
+  outcome: string;
+  bytes_in: number;
+  bytes_out: number;
+  ms: number;
+  decision?: string;
+  policy?: string;
+  rule?: string;
+  error?: string;
+}
+
 export class Auditor {
   /** Direct writes of pre-built audit lines (null: go through pino). */
   private readonly raw: ((line: string) => void) | null;
@@ -101,15 +118,24 @@ export class Auditor {
    * One line per request for protocols that audit at the end of an action (HTTP): who (identity and
    * CI claims), what, the decision and the result. Refused and held ones are also kept queryable.
    */
-  request(s: Session, fields: Record<string, unknown>): void {
-    const refused = fields.decision !== undefined && fields.decision !== 'allow';
-    const failed = fields.outcome !== 'ok';
+  request(s: Session, f: RequestAuditFields): void {
+    const refused = f.decision !== undefined && f.decision !== 'allow';
+    const failed = f.outcome !== 'ok';
+    if (!refused && !failed && this.raw) {
+      // The hot path (one line per relayed request): the session's part is serialised once.
+      if (!this.log.isLevelEnabled('info')) return;
+      const id = s.init.identity;
+      s.requestHead ??= jsonFields({ event: 'http.request', session: s.id, sub: id.sub, issuer: id.issuerName, target: s.init.target, protocol: s.init.protocol, claims: ciClaims(id.claims) });
+      const line = `,"method":${JSON.stringify(f.method)},"path":${JSON.stringify(f.path)},"status":${f.status},"outcome":"ok","bytes_in":${f.bytes_in},"bytes_out":${f.bytes_out},"ms":${f.ms}${f.decision === undefined ? '' : `,"decision":"allow","policy":${JSON.stringify(f.policy)},"rule":${JSON.stringify(f.rule)}`}`;
+      this.raw(`{"level":"info","time":"${isoNow()}","svc":"sluice"${s.requestHead}${line},"msg":${JSON.stringify(`${f.method} ${f.path} ${f.status}`)}}\n`);
+      return;
+    }
     const level = refused || failed ? 'warn' : 'info';
     if (!this.log.isLevelEnabled(level) && !refused) return;
     const id = s.init.identity;
-    const line = { event: 'http.request', session: s.id, sub: id.sub, issuer: id.issuerName, target: s.init.target, protocol: s.init.protocol, claims: ciClaims(id.claims), ...fields };
+    const line = { event: 'http.request', session: s.id, sub: id.sub, issuer: id.issuerName, target: s.init.target, protocol: s.init.protocol, claims: ciClaims(id.claims), ...f };
     if (refused) this.host.auditEvent({ ...line, time: new Date().toISOString() });
-    this.log[level](line, `${fields.method} ${fields.path} ${fields.status} ${fields.outcome}`);
+    this.log[level](line, `${f.method} ${f.path} ${f.status} ${f.outcome}`);
   }
 
   /** A side channel (forwarding, sftp write, shell, x11, agent) allowed or refused: logged; a refusal is also kept queryable. */

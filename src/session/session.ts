@@ -102,6 +102,8 @@ export class Session {
   recorder?: SessionRecorder;
   /** The session's fields of an audit line, serialised once. */
   logHead?: string;
+  /** The same for protocols with one audit line per request (HTTP). */
+  requestHead?: string;
   /** Facts of the last statement decided (for the approval fingerprint). */
   lastFacts?: QueryFacts;
   /** Approval requests of this session still waiting. */

@@ -48,6 +48,10 @@ export interface ListenerState {
   cfg: HttpListenerConfig;
   upstreams: Upstreams;
   grants: Map<string, Grant>;
+  /** Live sessions by `target \0 sha256(token)`. */
+  sessions: Map<string, HttpSession>;
+  /** Sessions being authenticated (concurrent first requests share one). */
+  opening: Map<string, Promise<HttpSession>>;
   /** Whether this listener speaks TLS. */
   tls: boolean;
 }
@@ -55,8 +59,8 @@ export interface ListenerState {
 /** One client connection (HTTP/1.1 socket or HTTP/2 session). */
 export interface Conn {
   client: ClientInfo;
-  /** Sessions by target and token. */
-  sessions: Map<string, HttpSession>;
+  /** The session of the connection's last request, and its token (keep-alive fast path). */
+  last?: { token: string; hs: HttpSession };
   /** Frees the connection's pre-auth slot (first authenticated request). */
   release: (() => void) | null;
   h2: boolean;
@@ -67,9 +71,13 @@ export interface Conn {
 
 export interface HttpSession {
   s: Session;
+  /** `target \0 sha256(token)` */
   key: string;
-  conn: Conn;
   target: HttpTargetConfig;
+  /** When the last request started (ms since the epoch). */
+  lastUse: number;
+  /** Called when the session closes (the listener forgets it). */
+  closing?: (hs: HttpSession) => void;
   /** Token expiry, ms since the epoch (0: none). */
   expMs: number;
   reqNo: number;
@@ -77,6 +85,7 @@ export interface HttpSession {
 }
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const METHOD_LABELS = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE', 'TRACE', 'CONNECT']);
 const REDACTED = '[redacted]';
 
 /** The analyzer for the policy engine: facts are built before govern() and handed over here (one function, one decision cache). */
@@ -359,7 +368,8 @@ export class Exchange implements Transport {
       error: this.error,
     });
     const tallies = s.registry.policies.tallies;
-    const key = `${hs.target.name}\0${this.method}\0${this.status}`;
+    // A client chooses the method: unknown ones share one label, so metrics cannot be flooded with series.
+    const key = `${hs.target.name}\0${METHOD_LABELS.has(this.method) ? this.method : 'OTHER'}\0${this.status}`;
     tallies.httpRequests.set(key, (tallies.httpRequests.get(key) ?? 0) + 1);
   }
 }
@@ -423,6 +433,7 @@ async function run(ex: Exchange): Promise<void> {
   ex.hs = hs;
   const s = hs.s;
   ex.n = ++hs.reqNo;
+  hs.lastUse = Date.now();
   hs.inflight.add(ex);
   const t = hs.target;
 
@@ -564,22 +575,63 @@ function recordedRequestBody(s: Session, b: Buffer, ctype: string): Buffer {
   return m.maskAll(b);
 }
 
-/** The session of this connection for (target, token): reused, or authenticated and opened. */
+/**
+ * The session of (token, target): requests carrying the same token to the same target share one
+ * session across connections (a CI job's curl calls, a driver's pool, HTTP/2 streams) while they
+ * keep coming; it ends `idle_timeout` after its last request, when the token expires, or on a kill.
+ * The token is verified once per session, not per request or connection.
+ */
 async function sessionFor(ex: Exchange, targetName: string, token: string): Promise<HttpSession | null> {
   const { st, conn, res } = ex;
-  const key = `${targetName}\0${token}`;
-  const have = conn.sessions.get(key);
-  if (have && !have.s.endedAt) {
-    if (have.expMs && Date.now() >= have.expMs) {
-      closeSession(have, 'the token expired');
-      ex.finish(sendProblem(res, { status: 401, title: 'Token expired', detail: 'the token expired; get a fresh one' }, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' }));
+  // The connection remembers its last session: a keep-alive client pays one string compare.
+  const last = conn.last;
+  let hs: HttpSession | undefined;
+  let key: string;
+  if (last && last.token === token && last.hs.target.name === targetName && !last.hs.s.endedAt) {
+    hs = last.hs;
+    key = hs.key;
+  } else {
+    key = `${targetName}\0${createHash('sha256').update(token).digest('base64url')}`;
+    hs = st.sessions.get(key);
+    if (hs?.s.endedAt) hs = undefined;
+  }
+  if (hs) {
+    if (hs.expMs && Date.now() >= hs.expMs) {
+      closeSession(hs, 'the token expired');
+      ex.outcome = 'refused';
+      ex.finish(sendProblem(res, { status: 401, title: 'Token refused', detail: 'the token expired; get a fresh one', code: 'token_expired' }, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' }));
       return null;
     }
-    return have;
+    conn.last = { token, hs };
+    admitted(conn);
+    return hs;
   }
-  let grant;
+  // Concurrent first requests of one token share one verification and one session.
+  let p = st.opening.get(key);
+  if (!p) {
+    p = st.core.authenticate(token, targetName, 'http', conn.client).then((grant) => {
+      const h: HttpSession = { s: null as unknown as Session, key, target: grant.target, expMs: grant.identity.exp ? grant.identity.exp * 1000 : 0, reqNo: 0, inflight: new Set(), lastUse: Date.now() };
+      h.s = st.core.sessions.open({
+        protocol: 'http',
+        identity: grant.identity,
+        target: targetName,
+        client: conn.client,
+        terminate: (reason) => terminateSession(st, h, reason),
+      });
+      h.closing = (x) => {
+        if (st.sessions.get(x.key) === x) st.sessions.delete(x.key);
+      };
+      st.sessions.set(key, h);
+      return h;
+    });
+    st.opening.set(key, p);
+    void p.then(
+      () => st.opening.delete(key),
+      () => st.opening.delete(key),
+    );
+  }
   try {
-    grant = await st.core.authenticate(token, targetName, 'http', conn.client);
+    hs = await p;
   } catch (err) {
     if (err instanceof AuthError) {
       const status = AUTH_STATUS[err.code] ?? 401;
@@ -590,31 +642,39 @@ async function sessionFor(ex: Exchange, targetName: string, token: string): Prom
     throw err;
   }
   if (conn.closed || res.destroyed) return null;
-  conn.release?.();
-  conn.release = null;
-  const hs: HttpSession = { s: null as unknown as Session, key, conn, target: grant.target, expMs: grant.identity.exp ? grant.identity.exp * 1000 : 0, reqNo: 0, inflight: new Set() };
-  hs.s = st.core.sessions.open({
-    protocol: 'http',
-    identity: grant.identity,
-    target: targetName,
-    client: conn.client,
-    terminate: (reason) => terminateSession(hs, reason),
-  });
-  conn.sessions.set(key, hs);
+  conn.last = { token, hs };
+  admitted(conn);
   return hs;
 }
 
+/** The connection authenticated: its pre-auth slot is free. */
+function admitted(conn: Conn): void {
+  if (conn.release) {
+    conn.release();
+    conn.release = null;
+  }
+}
+
 /** Kill switch / admin kill: in-flight requests end now, the session closes. */
-function terminateSession(hs: HttpSession, reason: string): void {
+function terminateSession(st: ListenerState, hs: HttpSession, reason: string): void {
   for (const ex of [...hs.inflight]) ex.kill(reason);
   closeSession(hs, reason);
-  // An HTTP/1.1 connection carries one request at a time: closing it makes sure nothing else of this session is sent on it.
-  if (!hs.conn.h2 && hs.conn.sessions.size === 0) hs.conn.destroy();
+  void st;
 }
 
 export function closeSession(hs: HttpSession, reason: string): void {
-  if (hs.conn.sessions.get(hs.key) === hs) hs.conn.sessions.delete(hs.key);
+  hs.closing?.(hs);
   hs.s.close(reason);
+}
+
+/** Closes sessions idle past `idleMs` (called every second by the listener). */
+export function sweepSessions(st: ListenerState, idleMs: number): void {
+  const now = Date.now();
+  for (const hs of st.sessions.values()) {
+    if (hs.s.endedAt) st.sessions.delete(hs.key);
+    else if (hs.inflight.size === 0 && now - hs.lastUse > idleMs) closeSession(hs, 'idle');
+    else if (hs.expMs && now >= hs.expMs && hs.inflight.size === 0) closeSession(hs, 'the token expired');
+  }
 }
 
 /** Relays the request to the target and the response back (undici's dispatch API: no promise, no Readable per response). */

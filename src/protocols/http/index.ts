@@ -10,10 +10,11 @@ import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '.
 import { TOO_MANY_PENDING } from '../kit/module.js';
 import type { HttpListenerConfig } from '../../config/types.js';
 import { listenOn } from '../../gateway/listen.js';
-import { closeSession, handleRequest, sendProblem, type Conn, type ListenerState, type Req, type Res } from './exchange.js';
+import { handleRequest, sweepSessions, sendProblem, type Conn, type ListenerState, type Req, type Res } from './exchange.js';
 import { problemBody } from './problem.js';
 import { Upstreams } from './upstream.js';
 import { renderHttp } from './replay.js';
+import { toHar } from './har.js';
 import { handleUpgrade } from './websocket.js';
 
 /** The Conn of a socket (set on the TLS or TCP socket; HTTP/2's socket proxy reads through to it). */
@@ -22,9 +23,16 @@ const CONN = Symbol('sluice.http.conn');
 export const httpModule: ProtocolModule = {
   protocol: 'http',
   render: (frames, opts) => renderHttp(frames, opts),
+  export: { har: (frames, meta) => toHar(frames, meta) },
   async listen(core: Core, anyCfg: AnyListenerConfig): Promise<RunningListener> {
     let cfg = anyCfg as HttpListenerConfig;
-    const st: ListenerState = { core, cfg, upstreams: new Upstreams(core), grants: new Map(), tls: !!cfg.tls };
+    const st: ListenerState = { core, cfg, upstreams: new Upstreams(core), grants: new Map(), sessions: new Map(), opening: new Map(), tls: !!cfg.tls };
+    const sweep = setInterval(() => {
+      sweepSessions(st, cfg.idle_timeout);
+      const now = Date.now();
+      for (const [id, g] of st.grants) if (g.expires < now || g.used) st.grants.delete(id);
+    }, 1000);
+    sweep.unref();
     const limits = () => core.config().limits;
 
     const onRequest = (req: Req, res: Res): void => {
@@ -42,7 +50,6 @@ export const httpModule: ProtocolModule = {
       const client = { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, secure: !!cfg.tls };
       const conn: Conn = {
         client,
-        sessions: new Map(),
         release: null,
         h2,
         closed: false,
@@ -61,10 +68,7 @@ export const httpModule: ProtocolModule = {
         conn.closed = true;
         conn.release?.();
         conn.release = null;
-        for (const hs of [...conn.sessions.values()]) {
-          for (const ex of [...hs.inflight]) ex.kill('the client closed the connection');
-          closeSession(hs, 'client closed the connection');
-        }
+        conn.last = undefined;
       });
     };
 
@@ -116,6 +120,7 @@ export const httpModule: ProtocolModule = {
         if (cfg.tls && 'setSecureContext' in server) server.setSecureContext({ cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) });
       },
       close: async () => {
+        clearInterval(sweep);
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await st.upstreams.close();
       },
