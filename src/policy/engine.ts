@@ -115,8 +115,6 @@ export class PolicySet {
   readonly names: string[];
   /** What an SSH session may do besides exec commands (shell, sftp, forwarding), resolved across the policies. */
   readonly ssh: SshOptions;
-  /** TEMPORARY (h-pol): header names and JSON body paths HTTP rules look at. */
-  readonly httpInputs: { headers: string[]; bodyPaths: string[] } = { headers: [], bodyPaths: [] };
   private readonly rules: CompiledRule[];
   /**
    * One decision cache per analyzer (SQL text and shell text never share entries,
