@@ -28,7 +28,7 @@
 
 import type { Analyzer, PolicySet } from '../engine.js';
 import { collectHeaders, httpFacts, httpText, METHOD_OVERRIDE_HEADERS, type HeaderInput, type HttpInput } from './facts.js';
-import { jsonPathValues, jsonValueText, parseJsonPath, projectJson, type JsonStep } from './json-path.js';
+import { jsonPathValues, parseJsonPath, projectJson, type JsonStep } from './json-path.js';
 import { normalizePath, type NormalizedPath } from './path.js';
 
 export interface HttpRequestInput {
@@ -105,7 +105,7 @@ function project(set: PolicySet, input: HttpInput): { input: HttpInput; key: (te
     if (input.body_error !== undefined) bodyVals = { error: true };
     else if (input.body !== undefined) {
       const ss = paths.map(steps);
-      bodyVals = ss.map((s) => jsonPathValues(input.body, s).map(jsonValueText));
+      bodyVals = ss.map((s) => jsonPathValues(input.body, s)); // as JSON: 5 and "5" keep their own facts
       body = projectJson(input.body, ss);
       body ??= {}; // a body no path reaches is still a body
     }
