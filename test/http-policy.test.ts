@@ -322,6 +322,7 @@ t.test('config: http conditions and errors with lines', async (t) => {
       - deny: { tables: [t], methods: [GET] }
       - deny: { commands: [rm], paths: ['/x'] }
       - deny: { query: { a: [] } }
+      - deny: { kind: [select], methods: [GET] }
 `,
       'sluice.yaml',
     );
@@ -340,4 +341,5 @@ t.test('config: http conditions and errors with lines', async (t) => {
   t.match(m, /line 10: .*tables \(SQL\) and methods \(HTTP requests\) never hold for the same statement/);
   t.match(m, /line 11: .*commands \(shell commands\) and paths \(HTTP requests\) never hold/);
   t.match(m, /line 12: .*query\.a: must not be empty/);
+  t.match(m, /line 13: .*methods matches only HTTP requests, but kind does not list http/);
 });

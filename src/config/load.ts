@@ -564,6 +564,7 @@ const rule = (policy: string, index: number): Spec<PolicyRule> => (node, path, c
   if (sql && sh) return report(ctx, value, `${path}.${k}`, `${sql} (SQL) and ${sh} (shell commands) never hold for the same statement; write two rules`);
   const http = HTTP_ONLY.find((c) => when[c] !== undefined);
   if (http && (sql || sh)) return report(ctx, value, `${path}.${k}`, `${sql ?? sh} (${sql ? 'SQL' : 'shell commands'}) and ${http} (HTTP requests) never hold for the same statement; write two rules`);
+  if (http && when.kind && !when.kind.includes('http')) return report(ctx, value, `${path}.${k}`, `${http} matches only HTTP requests, but kind does not list http`);
   return { action: k as PolicyAction, name: name ?? `${policy}#${index + 1}`, when, ...(message && { message }) };
 };
 
