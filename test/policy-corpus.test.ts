@@ -6,7 +6,8 @@
 // psql 15 sends for \d, \dt, \df, \l, \du, \dn, \di are all here.
 //
 // fixtures/policy/shell.yaml is the same for shell commands (SSH sessions,
-// analyzeShell), decided against the same reference policies.
+// analyzeShell), decided against the same reference policies; and
+// fixtures/policy/http.yaml for HTTP requests (httpAction, target payments).
 //
 // An entry whose expectation the engine gets wrong today carries
 // `known_bug: "<reason>"`: it is reported as a todo (with what the engine said)
@@ -19,6 +20,7 @@ import { configFromObject } from '../src/config/load.js';
 import type { Identity } from '../src/identity/types.js';
 import { PolicyResolver, sshOptions, type Decision, type PolicySet } from '../src/policy/engine.js';
 import { analyzeShell } from '../src/policy/shell/facts.js';
+import { httpAction, type HeaderInput } from '../src/policy/http/index.js';
 import { analyzeSql, initSqlAnalysis } from '../src/policy/sql/facts.js';
 
 interface Entry {
@@ -101,7 +103,7 @@ function show(sql: string): string {
 t.test('the reference policies', async (t) => {
   t.same(
     cfg.policies.map((p) => p.name),
-    ['ci-read-mostly', 'analysts', 'dba', 'ssh-guard', 'ci-shell', 'dba-forwarding'],
+    ['ci-read-mostly', 'analysts', 'dba', 'ssh-guard', 'ci-shell', 'dba-forwarding', 'http-api'],
   );
   const ci = cfg.policies[0]!;
   t.same(
@@ -320,5 +322,73 @@ t.test('shell summary', async (t) => {
     `shell corpus: ${shellCounts.total} entries (${shellCounts.allow} allow, ${shellCounts.review} review, ${shellCounts.deny} deny expected); ` +
       `${shellCounts.pass} agree, ${shellCounts.fail} disagree, ${shellCounts.known} known bugs (todo)` +
       (shellCounts.knownNowPassing ? `, ${shellCounts.knownNowPassing} known bugs now pass` : ''),
+  );
+});
+
+// ---------------------------------------------------------------- HTTP requests
+
+interface HttpEntry {
+  request: string;
+  headers?: HeaderInput;
+  body?: unknown;
+  body_error?: string;
+  as: 'ci' | 'analysts' | 'dba';
+  expect: 'allow' | 'deny' | 'review';
+  why: string;
+  rule?: string;
+  tags?: string[];
+  known_bug?: string;
+}
+
+/** Every path-confusion and evasion category the HTTP corpus must exercise at least once. */
+const REQUIRED_HTTP_TAGS = [
+  'dot_segments', 'encoded_dot', 'path_params', 'encoded_slash', 'backslash', 'double_encoding', 'overlong_utf8',
+  'double_slash', 'case', 'fragment', 'head', 'method_override', 'query', 'header', 'body', 'body_error', 'hpp',
+  'parse_error', 'read_only_write', 'read_only_read',
+];
+
+const httpCorpus = parse(fs.readFileSync(new URL('http.yaml', root), 'utf8')) as HttpEntry[];
+const httpSets = new Map<string, PolicySet>();
+for (const g of GROUPS) httpSets.set(g, resolver.resolve(identity(g), 'payments', 'http')!);
+
+t.test('the HTTP corpus is well formed', async (t) => {
+  t.ok(Array.isArray(httpCorpus), 'a YAML list');
+  const tags = new Set<string>();
+  const seen = new Set<string>();
+  for (const [i, e] of httpCorpus.entries()) {
+    const where = `entry ${i + 1} ${show(String(e.request))}`;
+    t.match(e.request, /^[A-Z]+ \S/, `${where}: request is "METHOD target"`);
+    t.ok(GROUPS.includes(e.as), `${where}: as is one of ${GROUPS.join(', ')}`);
+    t.ok(ACTIONS.includes(e.expect), `${where}: expect is one of ${ACTIONS.join(', ')}`);
+    t.ok(typeof e.why === 'string' && e.why.length > 0, `${where}: has a why`);
+    const key = JSON.stringify([e.as, e.request, e.headers, e.body, e.body_error]);
+    t.notOk(seen.has(key), `${where}: not a duplicate`);
+    seen.add(key);
+    for (const tag of e.tags ?? []) tags.add(tag);
+  }
+  for (const tag of REQUIRED_HTTP_TAGS) t.ok(tags.has(tag), `some entry is tagged ${tag}`);
+  t.same(httpSets.get('ci')!.names, ['ci-read-mostly', 'http-api']);
+});
+
+const httpCounts = newCounts(httpCorpus.length);
+
+for (const g of GROUPS) {
+  t.test(`HTTP decisions as ${g}`, async (t) => {
+    const set = httpSets.get(g)!;
+    for (const e of httpCorpus.filter((x) => x.as === g)) {
+      const sp = e.request.indexOf(' ');
+      const a = httpAction(set, { method: e.request.slice(0, sp), target: e.request.slice(sp + 1), headers: e.headers, body: e.body, body_error: e.body_error });
+      const r = set.decide(a.text, a.analyze, a.cacheKey);
+      const label = `${e.request}${e.headers ? ' ' + JSON.stringify(e.headers) : ''}${e.body !== undefined ? ' ' + JSON.stringify(e.body) : ''}`;
+      checkEntry(t, g, label, e, r, httpCounts, '');
+    }
+  });
+}
+
+t.test('HTTP summary', async (t) => {
+  t.pass(`${httpCounts.total} HTTP entries decided`);
+  t.comment(
+    `http corpus: ${httpCounts.total} entries (${httpCounts.allow} allow, ${httpCounts.review} review, ${httpCounts.deny} deny expected); ` +
+      `${httpCounts.pass} agree, ${httpCounts.fail} disagree, ${httpCounts.known} known bugs (todo)`,
   );
 });

@@ -14,6 +14,8 @@ import { DETECTOR_NAMES } from '../policy/masking/types.js';
 import { STATEMENT_KINDS } from '../policy/sql/kinds.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseRule } from '../identity/access.js';
+import { checkPathGlob } from '../policy/http/match.js';
+import { parseJsonPath } from '../policy/http/json-path.js';
 import { SLUICE_ISSUER_NAME } from '../identity/types.js';
 
 export interface ConfigIssue {
@@ -464,6 +466,44 @@ const target = (name: string): Spec<TargetConfig> => {
 const protocolName: Spec<string> = (node, path, ctx, at) => oneOf(targetProtocols())(node, path, ctx, at);
 
 const kindName = str((s) => (STATEMENT_KINDS.includes(s) ? undefined : `unknown statement kind ${JSON.stringify(s)}${suggest(s, [...STATEMENT_KINDS])}`));
+// HTTP rule conditions (src/policy/http/match.ts).
+const HTTP_METHODS = [
+  'GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT',
+  'PROPFIND', 'PROPPATCH', 'MKCOL', 'COPY', 'MOVE', 'LOCK', 'UNLOCK', 'SEARCH', 'REPORT', 'QUERY',
+];
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** A method, any case, returned upper-case. */
+const methodName: Spec<string> = (node, path, ctx, at) => {
+  const m = str((v) => (HTTP_METHODS.includes(v.toUpperCase()) ? undefined : `unknown HTTP method ${JSON.stringify(v)}${suggest(v.toUpperCase(), HTTP_METHODS)}`))(node, path, ctx, at);
+  return m?.toUpperCase();
+};
+/** `glob` or `[glob, …]`. */
+const globs: Spec<string[]> = (node, path, ctx, at) => {
+  if (isSeq(node)) return list(str(), true)(node, path, ctx, at);
+  const g = str()(node, path, ctx, at);
+  return g === undefined ? undefined : [g];
+};
+/** `{ name: glob | [globs] }`, not empty; `fold` merges names that fold together (header case). */
+function globMap(example: string, keyCheck: (k: string) => string | undefined, fold?: (k: string) => string): Spec<Record<string, string[]>> {
+  const inner = record(() => globs, keyCheck);
+  const spec: Spec<Record<string, string[]>> = (node, path, ctx, at) => {
+    if (node === null || (isMap(node) && node.items.length === 0)) return report(ctx, node ?? at, path, `must not be empty; e.g. ${example}`);
+    const r = inner(node, path, ctx, at);
+    if (!r || !fold) return r;
+    const out: Record<string, string[]> = {};
+    for (const [k, v] of Object.entries(r)) (out[fold(k)] ??= []).push(...v);
+    return out;
+  };
+  spec.nullable = true;
+  return spec;
+}
+const httpQuery = globMap('{ limit: "1*" }', () => undefined);
+const httpHeaders = globMap('{ x-env: prod }', (k) => (TOKEN.test(k) ? undefined : `${JSON.stringify(k)} is not a valid header name`), (k) => k.toLowerCase());
+const httpBody = globMap(`{ '$.amount': '1*' }`, (k) => {
+  const r = parseJsonPath(k);
+  return 'error' in r ? r.error : undefined;
+});
+
 const condition = {
   kind: opt(list(kindName, true)),
   tables: opt(list(str(), true)),
@@ -478,11 +518,17 @@ const condition = {
   args: opt(list(str(), true)), // shell: argument globs
   writes: opt(list(str(), true)), // shell: path globs
   pipe_to_shell: opt(bool()), // shell: `curl … | sh`
+  methods: opt(list(methodName, true)), // http: GET, POST, … (any case)
+  paths: opt(list(str(checkPathGlob), true)), // http: globs on the normalised path
+  query: opt(httpQuery), // http: parameter → value globs
+  headers: opt(httpHeaders), // http: header name → value globs
+  body: opt(httpBody), // http: JSON path → value globs
   message: opt(str()),
   name: opt(str()),
 };
 const SQL_ONLY = ['tables', 'functions', 'where', 'copy', 'explain_analyze', 'set_role'] as const;
 const SHELL_ONLY = ['commands', 'args', 'writes', 'pipe_to_shell'] as const;
+const HTTP_ONLY = ['methods', 'paths', 'query', 'headers', 'body'] as const;
 /** SSH session options of a policy; every field optional (an absent one abstains). */
 const sshPolicy = object({
   shell: opt(oneOf(['allow', 'deny'])),
@@ -516,6 +562,9 @@ const rule = (policy: string, index: number): Spec<PolicyRule> => (node, path, c
   const sql = SQL_ONLY.find((c) => when[c] !== undefined);
   const sh = SHELL_ONLY.find((c) => when[c] !== undefined);
   if (sql && sh) return report(ctx, value, `${path}.${k}`, `${sql} (SQL) and ${sh} (shell commands) never hold for the same statement; write two rules`);
+  const http = HTTP_ONLY.find((c) => when[c] !== undefined);
+  if (http && (sql || sh)) return report(ctx, value, `${path}.${k}`, `${sql ?? sh} (${sql ? 'SQL' : 'shell commands'}) and ${http} (HTTP requests) never hold for the same statement; write two rules`);
+  if (http && when.kind && !when.kind.includes('http')) return report(ctx, value, `${path}.${k}`, `${http} matches only HTTP requests, but kind does not list http`);
   return { action: k as PolicyAction, name: name ?? `${policy}#${index + 1}`, when, ...(message && { message }) };
 };
 

@@ -223,6 +223,18 @@ export interface RuleCondition {
   writes?: string[];
   /** A shell or interpreter runs code produced by another command (`curl … | sh`). */
   pipe_to_shell?: boolean;
+  // HTTP requests (src/policy/http/). A rule with any of these matches only http statements. Deny and
+  // review rules read them loosely, allow rules strictly (src/policy/http/match.ts).
+  /** Upper-case methods. */
+  methods?: string[];
+  /** Globs on the normalised, decoded path: `*` within a segment, `**` across segments. */
+  paths?: string[];
+  /** Parameter name → value globs: the parameter is present with a value matching one. */
+  query?: Record<string, string[]>;
+  /** Header name (lower-case) → value globs. */
+  headers?: Record<string, string[]>;
+  /** JSON path (`$.amount`) → value globs on the value's text (strings raw, others as JSON). */
+  body?: Record<string, string[]>;
 }
 
 export interface PolicyRule {

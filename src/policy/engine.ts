@@ -13,6 +13,10 @@
 //   where, copy, explain_analyze and set_role match only SQL statements; those on
 //   commands, args, writes and pipe_to_shell only commands (kind 'command');
 //   kind, dynamic and changes_state both.
+// - HTTP requests (kind 'http', src/policy/http/) likewise: methods, paths,
+//   query, headers and body match only http statements, and an http statement
+//   meets no SQL or shell condition. Their conditions are evaluated loosely for
+//   deny/review rules and strictly for allow rules (src/policy/http/match.ts).
 
 import type { PolicyAction, PolicyConfig, PolicyMatch, PolicyRule, PolicySettings, RuleCondition, SshPolicyConfig } from '../config/types.js';
 import type { Identity } from '../identity/types.js';
@@ -21,6 +25,8 @@ import { compileNamePatterns, type NameMatcher } from './sql/names.js';
 import type { QueryFacts, StatementFacts } from './sql/facts.js';
 import type { CommandFacts } from './shell/facts.js';
 import { compileArgGlobs, compileCommandGlobs, compileWriteGlobs } from './shell/match.js';
+import type { HttpFacts } from './http/facts.js';
+import { compileHttpCondition, HTTP_CONDITIONS, httpInputsOf, type HttpMatcher } from './http/match.js';
 
 const RANK: Record<PolicyAction, number> = { allow: 0, review: 1, deny: 2 };
 
@@ -45,9 +51,11 @@ interface CompiledRule {
   commands?: (program: string, path: string | undefined) => boolean;
   args?: (arg: string) => boolean;
   writes?: (path: string) => boolean;
-  /** Has a condition only SQL statements / only shell commands can meet. */
+  http?: HttpMatcher;
+  /** Has a condition only SQL statements / only shell commands / only HTTP requests can meet. */
   sqlOnly?: boolean;
   shellOnly?: boolean;
+  httpOnly?: boolean;
 }
 
 const SQL_CONDITIONS = ['tables', 'functions', 'where', 'copy', 'explain_analyze', 'set_role'] as const;
@@ -65,6 +73,8 @@ function compileRule(policy: string, rule: PolicyRule): CompiledRule {
     writes: w.writes ? compileWriteGlobs(w.writes) : undefined,
     sqlOnly: SQL_CONDITIONS.some((c) => w[c] !== undefined),
     shellOnly: SHELL_CONDITIONS.some((c) => w[c] !== undefined),
+    http: compileHttpCondition(w),
+    httpOnly: HTTP_CONDITIONS.some((c) => w[c] !== undefined),
   };
 }
 
@@ -78,6 +88,12 @@ function describeCondition(w: RuleCondition): string {
   if (w.commands) parts.push(`commands ${w.commands.join(', ')}`);
   if (w.args) parts.push(`args ${w.args.join(', ')}`);
   if (w.writes) parts.push(`writes ${w.writes.join(', ')}`);
+  if (w.methods) parts.push(`methods ${w.methods.join(', ')}`);
+  if (w.paths) parts.push(`paths ${w.paths.join(', ')}`);
+  for (const k of ['query', 'headers', 'body'] as const) {
+    const m = w[k];
+    if (m) parts.push(`${k} ${Object.entries(m).map(([n, g]) => `${n}=${g.join('|')}`).join(', ')}`);
+  }
   for (const k of ['explain_analyze', 'set_role', 'pipe_to_shell', 'dynamic', 'changes_state'] as const) {
     if (w[k] !== undefined) parts.push(`${k}: ${w[k]}`);
   }
@@ -87,6 +103,10 @@ function describeCondition(w: RuleCondition): string {
 function matches(r: CompiledRule, s: StatementFacts): boolean {
   const w = r.rule.when;
   if (w.kind && !w.kind.includes(s.kind)) return false;
+  if (s.kind === 'http') {
+    if (r.sqlOnly || r.shellOnly) return false;
+    if (r.http && !r.http(s as HttpFacts, r.rule.action !== 'allow')) return false;
+  } else if (r.httpOnly) return false;
   if (s.kind === 'command') {
     if (r.sqlOnly) return false;
     const c = s as CommandFacts;
@@ -115,13 +135,20 @@ export class PolicySet {
   readonly names: string[];
   /** What an SSH session may do besides exec commands (shell, sftp, forwarding), resolved across the policies. */
   readonly ssh: SshOptions;
+  /**
+   * HTTP: the header names (lower-case) and body JSON paths some rule reads. A
+   * request's decision depends on its method, path and query (the decision
+   * text) and on these alone, so the HTTP decision-cache key holds just their
+   * values (src/policy/http/cache-key.ts).
+   */
+  readonly httpInputs: { headers: string[]; bodyPaths: string[] };
   private readonly rules: CompiledRule[];
   /**
    * One decision cache per analyzer (SQL text and shell text never share entries,
    * whoever calls decide). The last one used is kept at hand.
    */
-  private readonly caches = new Map<Analyzer, DecisionCache>();
-  private lastAnalyzer: Analyzer | undefined;
+  private readonly caches = new Map<Analyzer | string, DecisionCache>();
+  private lastAnalyzer: Analyzer | string | undefined;
   private lastCache: DecisionCache | undefined;
 
   constructor(
@@ -142,18 +169,20 @@ export class PolicySet {
       }
       for (const r of p.rules) this.rules.push(compileRule(p.name, r));
     }
+    this.httpInputs = httpInputsOf(this.rules.map((r) => r.rule.when));
   }
 
   private cacheFor(analyze: Analyzer): DecisionCache | undefined {
-    if (analyze === this.lastAnalyzer) return this.lastCache;
-    let c = this.caches.get(analyze);
+    const id = analyze.cacheDomain ?? analyze;
+    if (id === this.lastAnalyzer) return this.lastCache;
+    let c = this.caches.get(id);
     if (!c) {
       // A caller passing a new closure each time (the policy CLI) gets no cache rather than a leak.
       if (this.caches.size >= 4) return undefined;
       c = new LruCache({ maxEntries: 10_000, maxWeight: 16 << 20, weigh: (k) => k.length });
-      this.caches.set(analyze, c);
+      this.caches.set(id, c);
     }
-    this.lastAnalyzer = analyze;
+    this.lastAnalyzer = id;
     this.lastCache = c;
     return c;
   }
@@ -177,7 +206,9 @@ export class PolicySet {
         ...(s.kind === 'command' && { program: (s as CommandFacts).program }),
         message:
           action === 'deny'
-            ? s.kind === 'command'
+            ? s.kind === 'http'
+              ? `no policy rule allows ${s.text} (policy.default: deny)`
+              : s.kind === 'command'
               ? `no policy rule allows the command ${JSON.stringify((s as CommandFacts).program || (s as CommandFacts).text)} (policy.default: deny)`
               : `no policy rule allows this ${s.kind.replace(/_/g, ' ')} statement (policy.default: deny)`
             : 'no rule matched (policy.default: allow)',
@@ -199,7 +230,7 @@ export class PolicySet {
    * The decision for a whole query string, cached by text; `analyze` (SQL text to
    * facts) runs only on a cache miss.
    */
-  decide(sql: string, analyze: (sql: string) => QueryFacts, key = sql): { decision: Decision; facts: QueryFacts } {
+  decide(sql: string, analyze: Analyzer, key = sql): { decision: Decision; facts: QueryFacts } {
     const cache = this.cacheFor(analyze);
     const hit = cache?.get(key);
     if (hit) return hit;
@@ -276,7 +307,12 @@ export class PolicyResolver {
   }
 }
 
-type Analyzer = (text: string) => QueryFacts;
+/**
+ * Text → facts. An analyzer made per action (an HTTP request's facts depend on
+ * more than its text) names its cache with `cacheDomain`, and its callers pass
+ * a key that holds everything the facts depend on.
+ */
+export type Analyzer = ((text: string) => QueryFacts) & { cacheDomain?: string };
 type DecisionCache = LruCache<string, { decision: Decision; facts: QueryFacts }>;
 
 // ---------------------------------------------------------------------------

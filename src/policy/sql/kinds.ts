@@ -19,5 +19,7 @@ export const STATEMENT_KINDS: readonly string[] = [
   'function_call',
   // A shell command (SSH exec or a shell line): src/policy/shell-facts.ts.
   'command',
+  // An HTTP request (the HTTP gateway): src/policy/http/.
+  'http',
   'other',
 ];
