@@ -13,7 +13,7 @@ import { startNginx } from './helpers/nginx.js';
 import { startWsEcho } from './helpers/ws-echo.js';
 
 const nginx = await startNginx(t);
-const proxy = await startNginx(t, { proxyTo: nginx.port });
+const proxy = await startNginx(t, { proxyTo: nginx.port, proxyBuffers: '16 16k' });
 const api = await startJsonApi(t);
 const ws = await startWsEcho(t);
 const base = `http://127.0.0.1:${nginx.port}`;
@@ -106,6 +106,8 @@ t.test('json-server: 401 without the key, data and records with it', async (t) =
   t.equal(api.received[0]!.url, '/customers');
   t.equal(api.received[2]!.headers['x-api-key'], JSON_API_KEY);
   t.ok(api.received[2]!.rawHeaders.some(([k]) => k === 'X-API-Key'), 'raw header names keep their case');
+  t.equal(api.sawSecret('caller-token').length, 1, 'sawSecret finds the token in a header');
+  t.same(api.sawSecret('never-sent'), []);
 });
 
 t.test('json-server: writes, query filters, gzip, Python requests', async (t) => {
@@ -161,6 +163,8 @@ t.test('websocket echo: text and binary come back; the server records them', asy
     for (let i = 0; i < 50 && !ws.closes.length; i++) await new Promise((r) => setTimeout(r, 20));
   });
   t.same(ws.closes[0], { conn: 0, code: 4001, reason: 'bye' });
+  t.ok(ws.sawSecret('4111111111111111') && ws.sawSecret('k1'));
+  t.notOk(ws.sawSecret('never-sent'));
   const plain = await curl([`http://127.0.0.1:${ws.port}/`]);
   t.equal(plain.status, 426, 'plain HTTP gets 426');
 });

@@ -71,7 +71,13 @@ export async function startHttpGateway(b: Bench, upstreamPort: number, variant: 
     return { skip: `${variant}: skipped: ${http} (${why})` };
   }
 
-  const proc = spawn(BIN, ['serve', '--config', configPath], { env: process.env, stdio: ['ignore', 'ignore', 'pipe'] });
+  // As test/helpers/sluice.ts: SLUICE_CPU_PROF=<dir> runs it under --cpu-prof, SLUICE_NODE_FLAGS adds Node flags,
+  // both with the shebang's V8 flags; otherwise the bin itself runs.
+  const prof = process.env.SLUICE_CPU_PROF;
+  const nodeFlags = [...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []), ...(process.env.SLUICE_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [])];
+  const shebang = fs.readFileSync(BIN, 'utf8').split('\n', 1)[0]!.split(/\s+/).filter((w) => w.startsWith('--'));
+  const [cmd, argv] = nodeFlags.length ? [process.execPath, [...shebang, ...nodeFlags, BIN, 'serve', '--config', configPath]] : [BIN, ['serve', '--config', configPath]];
+  const proc = spawn(cmd, argv, { env: process.env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr!.on('data', (c) => (stderr += c));
   let stopped = false;

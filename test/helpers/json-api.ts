@@ -58,6 +58,8 @@ export interface JsonApi {
   data: { customers: FakeCustomer[]; orders: { id: number; customerId: number; total: number; status: string }[] };
   /** Every request received, oldest first (also those answered 401). */
   received: ReceivedRequest[];
+  /** The requests in which `secret` appears anywhere (URL, any header name or value, body): [] when it never arrived. */
+  sawSecret(secret: string): ReceivedRequest[];
   /** Forgets what was received. */
   reset(): void;
   stop(): Promise<void>;
@@ -130,6 +132,7 @@ export async function startJsonApi(t: { teardown(fn: () => unknown): void }, opt
     key,
     data,
     received,
+    sawSecret: (secret) => received.filter((r) => JSON.stringify([r.url, r.rawHeaders, r.body ?? null]).includes(JSON.stringify(secret).slice(1, -1))),
     reset: () => void received.splice(0),
     stop,
   };

@@ -29,6 +29,8 @@ export interface WsEcho {
   closes: { conn: number; code: number; reason: string }[];
   /** Open server-side sockets (tests can push unsolicited messages or close from the server). */
   sockets: WebSocket[];
+  /** True when `secret` appears in any upgrade request (URL, header) or message received. */
+  sawSecret(secret: string): boolean;
   reset(): void;
   stop(): Promise<void>;
 }
@@ -92,6 +94,9 @@ export async function startWsEcho(t: { teardown(fn: () => unknown): void }, opts
     messages,
     closes,
     sockets,
+    sawSecret: (secret) =>
+      upgrades.some((u) => u.url.includes(secret) || u.rawHeaders.some(([k, v]) => k.includes(secret) || v.includes(secret))) ||
+      messages.some((m) => m.data.includes(secret)),
     reset() {
       upgrades.splice(0);
       messages.splice(0);
