@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `npm run bench`: installs what the benchmarks need (Postgres, pgbench, pgbouncer;
-# sshd, scp and sshpass when bench/scp.ts exists), builds Sluice, runs every
+# sshd, scp and sshpass when bench/scp.ts exists; nginx and wrk for bench/http.ts), builds Sluice, runs every
 # benchmark and combines the results into bench/results/summary.md, summary.json
 # and chart.svg. Knobs (environment) are listed in bench/README.md; BENCH_ONLY
 # picks steps, e.g. BENCH_ONLY=pgbench,report.
@@ -17,6 +17,9 @@ if [ "$have_scp" = 1 ]; then
   command -v scp >/dev/null || need+=(openssh-client)
   command -v sshpass >/dev/null || need+=(sshpass)
 fi
+{ command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=(); [ "$(id -u)" -ne 0 ] && SUDO=(sudo -n)
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -27,7 +30,7 @@ fi
 # 1,000 idle sessions hold two sockets each in the gateway.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-steps=(policy masking masking-rows recording pgbench recording-ab large-result idle soak slow-reader scp report)
+steps=(policy masking masking-rows recording pgbench recording-ab large-result idle soak slow-reader scp http report)
 only=",${BENCH_ONLY:-$(IFS=,; echo "${steps[*]}")},"
 failed=()
 started=$SECONDS

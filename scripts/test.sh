@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the e2e tests use. Add new ones here, plus a probe in have().
-PACKAGES="postgresql postgresql-client postgresql-contrib openssl openssh-server openssh-client sshpass"
+PACKAGES="postgresql postgresql-client postgresql-contrib openssl openssh-server openssh-client sshpass nginx-light wrk curl python3-requests"
 
 # True when a package's payload is already usable. Probing for the binary
 # first matters: e.g. psql can come from postgresql-client-15 without the
@@ -22,6 +22,12 @@ have() {
     sshpass) command -v sshpass >/dev/null && return 0 ;;
     mariadb-server) { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null && return 0 ;;
     pgbouncer) command -v pgbouncer >/dev/null && return 0 ;;
+    # The HTTP tests' upstream (static files, gzip, keep-alive reverse proxy) and clients.
+    nginx-light) { command -v nginx || [ -x /usr/sbin/nginx ]; } >/dev/null && return 0 ;;
+    wrk) command -v wrk >/dev/null && return 0 ;;
+    curl) command -v curl >/dev/null && return 0 ;;
+    # Tests run /usr/bin/python3 itself: a python3 earlier on PATH (pyenv) may lack the Debian package.
+    python3-requests) /usr/bin/python3 -c 'import requests' >/dev/null 2>&1 && return 0 ;;
   esac
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
 }
