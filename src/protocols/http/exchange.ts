@@ -16,9 +16,8 @@ import type { Session } from '../../session/session.js';
 import { CONTINUE, type Held, type Refusal, type Transport } from '../../governance/pipeline.js';
 import type { Decision } from '../../policy/engine.js';
 import type { QueryFacts } from '../../policy/sql/facts.js';
-import { httpFacts } from '../../policy/http/facts.js';
 import { normalizePath } from '../../policy/http/path.js';
-import { httpCacheKey } from '../../policy/http/cache-key.js';
+import { httpAction } from '../../policy/http/cache-key.js';
 import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
 import { problemBody, refusalProblem, type Problem } from './problem.js';
@@ -88,9 +87,6 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const METHOD_LABELS = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE', 'TRACE', 'CONNECT']);
 const REDACTED = '[redacted]';
 
-/** The analyzer for the policy engine: facts are built before govern() and handed over here (one function, one decision cache). */
-let currentFacts: QueryFacts | null = null;
-const analyzeHttp = (_text: string): QueryFacts => currentFacts!;
 
 /** Writes a problem response (if the head is not sent yet) and ends it. */
 export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false): number {
@@ -457,7 +453,8 @@ async function run(ex: Exchange): Promise<void> {
   const ctype = String(req.headers['content-type'] ?? '');
   const hasBody = !ex.ws && requestHasBody(req, conn.h2);
   const approvalId = typeof req.headers['sluice-approval'] === 'string' ? req.headers['sluice-approval'].trim() : undefined;
-  const needsBody = hasBody && (approvalId !== undefined || (inputs !== undefined && inputs.bodyPaths.length > 0 && isJson(ctype)));
+  // A rule reading JSON body fields reads any body (what does not parse as JSON is a body_error the rules see).
+  const needsBody = hasBody && (approvalId !== undefined || (inputs !== undefined && inputs.bodyPaths.length > 0));
   let bodyJson: unknown;
   let bodyError: string | undefined;
   if (needsBody) {
@@ -469,11 +466,11 @@ async function run(ex: Exchange): Promise<void> {
     ex.body = b;
     ex.bytesIn += b.length;
     s.bytesFromClient += b.length;
-    if (isJson(ctype) && b.length) {
+    if (inputs && inputs.bodyPaths.length > 0 && b.length) {
       try {
         bodyJson = JSON.parse(b.toString('utf8'));
       } catch (e) {
-        bodyError = `the JSON request body does not parse: ${(e as Error).message}`;
+        bodyError = `the request body is not JSON: ${(e as Error).message}`;
       }
     }
     if (rec && b.length) rec.record(Dir.ClientToGateway, dataFrame(ex.n, 0, recordedRequestBody(s, b, ctype)));
@@ -504,32 +501,49 @@ async function run(ex: Exchange): Promise<void> {
     return ex.forward();
   }
 
-  const text = `${method} ${ex.path}${query ? `?${query}` : ''}`;
-  if (set) {
-    currentFacts = pathError
-      ? { statements: [], parse_error: pathError }
-      : httpFacts({ method, path: ex.path, query, headers: req.headers as Record<string, string | string[] | undefined>, body: bodyJson, bodyError });
+  if (!set) {
+    if (pathError) {
+      // No policy decides, but an ambiguous path is never forwarded.
+      ex.outcome = 'denied';
+      s.gov.pass();
+      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` }));
+    }
+    s.gov.pass();
+    return ex.forward();
   }
+  // The policy sees the path within the target, normalised as it will be forwarded (a refused path: policy.on_parse_error).
+  const a = httpAction(set, {
+    method,
+    target: pathError ? rawTarget(raw, routed.path) : ex.path + (query ? `?${query}` : ''),
+    headers: req.headers as Record<string, string | string[] | undefined>,
+    body: bodyJson,
+    body_error: bodyError,
+  });
   const status = s.gov.govern(
     {
-      text,
-      analyze: analyzeHttp,
-      cacheKey: set && !pathError ? httpCacheKey(set, text, req.headers as Record<string, string | string[] | undefined>, bodyJson) : undefined,
+      text: a.text,
+      analyze: a.analyze,
+      cacheKey: a.cacheKey,
       noun: 'request',
-      display: ex.body && ex.body.length ? `${text}\n${ex.body.subarray(0, 2048).toString('utf8')}` : text,
+      display: ex.body && ex.body.length ? `${a.text}\n${ex.body.subarray(0, 2048).toString('utf8')}` : a.text,
       ownAudit: true,
     },
     ex,
   );
-  currentFacts = null;
   if (status === CONTINUE) {
-    if (pathError && !set) {
-      // No policy decides, but an ambiguous path is never forwarded.
+    if (pathError) {
+      // policy.on_parse_error: allow still never forwards an ambiguous path.
       ex.outcome = 'denied';
-      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: pathError }));
+      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` }));
     }
     ex.forward();
   }
+}
+
+/** The routed path with the raw query, for a request whose path did not normalise. */
+function rawTarget(raw: string, routedPath: string): string {
+  const q = raw.indexOf('?');
+  return q < 0 ? routedPath : routedPath + raw.slice(q);
 }
 
 function rawPathOnly(raw: string): string {

@@ -35,41 +35,60 @@ export const httpModule: ProtocolModule = {
     sweep.unref();
     const limits = () => core.config().limits;
 
-    const onRequest = (req: Req, res: Res): void => {
-      const conn = (req.socket as unknown as Record<symbol, Conn | undefined>)[CONN];
-      if (!conn) {
-        res.destroy();
-        return;
-      }
-      void handleRequest(st, conn, req, res);
-    };
-
-    /** A new connection: counted against the pre-auth limits until its first request authenticates. */
-    const onSocket = (sock: Socket, h2: boolean): void => {
+    /**
+     * Pre-auth slots by `address:port`: taken at TCP accept (before TLS), handed to the
+     * connection's Conn at its first request, freed when it authenticates or closes.
+     */
+    const slots = new Map<string, () => void>();
+    const onTcp = (sock: Socket): void => {
       sock.on('error', () => {}); // errors end the connection; never crash the gateway
-      const client = { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, secure: !!cfg.tls };
-      const conn: Conn = {
-        client,
-        release: null,
-        h2,
-        closed: false,
-        destroy: () => sock.destroy(),
-      };
-      (sock as unknown as Record<symbol, Conn>)[CONN] = conn;
-      conn.release = core.admitUnauthenticated({ address: client.address, port: client.port, protocol: 'http' }, () => sock.destroy());
-      if (!conn.release) {
+      const key = `${sock.remoteAddress}:${sock.remotePort}`;
+      const release = core.admitUnauthenticated({ address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, protocol: 'http' }, () => sock.destroy());
+      if (!release) {
         if (!cfg.tls) {
           const body = problemBody({ status: 503, title: 'Too many connections', detail: TOO_MANY_PENDING });
           sock.end(`HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
         } else sock.destroy();
         return;
       }
+      slots.set(key, release);
       sock.once('close', () => {
-        conn.closed = true;
-        conn.release?.();
-        conn.release = null;
-        conn.last = undefined;
+        if (slots.get(key) === release) slots.delete(key);
+        release();
       });
+    };
+
+    /** The Conn of a request's connection, made at its first request (the socket, or HTTP/2's session, carries it). */
+    const connOf = (req: Req): Conn => {
+      const h2 = 'stream' in req && !!(req as { stream?: unknown }).stream;
+      const holder = (h2 ? (req as import('node:http2').Http2ServerRequest).stream.session : req.socket) as unknown as Record<symbol, Conn | undefined>;
+      let conn = holder[CONN];
+      if (conn) return conn;
+      const sock = req.socket;
+      const key = `${sock.remoteAddress}:${sock.remotePort}`;
+      const release = slots.get(key) ?? null;
+      slots.delete(key);
+      const c: Conn = {
+        client: { address: sock.remoteAddress ?? '?', port: sock.remotePort ?? 0, secure: !!cfg.tls },
+        release,
+        h2,
+        closed: false,
+        destroy: () => (h2 ? (req as import('node:http2').Http2ServerRequest).stream.session?.destroy() : sock.destroy()),
+      };
+      const done = () => {
+        c.closed = true;
+        c.release?.();
+        c.release = null;
+        c.last = undefined;
+      };
+      if (h2) (req as import('node:http2').Http2ServerRequest).stream.session?.once('close', done);
+      else sock.once('close', done);
+      holder[CONN] = conn = c;
+      return conn;
+    };
+
+    const onRequest = (req: Req, res: Res): void => {
+      void handleRequest(st, connOf(req), req, res);
     };
 
     let server: http.Server | http2.Http2SecureServer;
@@ -85,25 +104,23 @@ export const httpModule: ProtocolModule = {
         },
         onRequest,
       );
-      s2.on('secureConnection', (sock: Socket) => onSocket(sock, (sock as unknown as { alpnProtocol?: string }).alpnProtocol === 'h2'));
+      s2.on('connection', onTcp);
       s2.on('session', (sess) => sess.setTimeout(cfg.idle_timeout, () => sess.close()));
-      s2.on('upgrade', (req, sock, head) => handleUpgrade(st, (sock as unknown as Record<symbol, Conn>)[CONN], req, sock as Socket, head));
+      s2.on('upgrade', (req, sock, head) => handleUpgrade(st, connOf(req), req, sock as Socket, head));
       server = s2;
     } else {
       const s1 = http.createServer({ maxHeaderSize: cfg.max_header_bytes, noDelay: true, requireHostHeader: false, keepAliveTimeout: cfg.idle_timeout, headersTimeout: limits().startup_timeout, requestTimeout: 0 }, onRequest);
-      s1.on('connection', (sock: Socket) => onSocket(sock, false));
-      s1.on('upgrade', (req, sock, head) => handleUpgrade(st, (sock as unknown as Record<symbol, Conn>)[CONN], req, sock as Socket, head));
+      s1.on('connection', onTcp);
+      s1.on('upgrade', (req, sock, head) => handleUpgrade(st, connOf(req), req, sock as Socket, head));
       server = s1;
     }
     // A request head the parser cannot read (ambiguous framing, bad chunk, obs-fold, bare LF, …): 400, nothing forwarded.
     server.on('clientError', (err: Error & { code?: string }, sock: Socket) => {
-      const conn = (sock as unknown as Record<symbol, Conn | undefined>)[CONN];
       core.logPreAuth('info', { event: 'http.bad_request', reason: err.code ?? 'parse_error', protocol: 'http', client: `${sock.remoteAddress}:${sock.remotePort}` }, `malformed HTTP request refused: ${err.code ?? err.message}`);
       if (err.code === 'ECONNRESET' || !sock.writable) return void sock.destroy();
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
       const body = problemBody({ status, title: status === 431 ? 'Request header fields too large' : status === 408 ? 'Request timeout' : 'Bad request', detail: `malformed or ambiguous request refused, nothing was forwarded (${err.code ?? err.message})` });
       sock.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : status === 408 ? 'Request Timeout' : 'Bad Request'}\r\ncontent-type: application/problem+json\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
-      void conn;
     });
     if (server instanceof http.Server) {
       server.keepAliveTimeout = cfg.idle_timeout;
