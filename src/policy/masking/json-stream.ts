@@ -1,0 +1,904 @@
+// Streaming JSON masking: the bytes of a JSON body (or of NDJSON / JSON text
+// sequences) go out exactly as they came, except string values with findings
+// and values under a field rule, which are rewritten. Chunks may split a token
+// at any byte (inside an escape, a UTF-8 sequence, a number, a literal); the
+// output does not depend on where.
+//
+// Hand-written on purpose: JSON parsers build values (and lose the byte form),
+// streaming tokenizers (e.g. stream-json, clarinet) emit decoded tokens, not
+// the bytes, so none of them can re-emit an unmasked body byte for byte.
+//
+// How: one pass, a state machine over bytes with inner loops for whitespace,
+// string content (a byte table stops only at '"', '\' and control bytes) and
+// numbers. Unmasked bytes are passed on as views of the input chunk; only a
+// value that may need masking and straddles a chunk edge is copied (held) until
+// it ends. What is held is bounded: a string (or number) longer than
+// maxString under masking is sent as "****" (fail closed) and the rest of it is
+// dropped as it arrives; nesting deeper than maxDepth counts as malformed.
+//
+// Which values: every string value (member names are not) is scanned by the
+// set's detectors, after its escapes are decoded (so "a\u0040b.com" is an
+// email), and a rewritten string is re-escaped. Numbers of 13+ characters are
+// scanned too (a card number sent as a JSON number); one with a finding becomes
+// a string. Field rules (`fields:` JSON paths, and `columns:` rules with a bare
+// name, which match a member of that name at any depth) mask a whole value:
+// strings with maskValue, numbers and booleans become a JSON string ("****",
+// "h:…"), strategy null gives null, null stays null; under an object or array
+// every scalar inside is masked so. The first field rule that matches wins,
+// then column rules; a rule on a container wins over rules inside it.
+//
+// Paths run as a small NFA: per nesting level, one bitmask of live step
+// positions per path (json-path.ts). Member names are decoded only while some
+// path is live or a column rule exists, and interned by their bytes, so a
+// repeated name costs a hash and a compare, not a string.
+//
+// Malformed input fails closed: from the first bad byte on (or from the start
+// of the value under way), the rest of the body goes through StreamMasker as
+// text, so the detectors still apply; `malformed` says so. A body that ends
+// inside a value counts as malformed too.
+
+import type { MaskingCounts } from '../../session/session.js';
+import type { JsonFieldRule, MaskingSet } from './ruleset.js';
+import type { Scanner } from './scanner.js';
+import { maskFindings, maskValue, type MaskContext } from './strategies.js';
+import { StreamMasker } from './stream.js';
+import type { Strategy } from './types.js';
+
+export interface JsonStreamOptions {
+  /** Values separated by whitespace (NDJSON, JSON lines, RFC 7464 sequences). */
+  multi?: boolean;
+  /** Longest string or number value held for masking (default 1 MiB); longer ones go out as "****". */
+  maxString?: number;
+  /** Deepest nesting accepted (default 1000); deeper is handled as malformed. */
+  maxDepth?: number;
+}
+
+export interface JsonMaskFlags {
+  /** The body was not valid JSON from byte `malformedAt` on (or ended inside a value): the rest was masked as text. */
+  malformed: boolean;
+  malformedAt: number;
+  /** Values too long to hold, sent as "****". */
+  oversized: number;
+}
+
+/** A rule as the masker uses it: field rules and column rules both have these. */
+interface Rule {
+  strategy: Strategy;
+  pattern: string;
+}
+
+interface Sink {
+  push(b: Buffer): void;
+  end(): void;
+}
+
+// States between and inside tokens.
+const VALUE = 0; // a value (top level, after ':' or after ',' in an array)
+const ARR_FIRST = 1; // a value or ']'
+const OBJ_FIRST = 2; // a member name or '}'
+const KEY = 3; // a member name (after ',')
+const COLON = 4;
+const AFTER = 5; // after a value: ',' or a close bracket; at top level the next document
+const STR = 6;
+const NUM = 7;
+const LIT = 8;
+const DONE = 9; // single document complete: whitespace only
+
+const OBJ = 1;
+const ARR = 2;
+
+// Byte classes.
+const WS = new Uint8Array(256); // 1: JSON whitespace; 2: RS (0x1e), whitespace between records of a JSON text sequence
+for (const c of [0x20, 0x09, 0x0a, 0x0d]) WS[c] = 1;
+WS[0x1e] = 2;
+const STRSPEC = new Uint8Array(256); // 1 '"', 2 '\', 3 control (not allowed in strings)
+for (let c = 0; c < 0x20; c++) STRSPEC[c] = 3;
+STRSPEC[0x22] = 1;
+STRSPEC[0x5c] = 2;
+const ESC1 = new Uint8Array(256); // the byte after '\' (u handled apart)
+for (const ch of '"\\/bfnrt') ESC1[ch.charCodeAt(0)] = 1;
+const HEX = new Int8Array(256).fill(-1);
+for (let c = 0; c < 10; c++) HEX[0x30 + c] = c;
+for (let c = 0; c < 6; c++) HEX[0x41 + c] = HEX[0x61 + c] = 10 + c;
+
+// Number grammar: NT[state << 8 | byte] = next state, N_END (the number ended before this byte) or N_BAD.
+// 0 after '-', 1 after a leading 0, 2 integer digits, 3 after '.', 4 fraction digits,
+// 5 after e/E, 6 after the exponent sign, 7 exponent digits.
+const N_END = 0xfe;
+const N_BAD = 0xff;
+const NT = new Uint8Array(8 * 256).fill(N_BAD);
+{
+  const accepting = [1, 2, 4, 7];
+  for (const s of accepting) for (let c = 0; c < 256; c++) NT[(s << 8) | c] = N_END;
+  const set = (s: number, chars: string, to: number): void => {
+    for (const ch of chars) NT[(s << 8) | ch.charCodeAt(0)] = to;
+  };
+  const D = '0123456789';
+  set(0, '0', 1);
+  set(0, '123456789', 2);
+  set(1, '.', 3);
+  set(1, 'eE', 5);
+  set(1, D, N_BAD); // "01"
+  set(2, D, 2);
+  set(2, '.', 3);
+  set(2, 'eE', 5);
+  set(3, D, 4);
+  set(4, D, 4);
+  set(4, 'eE', 5);
+  set(5, '+-', 6);
+  set(5, D, 7);
+  set(6, D, 7);
+  set(7, D, 7);
+  // A number touching a letter, '.', '-', '+' or a digit where the grammar has none is malformed, not two tokens.
+  for (const s of accepting) for (const ch of 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.+-0123456789') {
+    if (NT[(s << 8) | ch.charCodeAt(0)] === N_END) NT[(s << 8) | ch.charCodeAt(0)] = N_BAD;
+  }
+}
+
+const LITERALS = [Buffer.from('true'), Buffer.from('false'), Buffer.from('null')];
+const TRUE = 0;
+const NULL_LIT = 2;
+const NULL_BUF = Buffer.from('null');
+const REDACTED_STR = Buffer.from('"****"');
+
+// JSON string escaping of masked output: 0 as is, else the escape's second byte (u: \u00XX).
+const QESC = new Uint8Array(256);
+for (let c = 0; c < 0x20; c++) QESC[c] = 0x75;
+QESC[0x22] = 0x22;
+QESC[0x5c] = 0x5c;
+QESC[0x08] = 0x62;
+QESC[0x0c] = 0x66;
+QESC[0x0a] = 0x6e;
+QESC[0x0d] = 0x72;
+QESC[0x09] = 0x74;
+const HEXCH = Buffer.from('0123456789abcdef');
+
+/** v[s, e) as a JSON string literal (quotes included). */
+export function jsonQuote(v: Buffer, s = 0, e = v.length): Buffer {
+  let len = e - s + 2;
+  for (let i = s; i < e; i++) {
+    const q = QESC[v[i]!]!;
+    if (q !== 0) len += q === 0x75 ? 5 : 1;
+  }
+  const out = Buffer.allocUnsafe(len);
+  let o = 0;
+  out[o++] = 0x22;
+  for (let i = s; i < e; i++) {
+    const c = v[i]!;
+    const q = QESC[c]!;
+    if (q === 0) out[o++] = c;
+    else if (q !== 0x75) {
+      out[o++] = 0x5c;
+      out[o++] = q;
+    } else {
+      out[o++] = 0x5c;
+      out[o++] = 0x75;
+      out[o++] = 0x30;
+      out[o++] = 0x30;
+      out[o++] = HEXCH[c >> 4]!;
+      out[o++] = HEXCH[c & 15]!;
+    }
+  }
+  out[o] = 0x22;
+  return out;
+}
+
+/**
+ * Decodes the JSON string content src[s, e) (escapes already validated) into dst as UTF-8;
+ * returns the length. dst needs e - s bytes (an escape never decodes longer than it is written).
+ * A lone surrogate becomes U+FFFD.
+ */
+export function decodeJsonString(src: Buffer, s: number, e: number, dst: Buffer): number {
+  let o = 0;
+  let i = s;
+  while (i < e) {
+    const c = src[i]!;
+    if (c !== 0x5c) {
+      dst[o++] = c;
+      i++;
+      continue;
+    }
+    const x = src[i + 1]!;
+    i += 2;
+    switch (x) {
+      case 0x62: dst[o++] = 0x08; continue; // prettier-ignore
+      case 0x66: dst[o++] = 0x0c; continue; // prettier-ignore
+      case 0x6e: dst[o++] = 0x0a; continue; // prettier-ignore
+      case 0x72: dst[o++] = 0x0d; continue; // prettier-ignore
+      case 0x74: dst[o++] = 0x09; continue; // prettier-ignore
+      case 0x75: break;
+      default: dst[o++] = x; continue; // " \ /  prettier-ignore
+    }
+    let cp = hex4(src, i);
+    i += 4;
+    if (cp >= 0xd800 && cp < 0xdc00) {
+      if (i + 6 <= e && src[i] === 0x5c && src[i + 1] === 0x75) {
+        const lo = hex4(src, i + 2);
+        if (lo >= 0xdc00 && lo < 0xe000) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          i += 6;
+        } else cp = 0xfffd;
+      } else cp = 0xfffd;
+    } else if (cp >= 0xdc00 && cp < 0xe000) cp = 0xfffd;
+    if (cp < 0x80) dst[o++] = cp;
+    else if (cp < 0x800) {
+      dst[o++] = 0xc0 | (cp >> 6);
+      dst[o++] = 0x80 | (cp & 63);
+    } else if (cp < 0x10000) {
+      dst[o++] = 0xe0 | (cp >> 12);
+      dst[o++] = 0x80 | ((cp >> 6) & 63);
+      dst[o++] = 0x80 | (cp & 63);
+    } else {
+      dst[o++] = 0xf0 | (cp >> 18);
+      dst[o++] = 0x80 | ((cp >> 12) & 63);
+      dst[o++] = 0x80 | ((cp >> 6) & 63);
+      dst[o++] = 0x80 | (cp & 63);
+    }
+  }
+  return o;
+}
+
+function hex4(b: Buffer, i: number): number {
+  return (HEX[b[i]!]! << 12) | (HEX[b[i + 1]!]! << 8) | (HEX[b[i + 2]!]! << 4) | HEX[b[i + 3]!]!;
+}
+
+interface KeyEntry {
+  raw: Buffer;
+  name: string;
+  /** The column rule for this name; undefined: not looked up yet. */
+  col: Rule | null | undefined;
+  next: KeyEntry | null;
+}
+
+const KEY_CACHE_MAX = 4096;
+const KEY_MAX = 64 * 1024;
+/** The name of a member name longer than KEY_MAX: matches only `*` steps. */
+const OVERLONG_KEY = '\u0000overlong';
+
+export class JsonStreamMasker {
+  readonly flags: JsonMaskFlags = { malformed: false, malformedAt: -1, oversized: 0 };
+  private readonly columns: Record<string, number> = {};
+  private readonly detectors: Record<string, number> = {};
+  private changedAny = false;
+
+  private readonly multi: boolean;
+  private readonly maxString: number;
+  private readonly maxDepth: number;
+  private readonly scanner: Scanner | null;
+  private readonly strategyFor: (d: string) => Strategy;
+  private readonly paths: readonly JsonFieldRule[];
+  private readonly np: number;
+  private readonly hasCol: boolean;
+  private readonly rootRule: Rule | null;
+
+  private st = VALUE;
+  private depth = 0;
+  private kinds = new Uint8Array(16);
+  private idx = new Int32Array(16);
+  private live = new Uint8Array(17);
+  private nfa: Int32Array;
+  private rules: (Rule | null)[] = [null];
+  /** The rule of the value about to start. */
+  private vRule: Rule | null = null;
+
+  // The token under way.
+  private tokStart = 0; // where it started in the current chunk (0 when in an earlier one)
+  private tokRule: Rule | null = null;
+  private tokHold = false; // its bytes are held until it ends (it may be rewritten)
+  private tokSkip = false; // too long: "****" went out, the rest is dropped
+  private tokLen = 0; // bytes of it in earlier chunks
+  private isKey = false;
+  private keyNeeded = false;
+  private hasEsc = false;
+  private esc = 0; // 1: after '\'; 2..5: hex digits of \u left + 1
+  private numSt = 0;
+  private lit = 0;
+  private litPos = 0;
+
+  private hold = Buffer.alloc(0);
+  private holdLen = 0;
+  private scratch = Buffer.alloc(0);
+  private readonly keyCache = new Map<number, KeyEntry>();
+  private keyCacheSize = 0;
+
+  private emitFrom = 0;
+  private consumed = 0;
+  private fb: Sink | null = null;
+  private fbCounts: Record<string, number> | null = null;
+  private ended = false;
+
+  constructor(
+    private readonly set: MaskingSet,
+    private readonly ctx: MaskContext,
+    private readonly emit: (b: Buffer) => void,
+    opts: JsonStreamOptions = {},
+  ) {
+    this.multi = opts.multi === true;
+    this.maxString = Math.max(opts.maxString ?? 1024 * 1024, 64);
+    this.maxDepth = Math.max(opts.maxDepth ?? 1000, 1);
+    this.scanner = set.scanner;
+    this.strategyFor = set.strategyFor;
+    this.hasCol = set.hasBareColumnRules;
+    const root = set.jsonFields.find((f) => f.steps.length === 0);
+    this.rootRule = root ?? null;
+    this.paths = set.jsonFields.filter((f) => f.steps.length > 0);
+    this.np = this.paths.length;
+    this.nfa = new Int32Array(17 * Math.max(this.np, 1));
+  }
+
+  /** Whether any byte of the output differs from the input so far. */
+  get changed(): boolean {
+    return this.changedAny || (this.fbCounts !== null && Object.keys(this.fbCounts).length > 0);
+  }
+
+  /** Masked so far: per rule pattern (a value under a rule on a container counts each scalar) and per detector. */
+  get counts(): MaskingCounts {
+    const detectors = { ...this.detectors };
+    if (this.fbCounts) for (const [k, v] of Object.entries(this.fbCounts)) detectors[k] = (detectors[k] ?? 0) + v;
+    return { columns: { ...this.columns }, detectors };
+  }
+
+  push(buf: Buffer): void {
+    if (this.ended || buf.length === 0) return;
+    if (this.fb !== null) {
+      this.fb.push(buf);
+      return;
+    }
+    const n = buf.length;
+    this.emitFrom = 0;
+    this.tokStart = 0;
+    let i = 0;
+    let st = this.st;
+    const multi = this.multi;
+    while (i < n) {
+      switch (st) {
+        case STR: {
+          if (this.esc !== 0) {
+            i = this.escape(buf, i, n);
+            if (i < 0) return this.fail(buf, -i - 1);
+            if (this.esc !== 0) break;
+          }
+          let c = 0;
+          while (i < n && (c = STRSPEC[buf[i]!]!) === 0) i++;
+          if (i === n) break;
+          i++;
+          if (c === 1) st = this.isKey ? this.endKey(buf, i) : this.endString(buf, i);
+          else if (c === 2) {
+            this.hasEsc = true;
+            this.esc = 1;
+          } else return this.fail(buf, i - 1);
+          break;
+        }
+        case AFTER: {
+          let c = buf[i]!;
+          while (WS[c] === 1 || (WS[c] === 2 && multi)) {
+            if (++i === n) break;
+            c = buf[i]!;
+          }
+          if (i === n) break;
+          const d = this.depth;
+          if (d === 0) {
+            if (!multi) {
+              st = DONE;
+              break;
+            }
+            st = VALUE;
+            break;
+          }
+          if (c === 0x2c) {
+            st = this.kinds[d] === OBJ ? KEY : VALUE;
+            i++;
+          } else if ((c === 0x7d && this.kinds[d] === OBJ) || (c === 0x5d && this.kinds[d] === ARR)) {
+            this.depth = d - 1;
+            i++;
+          } else return this.fail(buf, i);
+          break;
+        }
+        case VALUE:
+        case ARR_FIRST: {
+          let c = buf[i]!;
+          while (WS[c] === 1 || (WS[c] === 2 && multi && this.depth === 0)) {
+            if (++i === n) break;
+            c = buf[i]!;
+          }
+          if (i === n) break;
+          if (c === 0x5d && st === ARR_FIRST) {
+            this.depth--;
+            st = AFTER;
+            i++;
+            break;
+          }
+          this.valueRule();
+          if (c === 0x22) {
+            this.startToken(i, false);
+            this.hasEsc = false;
+            st = STR;
+            i++;
+          } else if (c === 0x7b || c === 0x5b) {
+            if (this.depth >= this.maxDepth) return this.fail(buf, i);
+            this.open(c === 0x7b ? OBJ : ARR);
+            st = c === 0x7b ? OBJ_FIRST : ARR_FIRST;
+            i++;
+          } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+            this.startToken(i, false);
+            this.numSt = c === 0x2d ? 0 : c === 0x30 ? 1 : 2;
+            st = NUM;
+            i++;
+          } else if (c === 0x74 || c === 0x66 || c === 0x6e) {
+            this.startToken(i, false);
+            this.lit = c === 0x74 ? TRUE : c === 0x66 ? 1 : NULL_LIT;
+            this.litPos = 1;
+            st = LIT;
+            i++;
+          } else return this.fail(buf, i);
+          break;
+        }
+        case NUM: {
+          let s = this.numSt;
+          let x = 0;
+          while (i < n && (x = NT[(s << 8) | buf[i]!]!) < N_END) {
+            s = x;
+            i++;
+          }
+          this.numSt = s;
+          if (i === n) break;
+          if (x === N_BAD) return this.fail(buf, i);
+          st = this.endNumber(buf, i);
+          break;
+        }
+        case LIT: {
+          const L = LITERALS[this.lit]!;
+          let p = this.litPos;
+          while (i < n && p < L.length) {
+            if (buf[i] !== L[p]) return this.fail(buf, i);
+            i++;
+            p++;
+          }
+          this.litPos = p;
+          if (p === L.length) st = this.endLiteral(buf, i);
+          break;
+        }
+        case OBJ_FIRST:
+        case KEY:
+        case COLON: {
+          let c = buf[i]!;
+          while (WS[c] === 1) {
+            if (++i === n) break;
+            c = buf[i]!;
+          }
+          if (i === n) break;
+          if (st === COLON) {
+            if (c !== 0x3a) return this.fail(buf, i);
+            st = VALUE;
+          } else if (c === 0x22) {
+            const d = this.depth;
+            this.keyNeeded = this.rules[d] === null && (this.hasCol || this.live[d] === 1);
+            this.startToken(i, true);
+            this.hasEsc = false;
+            st = STR;
+          } else if (c === 0x7d && st === OBJ_FIRST) {
+            this.depth--;
+            st = AFTER;
+          } else return this.fail(buf, i);
+          i++;
+          break;
+        }
+        case DONE: {
+          while (i < n && WS[buf[i]!] === 1) i++;
+          if (i < n) return this.fail(buf, i);
+          break;
+        }
+      }
+    }
+    this.st = st;
+    // The chunk's end: pass on what is decided, hold the value under way.
+    if (this.tokHold && (st === STR || st === NUM || st === LIT)) {
+      this.out(buf, this.tokStart);
+      const add = n - this.tokStart;
+      if (this.tokLen + add > this.maxString && st !== LIT) this.oversize();
+      else if (!this.isKey) this.append(buf, this.tokStart, n);
+      this.tokLen += add;
+    } else if (this.tokSkip) {
+      this.out(buf, this.tokStart);
+      this.tokLen += n - this.tokStart;
+    } else {
+      if (st === STR && this.isKey && this.keyNeeded) {
+        // Member names are not rewritten: they flow; only their bytes are kept to match rules.
+        const add = n - this.tokStart;
+        if (this.tokLen + add <= KEY_MAX) this.append(buf, this.tokStart, n);
+        this.tokLen += add;
+      }
+      this.out(buf, n);
+    }
+    this.consumed += n;
+  }
+
+  /** The body ended. */
+  end(): void {
+    if (this.ended) return;
+    if (this.fb === null) {
+      this.tokStart = 0;
+      this.emitFrom = 0;
+      if (this.st === NUM && this.depth === 0) this.st = this.endNumber(Buffer.alloc(0), 0);
+      const st = this.st;
+      const complete = this.depth === 0 && (st === AFTER || st === DONE || st === VALUE);
+      if (!complete) this.fail(Buffer.alloc(0), 0);
+    }
+    this.ended = true;
+    this.fb?.end();
+  }
+
+  // ---- tokens ----
+
+  private startToken(i: number, key: boolean): void {
+    this.tokStart = i;
+    this.tokLen = 0;
+    this.holdLen = 0;
+    this.isKey = key;
+    this.tokSkip = false;
+    if (key) {
+      this.tokHold = false;
+      return;
+    }
+    this.tokRule = this.vRule;
+    this.tokHold = this.vRule !== null || this.scanner !== null;
+  }
+
+  /** Sets vRule (and the path state of the child slot) for a value starting in the current container. */
+  private valueRule(): void {
+    const d = this.depth;
+    if (d === 0) {
+      this.vRule = this.rootRule;
+      if (this.np > 0) {
+        this.nfa.fill(1, this.np, 2 * this.np);
+        this.live[1] = 1;
+      } else this.live[1] = 0;
+      return;
+    }
+    if (this.kinds[d] !== ARR) return; // a member's rule was set by its name
+    const inherited = this.rules[d]!;
+    if (inherited !== null) this.vRule = inherited;
+    else if (this.live[d] === 1) this.vRule = this.step(d, null, this.idx[d]!);
+    else {
+      this.vRule = null;
+      this.live[d + 1] = 0;
+    }
+    this.idx[d]++;
+  }
+
+  private open(kind: number): void {
+    const d = ++this.depth;
+    if (d + 1 >= this.kinds.length) this.grow();
+    this.kinds[d] = kind;
+    this.idx[d] = 0;
+    this.rules[d] = this.vRule;
+  }
+
+  private grow(): void {
+    const size = this.kinds.length * 2;
+    const k = new Uint8Array(size);
+    k.set(this.kinds);
+    this.kinds = k;
+    const x = new Int32Array(size);
+    x.set(this.idx);
+    this.idx = x;
+    const l = new Uint8Array(size + 1);
+    l.set(this.live);
+    this.live = l;
+    const f = new Int32Array((size + 1) * Math.max(this.np, 1));
+    f.set(this.nfa);
+    this.nfa = f;
+  }
+
+  /** Steps every path from the container at depth d into child slot d + 1; returns the first field rule matched. */
+  private step(d: number, name: string | null, index: number): Rule | null {
+    const np = this.np;
+    const nfa = this.nfa;
+    const base = d * np;
+    let matched: Rule | null = null;
+    let any = 0;
+    for (let p = 0; p < np; p++) {
+      const cur = nfa[base + p]!;
+      let nx = 0;
+      if (cur !== 0) {
+        const steps = this.paths[p]!.steps;
+        const len = steps.length;
+        for (let k = 0; k < len; k++) {
+          if ((cur & (1 << k)) === 0) continue;
+          const s = steps[k]!;
+          if (s.desc) nx |= 1 << k;
+          if (s.name !== null ? s.name === name : s.index < 0 || s.index === index) nx |= 1 << (k + 1);
+        }
+        if (matched === null && (nx & (1 << len)) !== 0) matched = this.paths[p]!;
+      }
+      nfa[base + np + p] = nx;
+      any |= nx;
+    }
+    this.live[d + 1] = any !== 0 ? 1 : 0;
+    return matched;
+  }
+
+  /** A member name ended at i (after its quote): the rule of its value. */
+  private endKey(buf: Buffer, i: number): number {
+    const d = this.depth;
+    const inherited = this.rules[d]!;
+    if (inherited !== null) {
+      this.vRule = inherited;
+      return COLON;
+    }
+    if (!this.keyNeeded) {
+      this.vRule = null;
+      this.live[d + 1] = 0;
+      return COLON;
+    }
+    const len = this.tokLen + (i - this.tokStart);
+    let e: KeyEntry | null;
+    if (len > KEY_MAX) e = null;
+    else if (this.holdLen === 0) e = this.intern(buf, this.tokStart + 1, i - 1);
+    else {
+      this.append(buf, 0, i);
+      e = this.intern(this.hold, 1, this.holdLen - 1);
+    }
+    this.holdLen = 0;
+    const name = e === null ? OVERLONG_KEY : e.name;
+    let rule: Rule | null = null;
+    if (this.live[d] === 1) rule = this.step(d, name, -1);
+    else this.live[d + 1] = 0;
+    if (rule === null && this.hasCol && e !== null) {
+      if (e.col === undefined) e.col = this.set.columnRule({ column: name }) ?? null;
+      rule = e.col;
+    }
+    this.vRule = rule;
+    return COLON;
+  }
+
+  /** The member name in b[s, e) (raw, escapes and all), interned by its bytes. */
+  private intern(b: Buffer, s: number, e: number): KeyEntry {
+    let h = 0x811c9dc5;
+    for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    for (let x = this.keyCache.get(h) ?? null; x !== null; x = x.next) {
+      const r = x.raw;
+      if (r.length !== e - s) continue;
+      let i = 0;
+      while (i < r.length && r[i] === b[s + i]) i++;
+      if (i === r.length) return x;
+    }
+    let name: string;
+    if (this.hasEsc) {
+      const dst = this.scratchFor(e - s);
+      name = dst.toString('utf8', 0, decodeJsonString(b, s, e, dst));
+    } else name = b.toString('utf8', s, e);
+    if (this.keyCacheSize >= KEY_CACHE_MAX) {
+      this.keyCache.clear();
+      this.keyCacheSize = 0;
+    }
+    const entry: KeyEntry = { raw: Buffer.from(b.subarray(s, e)), name, col: undefined, next: this.keyCache.get(h) ?? null };
+    this.keyCache.set(h, entry);
+    this.keyCacheSize++;
+    return entry;
+  }
+
+  /** A string value ended at i (after its quote). */
+  private endString(buf: Buffer, i: number): number {
+    const st = this.depth === 0 && !this.multi ? DONE : AFTER;
+    if (this.tokSkip) {
+      this.tokSkip = false;
+      this.emitFrom = i;
+      return st;
+    }
+    if (!this.tokHold) return st;
+    this.tokHold = false;
+    const held = this.holdLen;
+    if (this.tokLen + (i - this.tokStart) > this.maxString) {
+      this.holdLen = 0;
+      this.out(buf, this.tokStart);
+      this.oversizeOut();
+      this.emitFrom = i;
+      return st;
+    }
+    let raw = buf;
+    let rs = this.tokStart;
+    let re = i;
+    if (held > 0) {
+      this.append(buf, 0, i);
+      raw = this.hold;
+      rs = 0;
+      re = this.holdLen;
+    }
+    this.holdLen = 0;
+    let v = raw;
+    let vs = rs + 1;
+    let ve = re - 1;
+    if (this.hasEsc) {
+      v = this.scratchFor(ve - vs);
+      ve = decodeJsonString(raw, vs, ve, v);
+      vs = 0;
+    }
+    const rule = this.tokRule;
+    let rep: Buffer | null = null;
+    if (rule !== null) rep = this.maskWhole(rule, v, vs, ve);
+    else {
+      const f = this.scanner!.scan(v, vs, ve);
+      if (f.length > 0) {
+        for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+        const m = maskFindings(v, vs, ve, f, this.strategyFor, this.ctx);
+        rep = jsonQuote(m);
+      }
+    }
+    this.replace(buf, i, rep, held);
+    return st;
+  }
+
+  private endNumber(buf: Buffer, i: number): number {
+    const st = this.depth === 0 && !this.multi ? DONE : AFTER;
+    if (this.tokSkip) {
+      this.tokSkip = false;
+      this.emitFrom = i;
+      return st;
+    }
+    if (!this.tokHold) return st;
+    this.tokHold = false;
+    const held = this.holdLen;
+    const len = this.tokLen + (i - this.tokStart);
+    const rule = this.tokRule;
+    if (rule === null && len < 13) {
+      this.holdLen = 0;
+      this.replace(buf, i, null, held); // too short for a card
+      return st;
+    }
+    if (len > this.maxString) {
+      this.holdLen = 0;
+      this.out(buf, this.tokStart);
+      this.oversizeOut();
+      this.emitFrom = i;
+      return st;
+    }
+    let raw = buf;
+    let rs = this.tokStart;
+    let re = i;
+    if (held > 0) {
+      this.append(buf, 0, i);
+      raw = this.hold;
+      rs = 0;
+      re = this.holdLen;
+    }
+    this.holdLen = 0;
+    let rep: Buffer | null = null;
+    if (rule !== null) rep = this.maskWhole(rule, raw, rs, re);
+    else {
+      const f = this.scanner!.scan(raw, rs, re);
+      if (f.length > 0) {
+        for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+        rep = jsonQuote(maskFindings(raw, rs, re, f, this.strategyFor, this.ctx));
+      }
+    }
+    this.replace(buf, i, rep, held);
+    return st;
+  }
+
+  private endLiteral(buf: Buffer, i: number): number {
+    const st = this.depth === 0 && !this.multi ? DONE : AFTER;
+    if (!this.tokHold) return st;
+    this.tokHold = false;
+    const held = this.holdLen;
+    this.holdLen = 0;
+    const rule = this.tokRule;
+    // null carries nothing to hide; a boolean under a rule is masked like its text.
+    const rep = rule === null || this.lit === NULL_LIT ? null : this.maskWhole(rule, LITERALS[this.lit]!, 0, LITERALS[this.lit]!.length);
+    this.replace(buf, i, rep, held);
+    return st;
+  }
+
+  /** A whole value under a rule, as JSON: a string, or null for strategy null. */
+  private maskWhole(rule: Rule, v: Buffer, s: number, e: number): Buffer {
+    this.columns[rule.pattern] = (this.columns[rule.pattern] ?? 0) + 1;
+    const m = maskValue(rule.strategy, v.subarray(s, e), this.ctx);
+    return m === null ? NULL_BUF : jsonQuote(m);
+  }
+
+  /**
+   * The held token ends at i in buf: rep replaces it, or (null) it goes out as it was:
+   * the part held from earlier chunks now, the part in this chunk flows on.
+   */
+  private replace(buf: Buffer, i: number, rep: Buffer | null, held: number): void {
+    if (rep !== null) {
+      this.out(buf, this.tokStart);
+      this.emit(rep);
+      this.emitFrom = i;
+      this.changedAny = true;
+    } else if (held > 0) {
+      this.out(buf, this.tokStart);
+      this.emit(Buffer.from(this.hold.subarray(0, held)));
+    }
+  }
+
+  /** The value under way is too long to hold: "****" now, the rest of it dropped as it comes. */
+  private oversize(): void {
+    this.oversizeOut();
+    this.holdLen = 0;
+    this.tokHold = false;
+    this.tokSkip = true;
+  }
+
+  private oversizeOut(): void {
+    this.flags.oversized++;
+    const r = this.tokRule;
+    if (r !== null) this.columns[r.pattern] = (this.columns[r.pattern] ?? 0) + 1;
+    this.emit(REDACTED_STR);
+    this.changedAny = true;
+  }
+
+  /** Validates escape bytes from i; returns where the string goes on, or -(bad byte's index) - 1. */
+  private escape(buf: Buffer, i: number, n: number): number {
+    let e = this.esc;
+    while (i < n && e !== 0) {
+      const c = buf[i]!;
+      if (e === 1) {
+        if (c === 0x75) e = 5;
+        else if (ESC1[c] === 1) e = 0;
+        else return -i - 1;
+      } else {
+        if (HEX[c]! < 0) return -i - 1;
+        e = e === 2 ? 0 : e - 1;
+      }
+      i++;
+    }
+    this.esc = e;
+    return i;
+  }
+
+  // ---- output and buffers ----
+
+  /** Emits buf[emitFrom, to). */
+  private out(buf: Buffer, to: number): void {
+    const from = this.emitFrom;
+    if (to > from) this.emit(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+    this.emitFrom = to;
+  }
+
+  private append(buf: Buffer, s: number, e: number): void {
+    const need = this.holdLen + (e - s);
+    if (need > this.hold.length) {
+      const next = Buffer.allocUnsafe(Math.max(need, this.hold.length * 2, 256));
+      this.hold.copy(next, 0, 0, this.holdLen);
+      this.hold = next;
+    }
+    buf.copy(this.hold, this.holdLen, s, e);
+    this.holdLen = need;
+  }
+
+  private scratchFor(n: number): Buffer {
+    if (this.scratch.length < n) this.scratch = Buffer.allocUnsafe(Math.max(n, this.scratch.length * 2, 256));
+    return this.scratch;
+  }
+
+  /**
+   * Not JSON from buf[i] on: what is not out yet (the value under way from its start, or from i)
+   * goes to a text masker with the rest of the body.
+   */
+  private fail(buf: Buffer, i: number): void {
+    this.flags.malformed = true;
+    this.flags.malformedAt = this.consumed + i;
+    let held: Buffer | null = null;
+    if (this.tokHold) {
+      this.out(buf, this.tokStart);
+      if (this.holdLen > 0) held = Buffer.from(this.hold.subarray(0, this.holdLen));
+    } else if (this.tokSkip) this.emitFrom = Math.max(i, this.emitFrom); // the rest of a value already sent as "****"
+    else this.out(buf, i);
+    this.tokSkip = false;
+    this.holdLen = 0;
+    this.tokHold = false;
+    const scanner = this.scanner;
+    if (scanner !== null) {
+      const sm = new StreamMasker(scanner, this.strategyFor, this.ctx, (b) => this.emit(b));
+      this.fbCounts = sm.counts;
+      this.fb = sm;
+    } else {
+      const emit = this.emit;
+      this.fb = { push: (b) => emit(b), end: () => {} };
+    }
+    if (held !== null) this.fb.push(held);
+    if (this.emitFrom < buf.length) this.fb.push(Buffer.from(buf.subarray(this.emitFrom)));
+    this.consumed += buf.length;
+  }
+}
