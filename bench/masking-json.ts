@@ -1,0 +1,210 @@
+// HTTP body masking throughput (src/policy/masking/json-stream.ts, src/protocols/http/body-masker.ts).
+//   node --import tsx bench/masking-json.ts          both parts (the stream part in a fresh process)
+//   node --import tsx bench/masking-json.ts core     JsonStreamMasker MB/s per CPU second, one core
+//   node --import tsx bench/masking-json.ts stream   JSON_BENCH_GB (default 1) through createBodyMasker
+// core: ~32 MB of a realistic API payload ({"customers":[…]}: ids, UUIDs, names, emails, phones,
+// cards, nested addresses, orders, free-text notes, some with PII), pushed in 64 KiB chunks, all 8
+// built-in detectors + field rules $.customers[*].name (hash), $..card (partial) and column rule ssn.
+// stream: the same kind of payload generated on the fly (nothing on disk), through createBodyMasker
+// (identity and gzip), into a sink; peak RSS sampled every 50 ms.
+//
+// Results (2 × AMD EPYC, Node v20.20.2, under flock, 2026-12-06):
+//   RESULTS_PLACEHOLDER
+import { spawnSync } from 'node:child_process';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import zlib from 'node:zlib';
+import { configFromObject } from '../src/config/load.js';
+import { MaskingSet } from '../src/policy/masking/ruleset.js';
+import { JsonStreamMasker } from '../src/policy/masking/json-stream.js';
+import { DETECTOR_NAMES } from '../src/policy/masking/types.js';
+import { createBodyMasker } from '../src/protocols/http/body-masker.js';
+
+const ROUNDS = Number(process.env.JSON_BENCH_ROUNDS ?? 5);
+const CORE_MB = Number(process.env.JSON_BENCH_MB ?? 32);
+const STREAM_GB = Number(process.env.JSON_BENCH_GB ?? 1);
+
+let seed = 42;
+const rnd = (): number => {
+  seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+  return seed / 0x80000000;
+};
+const int = (n: number): number => Math.floor(rnd() * n);
+const pick = <T>(a: readonly T[]): T => a[int(a.length)]!;
+const pad = (n: number, w: number): string => String(n).padStart(w, '0');
+const FIRST = ['Zoë', 'Anna', 'José', 'Mei', 'Olivier', 'Björn', 'Sarah', 'Ahmed', 'Łukasz', 'Priya', 'John', 'Ines'];
+const LAST = ['Müller', 'Smith', 'García', 'Nakamura', "O'Brien", 'Nowak', 'Dubois', 'Rossi', 'Kowalski', 'Øster'];
+const CITIES = ['Berlin', 'Paris', 'München', 'Kraków', 'Austin', 'Tokyo', 'São Paulo', 'Oslo'];
+const WORDS = 'the order was shipped on time and the customer asked for a refund because the package arrived late please call back tomorrow invoice total includes tax'.split(' ');
+const hex = (n: number): string => Array.from({ length: n }, () => '0123456789abcdef'[int(16)]).join('');
+const uuid = (): string => `${hex(8)}-${hex(4)}-4${hex(3)}-a${hex(3)}-${hex(12)}`;
+const ts = (): string => `2024-${pad(1 + int(12), 2)}-${pad(1 + int(28), 2)}T${pad(int(24), 2)}:${pad(int(60), 2)}:${pad(int(60), 2)}Z`;
+const sentence = (): string => Array.from({ length: 4 + int(16) }, () => pick(WORDS)).join(' ');
+
+function luhn(prefix: string, len: number): string {
+  let s = prefix;
+  while (s.length < len - 1) s += String(int(10));
+  for (let d = 0; d < 10; d++) {
+    const c = s + d;
+    let sum = 0;
+    for (let i = c.length - 1, dbl = false; i >= 0; i--, dbl = !dbl) {
+      let v = c.charCodeAt(i) - 48;
+      if (dbl) v = v * 2 > 9 ? v * 2 - 9 : v * 2;
+      sum += v;
+    }
+    if (sum % 10 === 0) return c;
+  }
+  throw new Error('unreachable');
+}
+
+function customer(id: number): string {
+  const first = pick(FIRST);
+  const last = pick(LAST);
+  return JSON.stringify({
+    id,
+    uuid: uuid(),
+    name: `${first} ${last}`,
+    email: `${first.toLowerCase()}.${last.toLowerCase().replace(/[^a-z]/g, '')}${int(100)}@example.com`,
+    phone: `+1 (${200 + int(700)}) ${100 + int(900)}-${pad(int(10000), 4)}`,
+    ssn: `${100 + int(500)}-${pad(1 + int(98), 2)}-${pad(1 + int(9998), 4)}`,
+    card: { number: luhn(pick(['4', '51', '37']), 16), exp: `${pad(1 + int(12), 2)}/${26 + int(5)}`, brand: pick(['visa', 'mc', 'amex']) },
+    address: { street: `${1 + int(200)} ${pick(LAST)}straße`, city: pick(CITIES), zip: pad(int(100000), 5), country: pick(['DE', 'FR', 'US', 'PL', 'JP']) },
+    created_at: ts(),
+    status: pick(['active', 'pending', 'closed']),
+    balance: int(1e6) / 100,
+    verified: rnd() < 0.5,
+    tags: [pick(WORDS), pick(WORDS)],
+    orders: Array.from({ length: int(3) }, () => ({ id: uuid(), amount: int(100000) / 100, currency: 'EUR', at: ts() })),
+    note: rnd() < 0.1 ? `${sentence()} contact ${first.toLowerCase()}@example.org ${sentence()}` : sentence(),
+  });
+}
+
+const set = new MaskingSet(
+  configFromObject(
+    {
+      masking: [
+        {
+          name: 'api',
+          detectors: [...DETECTOR_NAMES],
+          columns: [{ column: 'ssn', strategy: 'redact' }],
+          fields: [
+            { path: '$.customers[*].name', strategy: 'hash' },
+            { path: '$..card', strategy: 'partial' },
+          ],
+        },
+      ],
+    },
+    '',
+  ).masking,
+);
+const ctx = { hmacKey: Buffer.alloc(32, 7) };
+
+function core(): void {
+  const parts: string[] = [];
+  let size = 0;
+  for (let id = 0; size < CORE_MB * 1024 * 1024; id++) {
+    const c = customer(id);
+    parts.push(c);
+    size += c.length + 1;
+  }
+  const body = Buffer.from(`{"customers":[${parts.join(',')}],"total":${parts.length}}`);
+  const mb = body.length / 1024 / 1024;
+  const CHUNK = 64 * 1024;
+  const rates: number[] = [];
+  let out = 0;
+  let counts = {};
+  for (let r = 0; r < ROUNDS; r++) {
+    out = 0;
+    const c0 = process.cpuUsage();
+    const m = new JsonStreamMasker(set, ctx, (b) => (out += b.length));
+    for (let i = 0; i < body.length; i += CHUNK) m.push(body.subarray(i, i + CHUNK));
+    m.end();
+    const c = process.cpuUsage(c0);
+    rates.push(mb / ((c.user + c.system) / 1e6));
+    counts = m.counts;
+  }
+  rates.sort((a, b) => a - b);
+  console.log(`core: ${mb.toFixed(1)} MB, ${parts.length} customers, ${(body.length / parts.length).toFixed(0)} B each, out ${(out / 1048576).toFixed(1)} MB`);
+  console.log(`core: JsonStreamMasker ${rates[ROUNDS >> 1]!.toFixed(0)} MB/s per CPU second (median of ${ROUNDS}; best ${rates[ROUNDS - 1]!.toFixed(0)})`);
+  console.log(`core: counts per run ${JSON.stringify(counts)}`);
+}
+
+async function stream(encoding: string | null): Promise<void> {
+  const pool: Buffer[] = [];
+  for (let k = 0, id = 1; k < 256; k++) {
+    const objs: string[] = [];
+    let len = 0;
+    while (len < 64 * 1024) {
+      const c = customer(id++);
+      objs.push(c);
+      len += c.length + 1;
+    }
+    pool.push(Buffer.from(',' + objs.join(',')));
+  }
+  const total = STREAM_GB * 1e9;
+  let produced = 0;
+  let k = 0;
+  const src = new Readable({
+    read() {
+      if (produced === 0) {
+        const head = Buffer.from(`{"customers":[${customer(0)}`);
+        produced += head.length;
+        return void this.push(head);
+      }
+      if (produced >= total) {
+        this.push(Buffer.from(']}'));
+        return void this.push(null);
+      }
+      const b = pool[k++ & 255]!;
+      produced += b.length;
+      this.push(b);
+    },
+  });
+  const m = createBodyMasker({ contentType: 'application/json; charset=utf-8', contentEncoding: encoding, set, ctx });
+  if (m.kind !== 'mask') throw new Error(`expected mask, got ${m.kind}`);
+  let peak = 0;
+  const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
+  let out = 0;
+  const c0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const stages: (NodeJS.ReadableStream | NodeJS.WritableStream)[] = [src];
+  if (encoding === 'gzip') stages.push(zlib.createGzip({ level: 1 }));
+  await pipeline(
+    ...(stages as [Readable]),
+    m.stream,
+    new Writable({
+      highWaterMark: 64 * 1024,
+      write(c: Buffer, _e, cb) {
+        out += c.length;
+        cb();
+      },
+    }),
+  );
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  const c = process.cpuUsage(c0);
+  clearInterval(timer);
+  peak = Math.max(peak, process.memoryUsage().rss);
+  const mb = produced / 1e6;
+  console.log(
+    `stream${encoding ? ` (${encoding}: upstream gzip in this process too)` : ''}: ${(produced / 1e9).toFixed(2)} GB JSON, ` +
+      `${(mb / secs).toFixed(0)} MB/s wall, ${(mb / ((c.user + c.system) / 1e6)).toFixed(0)} MB/s per CPU second, ` +
+      `peak RSS ${(peak / 1048576).toFixed(0)} MB, out ${(out / 1e6).toFixed(0)} MB, malformed ${m.flags.malformed}, ` +
+      `masked ${JSON.stringify(m.counts)}`,
+  );
+}
+
+const mode = process.argv[2];
+if (mode === 'core') core();
+else if (mode === 'stream') await stream(process.argv[3] ?? null);
+else {
+  core();
+  for (const enc of ['', 'gzip']) {
+    const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, 'stream', ...(enc ? [enc] : [])], { stdio: 'inherit' });
+    if (r.status !== 0) process.exitCode = 1;
+  }
+}
+if (process.env.JSON_BENCH_DUMP) {
+  const parts: string[] = [];
+  for (let id = 0; id < 25000; id++) parts.push(customer(id));
+  (await import('node:fs')).writeFileSync(process.env.JSON_BENCH_DUMP, `{"customers":[${parts.join(',')}]}`);
+}
