@@ -40,7 +40,8 @@
 import type { MaskingCounts } from '../../session/session.js';
 import type { JsonFieldRule, MaskingSet } from './ruleset.js';
 import type { Scanner } from './scanner.js';
-import { maskFindings, maskValue, type MaskContext } from './strategies.js';
+import { copyBytes } from './bytes.js';
+import { maskFindings, maskValueInto, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
 import { StreamMasker } from './stream.js';
 import type { Strategy } from './types.js';
 
@@ -153,36 +154,6 @@ QESC[0x0d] = 0x72;
 QESC[0x09] = 0x74;
 const HEXCH = Buffer.from('0123456789abcdef');
 
-/** v[s, e) as a JSON string literal (quotes included). */
-export function jsonQuote(v: Buffer, s = 0, e = v.length): Buffer {
-  let len = e - s + 2;
-  for (let i = s; i < e; i++) {
-    const q = QESC[v[i]!]!;
-    if (q !== 0) len += q === 0x75 ? 5 : 1;
-  }
-  const out = Buffer.allocUnsafe(len);
-  let o = 0;
-  out[o++] = 0x22;
-  for (let i = s; i < e; i++) {
-    const c = v[i]!;
-    const q = QESC[c]!;
-    if (q === 0) out[o++] = c;
-    else if (q !== 0x75) {
-      out[o++] = 0x5c;
-      out[o++] = q;
-    } else {
-      out[o++] = 0x5c;
-      out[o++] = 0x75;
-      out[o++] = 0x30;
-      out[o++] = 0x30;
-      out[o++] = HEXCH[c >> 4]!;
-      out[o++] = HEXCH[c & 15]!;
-    }
-  }
-  out[o] = 0x22;
-  return out;
-}
-
 /**
  * Decodes the JSON string content src[s, e) (escapes already validated) into dst as UTF-8;
  * returns the length. dst needs e - s bytes (an escape never decodes longer than it is written).
@@ -244,13 +215,19 @@ function hex4(b: Buffer, i: number): number {
 
 interface KeyEntry {
   raw: Buffer;
+  hash: number;
   name: string;
   /** The column rule for this name; undefined: not looked up yet. */
   col: Rule | null | undefined;
+  /** Per path: the steps (as bits) this name matches as a member. */
+  masks: Int32Array;
+  /** The name that came after this one last time (objects of one array repeat their names in order). */
   next: KeyEntry | null;
 }
 
-const KEY_CACHE_MAX = 4096;
+const SLICE = 8192;
+const KEY_TABLE = 8192; // open addressing, at most half full
+const KEY_CACHE_MAX = KEY_TABLE / 2;
 const KEY_MAX = 64 * 1024;
 /** The name of a member name longer than KEY_MAX: matches only `*` steps. */
 const OVERLONG_KEY = '\u0000overlong';
@@ -278,6 +255,9 @@ export class JsonStreamMasker {
   private live = new Uint8Array(17);
   private nfa: Int32Array;
   private rules: (Rule | null)[] = [null];
+  /** Per depth: the last member name of the open object, and the first name of the last object there. */
+  private prevKey: (KeyEntry | null)[] = [null];
+  private firstKey: (KeyEntry | null)[] = [null];
   /** The rule of the value about to start. */
   private vRule: Rule | null = null;
 
@@ -298,9 +278,23 @@ export class JsonStreamMasker {
   private hold = Buffer.alloc(0);
   private holdLen = 0;
   private scratch = Buffer.alloc(0);
-  private readonly keyCache = new Map<number, KeyEntry>();
-  private keyCacheSize = 0;
+  private scratch2 = Buffer.alloc(0);
+  private readonly keyTable = new Int32Array(KEY_TABLE);
+  private keyEntries: KeyEntry[] = [];
+  // Per path, as bits of step positions: steps that go on at any depth, any-child steps, the end.
+  private readonly descMask: Int32Array;
+  private readonly anyMask: Int32Array;
+  private readonly finMask: Int32Array;
+  /** Per path: [position, index, …] of its [n] steps, or null. */
+  private readonly idxSteps: (number[] | null)[];
+  private readonly overlong: KeyEntry;
+  private readonly minScan: number;
 
+  // Output of the current chunk: while nothing in it is rewritten its bytes go out as views of
+  // it; from the first rewrite on, the chunk's output is built in ob (one Buffer per chunk).
+  private ob: Buffer | null = null;
+  private obLen = 0;
+  private chunkLen = 0;
   private emitFrom = 0;
   private consumed = 0;
   private fb: Sink | null = null;
@@ -324,6 +318,24 @@ export class JsonStreamMasker {
     this.paths = set.jsonFields.filter((f) => f.steps.length > 0);
     this.np = this.paths.length;
     this.nfa = new Int32Array(17 * Math.max(this.np, 1));
+    const np = this.np;
+    this.descMask = new Int32Array(np);
+    this.anyMask = new Int32Array(np);
+    this.finMask = new Int32Array(np);
+    this.idxSteps = [];
+    for (let p = 0; p < np; p++) {
+      const steps = this.paths[p]!.steps;
+      let ix: number[] | null = null;
+      steps.forEach((s, k) => {
+        if (s.desc) this.descMask[p] |= 1 << k;
+        if (s.name === null && s.index < 0) this.anyMask[p] |= 1 << k;
+        if (s.index >= 0) (ix ??= []).push(k, s.index);
+      });
+      this.finMask[p] = 1 << steps.length;
+      this.idxSteps.push(ix);
+    }
+    this.overlong = { raw: Buffer.alloc(0), hash: 0, name: OVERLONG_KEY, col: null, masks: this.anyMask, next: null };
+    this.minScan = this.scanner?.minFindingLength ?? 1;
   }
 
   /** Whether any byte of the output differs from the input so far. */
@@ -347,7 +359,19 @@ export class JsonStreamMasker {
     const n = buf.length;
     this.emitFrom = 0;
     this.tokStart = 0;
+    this.chunkLen = n;
+    // In slices, so the tokenizer is a function called often (optimised whole, with feedback
+    // for every path) rather than one long loop V8 can only optimise on stack.
     let i = 0;
+    while (i < n) {
+      i = this.run(buf, i, Math.min(n, i + SLICE));
+      if (i < 0) return;
+    }
+    this.chunkEnd(buf, n);
+  }
+
+  /** Tokenizes buf[i, n); returns where it stopped (n), or -1 when the body turned out malformed. */
+  private run(buf: Buffer, i: number, n: number): number {
     let st = this.st;
     const multi = this.multi;
     while (i < n) {
@@ -355,7 +379,7 @@ export class JsonStreamMasker {
         case STR: {
           if (this.esc !== 0) {
             i = this.escape(buf, i, n);
-            if (i < 0) return this.fail(buf, -i - 1);
+            if (i < 0) return this.failed(buf, -i - 1);
             if (this.esc !== 0) break;
           }
           let c = 0;
@@ -366,7 +390,7 @@ export class JsonStreamMasker {
           else if (c === 2) {
             this.hasEsc = true;
             this.esc = 1;
-          } else return this.fail(buf, i - 1);
+          } else return this.failed(buf, i - 1);
           break;
         }
         case AFTER: {
@@ -391,7 +415,7 @@ export class JsonStreamMasker {
           } else if ((c === 0x7d && this.kinds[d] === OBJ) || (c === 0x5d && this.kinds[d] === ARR)) {
             this.depth = d - 1;
             i++;
-          } else return this.fail(buf, i);
+          } else return this.failed(buf, i);
           break;
         }
         case VALUE:
@@ -415,7 +439,7 @@ export class JsonStreamMasker {
             st = STR;
             i++;
           } else if (c === 0x7b || c === 0x5b) {
-            if (this.depth >= this.maxDepth) return this.fail(buf, i);
+            if (this.depth >= this.maxDepth) return this.failed(buf, i);
             this.open(c === 0x7b ? OBJ : ARR);
             st = c === 0x7b ? OBJ_FIRST : ARR_FIRST;
             i++;
@@ -430,7 +454,7 @@ export class JsonStreamMasker {
             this.litPos = 1;
             st = LIT;
             i++;
-          } else return this.fail(buf, i);
+          } else return this.failed(buf, i);
           break;
         }
         case NUM: {
@@ -442,7 +466,7 @@ export class JsonStreamMasker {
           }
           this.numSt = s;
           if (i === n) break;
-          if (x === N_BAD) return this.fail(buf, i);
+          if (x === N_BAD) return this.failed(buf, i);
           st = this.endNumber(buf, i);
           break;
         }
@@ -450,7 +474,7 @@ export class JsonStreamMasker {
           const L = LITERALS[this.lit]!;
           let p = this.litPos;
           while (i < n && p < L.length) {
-            if (buf[i] !== L[p]) return this.fail(buf, i);
+            if (buf[i] !== L[p]) return this.failed(buf, i);
             i++;
             p++;
           }
@@ -468,7 +492,7 @@ export class JsonStreamMasker {
           }
           if (i === n) break;
           if (st === COLON) {
-            if (c !== 0x3a) return this.fail(buf, i);
+            if (c !== 0x3a) return this.failed(buf, i);
             st = VALUE;
           } else if (c === 0x22) {
             const d = this.depth;
@@ -479,27 +503,39 @@ export class JsonStreamMasker {
           } else if (c === 0x7d && st === OBJ_FIRST) {
             this.depth--;
             st = AFTER;
-          } else return this.fail(buf, i);
+          } else return this.failed(buf, i);
           i++;
           break;
         }
         case DONE: {
           while (i < n && WS[buf[i]!] === 1) i++;
-          if (i < n) return this.fail(buf, i);
+          if (i < n) return this.failed(buf, i);
           break;
         }
       }
     }
     this.st = st;
+    return i;
+  }
+
+  private failed(buf: Buffer, i: number): number {
+    this.fail(buf, i);
+    return -1;
+  }
+
+  private chunkEnd(buf: Buffer, n: number): void {
+    const st = this.st;
     // The chunk's end: pass on what is decided, hold the value under way.
     if (this.tokHold && (st === STR || st === NUM || st === LIT)) {
-      this.out(buf, this.tokStart);
       const add = n - this.tokStart;
-      if (this.tokLen + add > this.maxString && st !== LIT) this.oversize();
-      else if (!this.isKey) this.append(buf, this.tokStart, n);
+      if (this.tokLen + add > this.maxString && st !== LIT) {
+        this.out(buf, this.tokStart);
+        this.oversize();
+      } else if (!this.isKey) this.append(buf, this.tokStart, n);
       this.tokLen += add;
+      this.flushOut(buf, this.tokStart);
     } else if (this.tokSkip) {
-      this.out(buf, this.tokStart);
+      this.flushOut(buf, this.tokStart);
       this.tokLen += n - this.tokStart;
     } else {
       if (st === STR && this.isKey && this.keyNeeded) {
@@ -508,7 +544,7 @@ export class JsonStreamMasker {
         if (this.tokLen + add <= KEY_MAX) this.append(buf, this.tokStart, n);
         this.tokLen += add;
       }
-      this.out(buf, n);
+      this.flushOut(buf, n);
     }
     this.consumed += n;
   }
@@ -572,6 +608,8 @@ export class JsonStreamMasker {
     this.kinds[d] = kind;
     this.idx[d] = 0;
     this.rules[d] = this.vRule;
+    this.prevKey[d] = null;
+    if (d >= this.firstKey.length) this.firstKey.push(null);
   }
 
   private grow(): void {
@@ -590,8 +628,12 @@ export class JsonStreamMasker {
     this.nfa = f;
   }
 
-  /** Steps every path from the container at depth d into child slot d + 1; returns the first field rule matched. */
-  private step(d: number, name: string | null, index: number): Rule | null {
+  /**
+   * Steps every path from the container at depth d into child slot d + 1, for a member whose name
+   * matches the steps in masks (per path), or (masks null) for array element `index`. Returns the
+   * first field rule that now matches.
+   */
+  private step(d: number, masks: Int32Array | null, index: number): Rule | null {
     const np = this.np;
     const nfa = this.nfa;
     const base = d * np;
@@ -601,21 +643,22 @@ export class JsonStreamMasker {
       const cur = nfa[base + p]!;
       let nx = 0;
       if (cur !== 0) {
-        const steps = this.paths[p]!.steps;
-        const len = steps.length;
-        for (let k = 0; k < len; k++) {
-          if ((cur & (1 << k)) === 0) continue;
-          const s = steps[k]!;
-          if (s.desc) nx |= 1 << k;
-          if (s.name !== null ? s.name === name : s.index < 0 || s.index === index) nx |= 1 << (k + 1);
-        }
-        if (matched === null && (nx & (1 << len)) !== 0) matched = this.paths[p]!;
+        const m = masks !== null ? masks[p]! : this.elementMask(p, index);
+        nx = ((cur & m) << 1) | (cur & this.descMask[p]!);
+        if (matched === null && (nx & this.finMask[p]!) !== 0) matched = this.paths[p]!;
       }
       nfa[base + np + p] = nx;
       any |= nx;
     }
     this.live[d + 1] = any !== 0 ? 1 : 0;
     return matched;
+  }
+
+  private elementMask(p: number, index: number): number {
+    let m = this.anyMask[p]!;
+    const ix = this.idxSteps[p]!;
+    if (ix !== null) for (let j = 0; j < ix.length; j += 2) if (ix[j + 1] === index) m |= 1 << ix[j]!;
+    return m;
   }
 
   /** A member name ended at i (after its quote): the rule of its value. */
@@ -632,49 +675,82 @@ export class JsonStreamMasker {
       return COLON;
     }
     const len = this.tokLen + (i - this.tokStart);
-    let e: KeyEntry | null;
-    if (len > KEY_MAX) e = null;
-    else if (this.holdLen === 0) e = this.intern(buf, this.tokStart + 1, i - 1);
+    let e: KeyEntry;
+    if (len > KEY_MAX) e = this.overlong;
+    else if (this.holdLen === 0) e = this.lookup(d, buf, this.tokStart + 1, i - 1);
     else {
       this.append(buf, 0, i);
-      e = this.intern(this.hold, 1, this.holdLen - 1);
+      e = this.lookup(d, this.hold, 1, this.holdLen - 1);
     }
     this.holdLen = 0;
-    const name = e === null ? OVERLONG_KEY : e.name;
     let rule: Rule | null = null;
-    if (this.live[d] === 1) rule = this.step(d, name, -1);
+    if (this.live[d] === 1) rule = this.step(d, e.masks, -1);
     else this.live[d + 1] = 0;
-    if (rule === null && this.hasCol && e !== null) {
-      if (e.col === undefined) e.col = this.set.columnRule({ column: name }) ?? null;
+    if (rule === null && this.hasCol) {
+      if (e.col === undefined) e.col = this.set.columnRule({ column: e.name }) ?? null;
       rule = e.col;
     }
     this.vRule = rule;
     return COLON;
   }
 
+  /** The member name in b[s, e) of the object at depth d: the one that followed the previous name last time, else interned. */
+  private lookup(d: number, b: Buffer, s: number, e: number): KeyEntry {
+    const prev = this.prevKey[d]!;
+    const cand = prev === null ? this.firstKey[d]! : prev.next;
+    let en: KeyEntry | null = null;
+    if (cand !== null && cand.raw.length === e - s) {
+      const r = cand.raw;
+      let i = 0;
+      while (i < r.length && r[i] === b[s + i]) i++;
+      if (i === r.length) en = cand;
+    }
+    if (en === null) {
+      en = this.intern(b, s, e);
+      if (prev === null) this.firstKey[d] = en;
+      else prev.next = en;
+    }
+    this.prevKey[d] = en;
+    return en;
+  }
+
   /** The member name in b[s, e) (raw, escapes and all), interned by its bytes. */
   private intern(b: Buffer, s: number, e: number): KeyEntry {
     let h = 0x811c9dc5;
     for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-    for (let x = this.keyCache.get(h) ?? null; x !== null; x = x.next) {
-      const r = x.raw;
-      if (r.length !== e - s) continue;
-      let i = 0;
-      while (i < r.length && r[i] === b[s + i]) i++;
-      if (i === r.length) return x;
+    const table = this.keyTable;
+    let slot = h & (KEY_TABLE - 1);
+    for (let x = table[slot]!; x !== 0; x = table[slot]!) {
+      const en = this.keyEntries[x - 1]!;
+      const r = en.raw;
+      if (en.hash === h && r.length === e - s) {
+        let i = 0;
+        while (i < r.length && r[i] === b[s + i]) i++;
+        if (i === r.length) return en;
+      }
+      slot = (slot + 1) & (KEY_TABLE - 1);
     }
     let name: string;
     if (this.hasEsc) {
       const dst = this.scratchFor(e - s);
       name = dst.toString('utf8', 0, decodeJsonString(b, s, e, dst));
     } else name = b.toString('utf8', s, e);
-    if (this.keyCacheSize >= KEY_CACHE_MAX) {
-      this.keyCache.clear();
-      this.keyCacheSize = 0;
+    if (this.keyEntries.length >= KEY_CACHE_MAX) {
+      table.fill(0);
+      this.keyEntries = [];
+      slot = h & (KEY_TABLE - 1);
     }
-    const entry: KeyEntry = { raw: Buffer.from(b.subarray(s, e)), name, col: undefined, next: this.keyCache.get(h) ?? null };
-    this.keyCache.set(h, entry);
-    this.keyCacheSize++;
+    const masks = new Int32Array(this.np);
+    for (let p = 0; p < this.np; p++) {
+      const steps = this.paths[p]!.steps;
+      for (let k = 0; k < steps.length; k++) {
+        const st = steps[k]!;
+        if (st.name !== null ? st.name === name : st.index < 0) masks[p]! |= 1 << k;
+      }
+    }
+    const entry: KeyEntry = { raw: Buffer.from(b.subarray(s, e)), hash: h, name, col: undefined, masks, next: null };
+    this.keyEntries.push(entry);
+    table[slot] = this.keyEntries.length;
     return entry;
   }
 
@@ -689,7 +765,15 @@ export class JsonStreamMasker {
     if (!this.tokHold) return st;
     this.tokHold = false;
     const held = this.holdLen;
-    if (this.tokLen + (i - this.tokStart) > this.maxString) {
+    const rule = this.tokRule;
+    const len = this.tokLen + (i - this.tokStart);
+    if (rule === null && len - 2 < this.minScan) {
+      // Too short to hold a finding (escapes only make the value shorter).
+      this.holdLen = 0;
+      this.keep(buf, held);
+      return st;
+    }
+    if (len > this.maxString) {
       this.holdLen = 0;
       this.out(buf, this.tokStart);
       this.oversizeOut();
@@ -714,18 +798,22 @@ export class JsonStreamMasker {
       ve = decodeJsonString(raw, vs, ve, v);
       vs = 0;
     }
-    const rule = this.tokRule;
-    let rep: Buffer | null = null;
-    if (rule !== null) rep = this.maskWhole(rule, v, vs, ve);
-    else {
-      const f = this.scanner!.scan(v, vs, ve);
-      if (f.length > 0) {
-        for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
-        const m = maskFindings(v, vs, ve, f, this.strategyFor, this.ctx);
-        rep = jsonQuote(m);
-      }
+    if (rule !== null) {
+      this.out(buf, this.tokStart);
+      this.writeWhole(rule, v, vs, ve);
+      this.rewritten(i);
+      return st;
     }
-    this.replace(buf, i, rep, held);
+    const f = this.scanner!.scan(v, vs, ve);
+    if (f.length === 0) {
+      this.keep(buf, held);
+      return st;
+    }
+    for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+    const m = maskFindings(v, vs, ve, f, this.strategyFor, this.ctx);
+    this.out(buf, this.tokStart);
+    this.quote(m, 0, m.length);
+    this.rewritten(i);
     return st;
   }
 
@@ -743,7 +831,7 @@ export class JsonStreamMasker {
     const rule = this.tokRule;
     if (rule === null && len < 13) {
       this.holdLen = 0;
-      this.replace(buf, i, null, held); // too short for a card
+      this.keep(buf, held); // too short for a card
       return st;
     }
     if (len > this.maxString) {
@@ -763,16 +851,22 @@ export class JsonStreamMasker {
       re = this.holdLen;
     }
     this.holdLen = 0;
-    let rep: Buffer | null = null;
-    if (rule !== null) rep = this.maskWhole(rule, raw, rs, re);
-    else {
-      const f = this.scanner!.scan(raw, rs, re);
-      if (f.length > 0) {
-        for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
-        rep = jsonQuote(maskFindings(raw, rs, re, f, this.strategyFor, this.ctx));
-      }
+    if (rule !== null) {
+      this.out(buf, this.tokStart);
+      this.writeWhole(rule, raw, rs, re);
+      this.rewritten(i);
+      return st;
     }
-    this.replace(buf, i, rep, held);
+    const f = this.scanner!.scan(raw, rs, re);
+    if (f.length === 0) {
+      this.keep(buf, held);
+      return st;
+    }
+    for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+    const m = maskFindings(raw, rs, re, f, this.strategyFor, this.ctx);
+    this.out(buf, this.tokStart);
+    this.quote(m, 0, m.length);
+    this.rewritten(i);
     return st;
   }
 
@@ -784,32 +878,38 @@ export class JsonStreamMasker {
     this.holdLen = 0;
     const rule = this.tokRule;
     // null carries nothing to hide; a boolean under a rule is masked like its text.
-    const rep = rule === null || this.lit === NULL_LIT ? null : this.maskWhole(rule, LITERALS[this.lit]!, 0, LITERALS[this.lit]!.length);
-    this.replace(buf, i, rep, held);
+    if (rule === null || this.lit === NULL_LIT) {
+      this.keep(buf, held);
+      return st;
+    }
+    const L = LITERALS[this.lit]!;
+    this.out(buf, this.tokStart);
+    this.writeWhole(rule, L, 0, L.length);
+    this.rewritten(i);
     return st;
   }
 
   /** A whole value under a rule, as JSON: a string, or null for strategy null. */
-  private maskWhole(rule: Rule, v: Buffer, s: number, e: number): Buffer {
+  private writeWhole(rule: Rule, v: Buffer, s: number, e: number): void {
     this.columns[rule.pattern] = (this.columns[rule.pattern] ?? 0) + 1;
-    const m = maskValue(rule.strategy, v.subarray(s, e), this.ctx);
-    return m === null ? NULL_BUF : jsonQuote(m);
+    const need = e - s + WHOLE_VALUE_SLACK;
+    if (this.scratch2.length < need) this.scratch2 = Buffer.allocUnsafe(Math.max(need, this.scratch2.length * 2, 256));
+    const n = maskValueInto(rule.strategy, v, s, e, this.ctx, this.scratch2, 0);
+    if (n < 0) this.write(NULL_BUF, 0, 4);
+    else this.quote(this.scratch2, 0, n);
   }
 
-  /**
-   * The held token ends at i in buf: rep replaces it, or (null) it goes out as it was:
-   * the part held from earlier chunks now, the part in this chunk flows on.
-   */
-  private replace(buf: Buffer, i: number, rep: Buffer | null, held: number): void {
-    if (rep !== null) {
-      this.out(buf, this.tokStart);
-      this.emit(rep);
-      this.emitFrom = i;
-      this.changedAny = true;
-    } else if (held > 0) {
-      this.out(buf, this.tokStart);
-      this.emit(Buffer.from(this.hold.subarray(0, held)));
-    }
+  /** The held token, replaced, ended at i: the input goes on from there. */
+  private rewritten(i: number): void {
+    this.emitFrom = i;
+    this.changedAny = true;
+  }
+
+  /** The held token goes out as it was: the part held from earlier chunks now, the part in this chunk flows on. */
+  private keep(buf: Buffer, held: number): void {
+    if (held === 0) return;
+    this.out(buf, this.tokStart);
+    this.write(this.hold, 0, held);
   }
 
   /** The value under way is too long to hold: "****" now, the rest of it dropped as it comes. */
@@ -824,7 +924,7 @@ export class JsonStreamMasker {
     this.flags.oversized++;
     const r = this.tokRule;
     if (r !== null) this.columns[r.pattern] = (this.columns[r.pattern] ?? 0) + 1;
-    this.emit(REDACTED_STR);
+    this.write(REDACTED_STR, 0, REDACTED_STR.length);
     this.changedAny = true;
   }
 
@@ -849,11 +949,69 @@ export class JsonStreamMasker {
 
   // ---- output and buffers ----
 
-  /** Emits buf[emitFrom, to). */
+  /** Room for n more bytes in ob (started on the chunk's first rewrite). */
+  private reserve(n: number): Buffer {
+    const ob = this.ob;
+    if (ob === null) return (this.ob = Buffer.allocUnsafe(Math.max(this.chunkLen + (this.chunkLen >> 3) + 256, n * 2)));
+    if (this.obLen + n <= ob.length) return ob;
+    const next = Buffer.allocUnsafe(Math.max(ob.length * 2, this.obLen + n));
+    ob.copy(next, 0, 0, this.obLen);
+    return (this.ob = next);
+  }
+
+  /** Copies buf[emitFrom, to) to the output. */
   private out(buf: Buffer, to: number): void {
     const from = this.emitFrom;
-    if (to > from) this.emit(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
     this.emitFrom = to;
+    if (to <= from) return;
+    const ob = this.reserve(to - from);
+    this.obLen = copyBytes(buf, from, to, ob, this.obLen);
+  }
+
+  private write(b: Buffer, s: number, e: number): void {
+    const ob = this.reserve(e - s);
+    this.obLen = copyBytes(b, s, e, ob, this.obLen);
+  }
+
+  /** v[s, e) as a JSON string literal, into the output. */
+  private quote(v: Buffer, s: number, e: number): void {
+    const ob = this.reserve((e - s) * 6 + 2);
+    let o = this.obLen;
+    ob[o++] = 0x22;
+    for (let i = s; i < e; i++) {
+      const c = v[i]!;
+      const q = QESC[c]!;
+      if (q === 0) ob[o++] = c;
+      else if (q !== 0x75) {
+        ob[o++] = 0x5c;
+        ob[o++] = q;
+      } else {
+        ob[o++] = 0x5c;
+        ob[o++] = 0x75;
+        ob[o++] = 0x30;
+        ob[o++] = 0x30;
+        ob[o++] = HEXCH[c >> 4]!;
+        ob[o++] = HEXCH[c & 15]!;
+      }
+    }
+    ob[o++] = 0x22;
+    this.obLen = o;
+  }
+
+  /** What is decided up to `to` in buf goes out: a view of buf while nothing was rewritten, else ob. */
+  private flushOut(buf: Buffer, to: number): void {
+    if (this.ob === null) {
+      const from = this.emitFrom;
+      if (to > from) this.emit(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+      this.emitFrom = to;
+      return;
+    }
+    this.out(buf, to);
+    const ob = this.ob;
+    const n = this.obLen;
+    this.ob = null;
+    this.obLen = 0;
+    if (n > 0) this.emit(ob.subarray(0, n));
   }
 
   private append(buf: Buffer, s: number, e: number): void {
@@ -881,10 +1039,12 @@ export class JsonStreamMasker {
     this.flags.malformedAt = this.consumed + i;
     let held: Buffer | null = null;
     if (this.tokHold) {
-      this.out(buf, this.tokStart);
+      this.flushOut(buf, this.tokStart);
       if (this.holdLen > 0) held = Buffer.from(this.hold.subarray(0, this.holdLen));
-    } else if (this.tokSkip) this.emitFrom = Math.max(i, this.emitFrom); // the rest of a value already sent as "****"
-    else this.out(buf, i);
+    } else if (this.tokSkip) {
+      this.emitFrom = Math.max(i, this.emitFrom); // the rest of a value already sent as "****"
+      this.flushOut(buf, this.emitFrom);
+    } else this.flushOut(buf, i);
     this.tokSkip = false;
     this.holdLen = 0;
     this.tokHold = false;
