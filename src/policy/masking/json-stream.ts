@@ -41,9 +41,9 @@ import type { MaskingCounts } from '../../session/session.js';
 import type { JsonFieldRule, MaskingSet } from './ruleset.js';
 import type { Scanner } from './scanner.js';
 import { copyBytes } from './bytes.js';
-import { maskFindings, maskValueInto, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
+import { maskValue, maskValueInto, redactMarker, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
 import { StreamMasker } from './stream.js';
-import type { Strategy } from './types.js';
+import type { Finding, Strategy } from './types.js';
 
 export interface JsonStreamOptions {
   /** Values separated by whitespace (NDJSON, JSON lines, RFC 7464 sequences). */
@@ -809,10 +809,8 @@ export class JsonStreamMasker {
       this.keep(buf, held);
       return st;
     }
-    for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
-    const m = maskFindings(v, vs, ve, f, this.strategyFor, this.ctx);
     this.out(buf, this.tokStart);
-    this.quote(m, 0, m.length);
+    this.writeFindings(v, vs, ve, f);
     this.rewritten(i);
     return st;
   }
@@ -862,10 +860,8 @@ export class JsonStreamMasker {
       this.keep(buf, held);
       return st;
     }
-    for (const x of f) this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
-    const m = maskFindings(raw, rs, re, f, this.strategyFor, this.ctx);
     this.out(buf, this.tokStart);
-    this.quote(m, 0, m.length);
+    this.writeFindings(raw, rs, re, f);
     this.rewritten(i);
     return st;
   }
@@ -887,6 +883,33 @@ export class JsonStreamMasker {
     this.writeWhole(rule, L, 0, L.length);
     this.rewritten(i);
     return st;
+  }
+
+  /**
+   * v[s, e) with its findings masked, as a JSON string, into the output: maskFindings' result
+   * without its intermediate Buffer (markers are shared, only partial and hash make one).
+   */
+  private writeFindings(v: Buffer, s: number, e: number, f: readonly Finding[]): void {
+    this.reserve(2);
+    this.ob![this.obLen++] = 0x22;
+    let cur = s;
+    for (let k = 0; k < f.length; k++) {
+      const x = f[k]!;
+      const fs = s + x.start;
+      const fe = s + x.end;
+      this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+      this.escapeInto(v, cur, fs);
+      const strategy = this.strategyFor(x.detector);
+      const rep =
+        strategy === 'redact' || strategy === 'null'
+          ? redactMarker(x.detector)
+          : (maskValue(strategy, v.subarray(fs, fe), this.ctx, x.detector) ?? redactMarker(x.detector));
+      this.escapeInto(rep, 0, rep.length);
+      cur = fe;
+    }
+    this.escapeInto(v, cur, e);
+    this.reserve(1);
+    this.ob![this.obLen++] = 0x22;
   }
 
   /** A whole value under a rule, as JSON: a string, or null for strategy null. */
@@ -975,9 +998,17 @@ export class JsonStreamMasker {
 
   /** v[s, e) as a JSON string literal, into the output. */
   private quote(v: Buffer, s: number, e: number): void {
-    const ob = this.reserve((e - s) * 6 + 2);
+    this.reserve(e - s + 2);
+    this.ob![this.obLen++] = 0x22;
+    this.escapeInto(v, s, e);
+    this.ob![this.obLen++] = 0x22;
+  }
+
+  /** v[s, e) JSON-escaped into the output. */
+  private escapeInto(v: Buffer, s: number, e: number): void {
+    if (e <= s) return;
+    const ob = this.reserve((e - s) * 6);
     let o = this.obLen;
-    ob[o++] = 0x22;
     for (let i = s; i < e; i++) {
       const c = v[i]!;
       const q = QESC[c]!;
@@ -994,7 +1025,6 @@ export class JsonStreamMasker {
         ob[o++] = HEXCH[c & 15]!;
       }
     }
-    ob[o++] = 0x22;
     this.obLen = o;
   }
 
