@@ -310,3 +310,47 @@ t.test('createBodyMasker: bounded memory behind a slow reader', async (tt) => {
   tt.ok(peak - before < 48 * 1024 * 1024, `heap + buffers grew ${((peak - before) / 1048576).toFixed(1)} MB for 128 MB streamed`);
   tt.ok(m.counts.detectors.email! >= total / line.length);
 });
+
+t.test('JSON: random documents stay valid JSON with the same shape, whatever the chunks', async (tt) => {
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const STR = ['', 'plain', 'a@example.com', 'x\u0000y', 'é😀\u2028', 'tab\tquote"back\\', '4111 1111 1111 1111', '+44 20 7946 0958', 'DE89 3704 0044 0532 0130 00', '123-45-6789'];
+  const KEYS = ['email', 'card', 'name', 'ssn', 'pin', 'a b', 'é', 'list', 'meta'];
+  const gen = (d: number): unknown => {
+    const k = rnd(d > 3 ? 5 : 8);
+    if (k === 0) return STR[rnd(STR.length)];
+    if (k === 1) return rnd(2) ? rnd(1e6) - 5e5 : 4111111111111111;
+    if (k === 2) return [true, false, null, 1.5e-7][rnd(4)];
+    if (k === 3) return STR[rnd(STR.length)] + ' ' + STR[rnd(STR.length)];
+    if (k < 6) return Array.from({ length: rnd(4) }, () => gen(d + 1));
+    return Object.fromEntries(Array.from({ length: rnd(5) }, () => [KEYS[rnd(KEYS.length)], gen(d + 1)]));
+  };
+  const shape = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(shape) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, shape(x)])) : 0;
+  let bad = 0;
+  for (let n = 0; n < 1000; n++) {
+    const v = gen(0);
+    const doc = rnd(2) ? JSON.stringify(v) : JSON.stringify(v, null, 1);
+    // Escape some non-ASCII as \u, as some encoders do.
+    const input = rnd(2) ? doc.replace(/[\u0080-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0')) : doc;
+    const whole = json(input);
+    const cuts = Array.from({ length: 1 + rnd(6) }, () => rnd(Buffer.byteLength(input))).sort((a, b) => a - b);
+    if (json(input, cuts) !== whole) { bad++; if (process.env.DBG) console.error("SPLIT", JSON.stringify(input), cuts, whole, json(input, cuts)); }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(whole);
+    } catch {
+      bad++;
+      if (process.env.DBG) console.error('PARSE', JSON.stringify(input), whole);
+      continue;
+    }
+    if (JSON.stringify(shape(parsed)) !== JSON.stringify(shape(JSON.parse(input)))) {
+      bad++;
+      if (process.env.DBG) console.error('SHAPE', JSON.stringify(input), whole);
+    }
+  }
+  tt.equal(bad, 0, 'no split changes the output; every output parses with the input shape');
+});

@@ -555,7 +555,11 @@ export class JsonStreamMasker {
     if (this.fb === null) {
       this.tokStart = 0;
       this.emitFrom = 0;
-      if (this.st === NUM && this.depth === 0) this.st = this.endNumber(Buffer.alloc(0), 0);
+      if (this.st === NUM && this.depth === 0) {
+        const empty = Buffer.alloc(0);
+        this.st = this.endNumber(empty, 0);
+        this.flushOut(empty, 0);
+      }
       const st = this.st;
       const complete = this.depth === 0 && (st === AFTER || st === DONE || st === VALUE);
       if (!complete) this.fail(Buffer.alloc(0), 0);
