@@ -1,6 +1,6 @@
 // In-stream masking of HTTP bodies: the JSON, CSV and SSE maskers (output independent of how the
 // body is split into chunks), content codings, refusals, fallbacks and bounded memory.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
@@ -49,7 +49,7 @@ const json = (s: string | Buffer, cuts?: number[], o: JsonStreamOptions = {}, s2
   run((e) => new JsonStreamMasker(s2, ctx, e, o), Buffer.from(s), cuts);
 
 /** Every split into two chunks, and every byte its own chunk, give the unsplit output. */
-function splitsAgree(tt: Tap.Test, make: (e: (b: Buffer) => void) => Masker, doc: string): string {
+function splitsAgree(tt: Test, make: (e: (b: Buffer) => void) => Masker, doc: string): string {
   const input = Buffer.from(doc);
   const whole = run(make, input);
   let bad = 0;
