@@ -161,6 +161,7 @@ const maskCfg = (over: Partial<MaskingConfig> = {}): MaskingConfig => ({
     { column: 'customers.ssn', strategy: 'redact' },
     { column: 'customers.score', strategy: 'null' },
   ],
+  fields: [],
   detectors: [
     { name: 'email', strategy: 'partial' },
     { name: 'credit_card', strategy: 'partial' },

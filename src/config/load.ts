@@ -11,6 +11,7 @@ import { Document, LineCounter, isAlias, isMap, isScalar, isSeq, parseDocument }
 import type { Node as YNode } from 'yaml';
 import type { IssuerConfig, MaskDetectorRule, PolicyAction, PolicyConfig, PolicyRule, SecretRef, SluiceConfig, TargetConfig } from './types.js';
 import { DETECTOR_NAMES } from '../policy/masking/types.js';
+import { jsonPathError } from '../policy/masking/json-path.js';
 import { STATEMENT_KINDS } from '../policy/sql/kinds.js';
 import { parseDuration, parseSize } from './units.js';
 import { parseRule } from '../identity/access.js';
@@ -618,12 +619,15 @@ const maskingItem = object(
     name: req(str()),
     match: matchSpec, // default {}: every session
     columns: def(list(object({ column: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),
+    fields: def(list(object({ path: req(str(jsonPathError)), strategy: def(oneOf(STRATEGIES), 'redact') })), []), // JSON paths (HTTP bodies)
     detectors: def(list(detectorRule), []),
     custom: def(list(object({ name: req(str()), pattern: req(str()), strategy: def(oneOf(STRATEGIES), 'redact') })), []),
     allow_binary_copy: def(bool(), false),
   },
   (v, fail) => {
-    if (!v.columns.length && !v.detectors.length && !v.custom.length) fail(null, 'a masking rule set needs columns, detectors or custom patterns');
+    if (!v.columns.length && !v.fields.length && !v.detectors.length && !v.custom.length) {
+      fail(null, 'a masking rule set needs columns, fields, detectors or custom patterns');
+    }
   },
 );
 

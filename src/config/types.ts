@@ -290,6 +290,12 @@ export interface MaskColumnRule {
   strategy: MaskStrategy;
 }
 
+export interface MaskFieldRule {
+  /** JSON path into HTTP bodies: "$.customers[*].email", "$..card", "$.items[0]['full name']". */
+  path: string;
+  strategy: MaskStrategy;
+}
+
 export interface MaskDetectorRule {
   name: string;
   strategy: MaskStrategy;
@@ -306,6 +312,8 @@ export interface MaskingConfig {
   name: string;
   match: PolicyMatch;
   columns: MaskColumnRule[];
+  /** JSON paths in HTTP bodies (a bare-name `columns` rule also matches a JSON member of that name). */
+  fields: MaskFieldRule[];
   detectors: MaskDetectorRule[];
   custom: MaskCustomRule[];
   /** Binary COPY of results this rule set could mask is refused unless allowed. */

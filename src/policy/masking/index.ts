@@ -89,6 +89,25 @@
 //          IBANs; lowercase for emails), so equal data gives equal tokens and
 //          joins and GROUP BY still work.
 // null     SQL NULL for a whole value; inside text, as redact.
+//
+// ## HTTP bodies (JSON, NDJSON, CSV, server-sent events)
+//
+// fields   JSON paths: $ (the whole document), .name, ['name'], [*], .*, [n],
+//          and .. before any of them for "at any depth" ($..card). A field rule
+//          masks the whole value: a string with the strategy's whole-value form;
+//          a number or boolean becomes a JSON string ("****", "h:…"); strategy
+//          null gives JSON null; an object or array: every scalar inside is
+//          masked so. The first matching field rule wins, then columns.
+// columns  a rule with a bare name (email) also masks a JSON member of that
+//          name at any depth, and a CSV column named so in the header row.
+// detectors scan every JSON string value after its escapes are decoded
+//          ("a\u0040b.com" is an email; the masked value is re-escaped), JSON
+//          numbers of 13+ characters (cards sent as numbers become strings),
+//          every CSV cell, and SSE lines (data: JSON by the rules above).
+//          Member names are not scanned. Everything else keeps its bytes.
+// Limits   a single value longer than 1 MiB under masking goes out as
+//          "****" (nothing is buffered without bound); JSON that is not well
+//          formed is masked as text (detectors only) from the first bad byte on.
 export { Scanner, resolveOverlaps } from './scanner.js';
 export { maskFindings, maskValue, redactMarker, type MaskContext } from './strategies.js';
 export {

@@ -6,6 +6,7 @@ import { matchFits } from '../engine.js';
 import type { Identity } from '../../identity/types.js';
 import { foldIdentifierParts } from '../sql/names.js';
 import { Scanner } from './scanner.js';
+import { parseJsonPath, type PathStep } from './json-path.js';
 import type { CustomDetector, DetectorName, Strategy } from './types.js';
 
 /** A column as the catalog knows it; schema and table are absent for computed columns. */
@@ -45,16 +46,32 @@ function compileColumn(pattern: string, strategy: Strategy): ColumnRule {
   return { schema, table, column, strategy, pattern };
 }
 
+/** A `fields:` rule compiled for the JSON masker; pattern is the path as written (for accounting). */
+export interface JsonFieldRule {
+  steps: readonly PathStep[];
+  strategy: Strategy;
+  pattern: string;
+}
+
+function compileField(path: string, strategy: Strategy): JsonFieldRule {
+  const p = parseJsonPath(path);
+  if (typeof p === 'string') throw new Error(`masking: ${p}`); // the config loader reports these with their line
+  return { steps: p.steps, strategy, pattern: path };
+}
+
 export class MaskingSet {
   readonly names: string[];
   readonly scanner: Scanner | null;
   readonly allowBinaryCopy: boolean;
   private readonly columns: ColumnRule[];
+  /** `fields:` rules in config order (the first that matches a value wins). */
+  readonly jsonFields: readonly JsonFieldRule[];
   private readonly detectorStrategy = new Map<string, Strategy>();
 
   constructor(sets: MaskingConfig[]) {
     this.names = sets.map((s) => s.name);
     this.columns = sets.flatMap((s) => s.columns.map((c) => compileColumn(c.column, c.strategy)));
+    this.jsonFields = sets.flatMap((s) => (s.fields ?? []).map((f) => compileField(f.path, f.strategy)));
     const detectors = new Set<DetectorName>();
     const custom: CustomDetector[] = [];
     for (const s of sets) {
@@ -73,6 +90,11 @@ export class MaskingSet {
 
   get hasColumnRules(): boolean {
     return this.columns.length > 0;
+  }
+
+  /** Whether a `columns:` rule has no table part (`email`), so it also names JSON members and CSV columns. */
+  get hasBareColumnRules(): boolean {
+    return this.columns.some((c) => c.table === undefined);
   }
 
   /** The strategy for a detector's findings. */

@@ -95,6 +95,14 @@ export class Scanner {
     if (this.#custom.length > 0) this.#customSet = new RE2.Set(custom.map((c) => c.pattern));
   }
 
+  /**
+   * The shortest value that can hold a finding: 6 bytes with the built-in detectors only (the
+   * shortest is an email, "a@b.co"), 1 with custom patterns. Shorter values need no scan.
+   */
+  get minFindingLength(): number {
+    return this.#custom.length > 0 ? 1 : 6;
+  }
+
   /** Findings in buf[start, end), offsets relative to start, sorted, non-overlapping. */
   scan(buf: Buffer, start: number, end: number): readonly Finding[] {
     this.#acc = null;
