@@ -124,44 +124,8 @@ export function createBodyMasker(o: BodyMaskerOptions): BodyMasker {
   }
 
   const flags: BodyMaskFlags = { malformed: false, oversized: 0 };
-  let masker: (StreamSink & { counts: MaskingCounts; changed: boolean }) | null = null;
-  const opts = { maxString: o.maxValue };
-  const mask = new MaskTransform((emit) => {
-    switch (format) {
-      case 'json':
-      case 'multi': {
-        const m = new JsonStreamMasker(set, o.ctx, emit, { ...opts, multi: format === 'multi' });
-        return (masker = withFlags(m, () => {
-          flags.malformed = m.flags.malformed;
-          flags.oversized = m.flags.oversized;
-        }));
-      }
-      case 'csv': {
-        const m = new CsvStreamMasker(set, o.ctx, emit, { maxCell: o.maxValue });
-        return (masker = withFlags(m, () => {
-          flags.malformed = m.flags.malformed;
-          flags.oversized = m.flags.oversized;
-        }));
-      }
-      case 'sse': {
-        const m = new SseStreamMasker(set, o.ctx, emit, opts);
-        return (masker = withFlags(m, () => (flags.malformed = m.malformedLines > 0)));
-      }
-      case 'text': {
-        const m = new StreamMasker(set.scanner!, set.strategyFor, o.ctx, emit);
-        return (masker = {
-          push: (b) => m.push(b),
-          end: () => m.end(),
-          get counts() {
-            return { columns: {}, detectors: { ...m.counts } };
-          },
-          get changed() {
-            return Object.keys(m.counts).length > 0;
-          },
-        });
-      }
-    }
-  });
+  let masker: Sink | null = null;
+  const mask = new MaskTransform((emit) => (masker = makeSink(format, set, o, emit, flags)));
   const codec = codings.length === 1 ? CODECS[codings[0]!]! : null;
   const stream = codec === null ? mask : chain(codec.decode(), mask, codec.encode());
   return {
@@ -178,6 +142,64 @@ export function createBodyMasker(o: BodyMaskerOptions): BodyMasker {
 interface StreamSink {
   push(b: Buffer): void;
   end(): void;
+}
+
+type Sink = StreamSink & { counts: MaskingCounts; changed: boolean };
+
+/** The push-style masker of one body format. */
+function makeSink(format: Format, set: MaskingSet, o: BodyMaskerOptions, emit: (b: Buffer) => void, flags: BodyMaskFlags): Sink {
+  const opts = { maxString: o.maxValue };
+  switch (format) {
+    case 'json':
+    case 'multi': {
+      const m = new JsonStreamMasker(set, o.ctx, emit, { ...opts, multi: format === 'multi' });
+      return withFlags(m, () => {
+        flags.malformed = m.flags.malformed;
+        flags.oversized = m.flags.oversized;
+      });
+    }
+    case 'csv': {
+      const m = new CsvStreamMasker(set, o.ctx, emit, { maxCell: o.maxValue });
+      return withFlags(m, () => {
+        flags.malformed = m.flags.malformed;
+        flags.oversized = m.flags.oversized;
+      });
+    }
+    case 'sse': {
+      const m = new SseStreamMasker(set, o.ctx, emit, opts);
+      return withFlags(m, () => (flags.malformed = m.malformedLines > 0));
+    }
+    case 'text': {
+      const m = new StreamMasker(set.scanner!, set.strategyFor, o.ctx, emit);
+      return {
+        push: (b) => m.push(b),
+        end: () => m.end(),
+        get counts() {
+          return { columns: {}, detectors: { ...m.counts } };
+        },
+        get changed() {
+          return Object.keys(m.counts).length > 0;
+        },
+      };
+    }
+  }
+}
+
+/**
+ * A whole, unencoded body masked at once (a request body for the recording, a websocket text
+ * message): the masked bytes and the counts, null when nothing applies, or why it cannot be masked.
+ */
+export function maskWhole(o: Omit<BodyMaskerOptions, 'contentEncoding'>, body: Buffer): { body: Buffer; counts: MaskingCounts } | { refuse: string } | null {
+  const probe = createBodyMasker({ ...o, contentEncoding: undefined });
+  if (probe.kind === 'none') return null;
+  if (probe.kind === 'refuse') return { refuse: probe.reason };
+  probe.stream.destroy();
+  const mime = (o.contentType ?? '').split(';')[0]!.trim().toLowerCase();
+  const parts: Buffer[] = [];
+  const sink = makeSink(formatOf(mime)!, o.set!, { ...o, contentEncoding: undefined }, (b) => parts.push(b), { malformed: false, oversized: 0 });
+  sink.push(body);
+  sink.end();
+  return { body: parts.length === 1 ? parts[0]! : Buffer.concat(parts), counts: sink.counts };
 }
 
 /** Keeps the flags object up to date after every push and at the end. */

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import { Readable, type Transform } from 'node:stream';
+import { Readable, type Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { AuthError } from '../../identity/types.js';
@@ -22,7 +22,7 @@ import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
 import { problemBody, refusalProblem, type Problem } from './problem.js';
 import type { Upstreams } from './upstream.js';
-import { createBodyMasker, type BodyMasker } from './body-masker.js';
+import { createBodyMasker, maskWhole, type BodyMasker } from './body-masker.js';
 import { forwardWebSocket } from './websocket.js';
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -324,6 +324,28 @@ export class Exchange implements Transport {
     this.st.grants.set(id, { sub: id_.sub, issuer: id_.issuer, target: hs.target.name, key: this.grantKey, rule: this.held!.decision.rule, approvers: [], used: false, expires: Date.now() + 3600_000 });
   }
 
+  /**
+   * A request answered before its body was read through (refused, upstream failed mid-upload):
+   * the rest of the body is never forwarded, and on HTTP/1.1 the connection cannot carry another
+   * request until it is read, so it is closed once the answer is out. (HTTP/2: the stream is reset.)
+   */
+  private dropUnreadBody(): void {
+    const req = this.req;
+    if (req.complete || this.ws) return;
+    if (this.conn.h2) {
+      if (this.res.writableFinished) req.destroy();
+      else this.res.once('finish', () => req.destroy());
+      return;
+    }
+    const sock = req.socket;
+    if (this.res.writableFinished || this.res.destroyed) sock.destroy();
+    else {
+      (this.res as ServerResponse).shouldKeepAlive = false;
+      this.res.once('finish', () => sock.destroy());
+      this.res.once('close', () => sock.destroy());
+    }
+  }
+
   /** Ends the request from outside (kill switch, session end). */
   kill(reason: string): void {
     if (this.done) return;
@@ -344,6 +366,7 @@ export class Exchange implements Transport {
     this.done = true;
     this.clearWait();
     if (!this.status) this.status = status;
+    this.dropUnreadBody();
     const hs = this.hs;
     if (!hs) return;
     hs.inflight.delete(this);
@@ -583,10 +606,10 @@ async function readBody(req: Req, max: number): Promise<Buffer | null> {
 function recordedRequestBody(s: Session, b: Buffer, ctype: string): Buffer {
   const set = s.masking();
   if (!set) return b;
-  const m = createBodyMasker({ contentType: ctype || 'text/plain', contentEncoding: undefined, set, ctx: s.maskContext });
-  if (m.kind === 'none') return b;
-  if (m.kind === 'refuse') return Buffer.from(`[${b.length} bytes not recorded: ${m.reason}]`);
-  return m.maskAll(b);
+  const m = maskWhole({ contentType: ctype || 'text/plain', set, ctx: s.maskContext }, b);
+  if (m === null) return b;
+  if ('refuse' in m) return Buffer.from(`[${b.length} bytes not recorded: ${m.refuse}]`);
+  return m.body;
 }
 
 /**
@@ -808,7 +831,7 @@ class Relay implements Dispatcher.DispatchHandler {
   }
 
   /** One chunk of the response body to the client: counted, recorded; false when the client is slow. */
-  private send(c: Buffer, from: Transform | null): boolean {
+  private send(c: Buffer, from: Duplex | null): boolean {
     const ex = this.ex;
     ex.bytesOut += c.length;
     this.hs.s.bytesToClient += c.length;
@@ -843,6 +866,7 @@ async function* streamBody(ex: Exchange, s: Session, rec: Session['recorder'], c
   const recMask = m && m.kind === 'mask' ? m : null;
   if (recMask) recMask.stream.on('data', (c: Buffer) => rec!.record(Dir.ClientToGateway, dataFrame(ex.n, 0, c)));
   for await (const c of ex.req as AsyncIterable<Buffer>) {
+    if (ex.ended) break;
     ex.bytesIn += c.length;
     s.bytesFromClient += c.length;
     if (rec) {

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { HttpTargetConfig } from '../../config/types.js';
 import { Dir } from '../../recording/types.js';
-import { createBodyMasker } from './body-masker.js';
+import { maskWhole } from './body-masker.js';
 import { dataFrame, handleRequest, sendProblem, type Conn, type Exchange, type HttpSession, type ListenerState } from './exchange.js';
 import type { Entry } from './upstream.js';
 
@@ -95,9 +95,9 @@ export function forwardWebSocket(ex: Exchange, hs: HttpSession, t: HttpTargetCon
             counts.up++;
           }
           if (mask && !isBinary && set) {
-            const m = createBodyMasker({ contentType: b[0] === 0x7b || b[0] === 0x5b ? 'application/json' : 'text/plain', contentEncoding: undefined, set, ctx: s.maskContext });
-            if (m.kind === 'mask') {
-              b = m.maskAll(b);
+            const m = maskWhole({ contentType: b[0] === 0x7b || b[0] === 0x5b ? 'application/json' : 'text/plain', set, ctx: s.maskContext }, b);
+            if (m && 'body' in m) {
+              b = m.body;
               s.maskingApplied(m.counts);
             }
           }
