@@ -804,8 +804,8 @@ class Relay implements Dispatcher.DispatchHandler {
       if (m.kind === 'refuse') {
         ex.outcome = 'refused';
         ex.error = m.reason;
+        ex.finish(sendProblem(ex.res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${this.t.name}" is not sent: ${m.reason}` }));
         ex.abortUpstream();
-        ex.finish(sendProblem(ex.res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${this.t.name}" is not sent: masking applies to this session and ${m.reason}` }));
         return false;
       }
       if (m.kind === 'mask') this.masking = m;
