@@ -18,12 +18,32 @@ import { withPostgres } from './helpers/pg-cluster.js';
 import { BIN, ordersTarget, prepareOrders, startSluice, type Sluice } from './helpers/sluice.js';
 import { run, sshTarget, startSshd } from './helpers/sshd.js';
 import { freePort } from './helpers/ports.js';
+import http from 'node:http';
 
 const exec = promisify(execFile);
 const cluster = await withPostgres(t);
 await prepareOrders(cluster);
 await cluster.sql(`create table held_log (m text); alter table held_log owner to app;`, 'orders');
 const sshd = await startSshd(t);
+// An HTTP API that remembers which paths it served (the effects of held requests) and can stream.
+const apiHits: string[] = [];
+const apiServer = http.createServer((req, res) => {
+  apiHits.push(`${req.method} ${req.url}`);
+  if (req.url === '/stream') {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    const iv = setInterval(() => res.write('.'), 50);
+    res.on('close', () => clearInterval(iv));
+    return;
+  }
+  req.resume();
+  req.on('end', () => res.end('{"ok":true}'));
+});
+await new Promise<void>((r) => apiServer.listen(0, '127.0.0.1', r));
+t.teardown(() => {
+  apiServer.closeAllConnections();
+  apiServer.close();
+});
+const apiTarget = { protocol: 'http', url: `http://127.0.0.1:${(apiServer.address() as net.AddressInfo).port}`, allow: ['*'] };
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-contract-'));
 fs.chmodSync(scratch, 0o777);
 t.teardown(() => fs.rmSync(scratch, { recursive: true, force: true }));
@@ -33,19 +53,23 @@ const gw = await startSluice(t, {
   ssh: true,
   admin: true,
   tls: false,
+  http: { idle_timeout: '1s' },
   config: {
     targets: {
       orders: ordersTarget(cluster),
       web01: sshTarget(sshd),
+      api: apiTarget,
     },
     approvals: { approvers: ['leads'], timeout: '60s' },
     policies: [
       {
         name: 'contract',
-        match: { targets: ['orders', 'web01'] },
+        match: { targets: ['orders', 'web01', 'api'] },
         rules: [
           { deny: { kind: ['drop'] } },
           { deny: { commands: ['rm'] } },
+          { deny: { methods: ['DELETE'] } },
+          { review: { paths: ['/held/**'] } },
           { review: { tables: ['held_log'], kind: ['insert'] } },
           { review: { commands: ['tee'] } },
           { allow: {} },
@@ -61,7 +85,8 @@ const bare = await startSluice(t, {
   cluster,
   ssh: true,
   tls: false,
-  config: { targets: { orders: ordersTarget(cluster), web01: sshTarget(sshd) } },
+  http: { idle_timeout: '1s' },
+  config: { targets: { orders: ordersTarget(cluster), web01: sshTarget(sshd), api: apiTarget } },
 });
 const lead = await gw.mint('lead-1', ['leads']);
 const admin = await gw.mint('admin-1', ['sluice-admins']);
@@ -252,7 +277,53 @@ const ssh: Entry = {
   ],
 };
 
-const PROTOCOLS: Entry[] = [postgres, ssh];
+/** One HTTP request with a token; "METHOD /path" → "<status> <body>". */
+async function httpCall(g: Sluice, token: string, target: string, action: string): Promise<string> {
+  const [method, p] = action.split(' ');
+  const r = await fetch(`http://127.0.0.1:${g.httpPort}/${target}${p}`, { method, headers: { authorization: `Bearer ${token}` } });
+  const text = await r.text();
+  // What a user reads of a refusal: the problem's detail.
+  const detail = r.headers.get('content-type') === 'application/problem+json' ? (JSON.parse(text) as { detail: string }).detail : text;
+  return `${r.status} ${detail}`;
+}
+
+const httpEntry: Entry = {
+  name: 'http',
+  target: 'api',
+  allowed: 'GET /ok',
+  denied: 'DELETE /things/1',
+  deniedText: /sluice: request denied: .*rule "contract#3"/,
+  held: (mark) => `POST /held/${mark}`,
+  effects: async (mark) => apiHits.filter((h) => h === `POST /held/${mark}`).length,
+  async session(sub, target, actions, g = gw) {
+    // One token: its requests are one session (it ends after listeners.http.idle_timeout).
+    const token = await g.mint(sub, ['ci']);
+    let out = '';
+    for (const a of actions) out += (await httpCall(g, token, target, a)) + '\n';
+    return out;
+  },
+  async live(sub) {
+    const token = await gw.mint(sub, ['ci']);
+    const ac = new AbortController();
+    const r = await fetch(`http://127.0.0.1:${gw.httpPort}/api/stream`, { headers: { authorization: `Bearer ${token}` }, signal: ac.signal });
+    const reader = r.body!.getReader();
+    const ended = (async () => {
+      try {
+        for (;;) if ((await reader.read()).done) return;
+      } catch {
+        /* cut: that is the end too */
+      }
+    })();
+    return {
+      ended,
+      check: async () => (await httpCall(gw, token, 'api', 'GET /ok')).startsWith('200 '),
+      close: () => ac.abort(),
+    };
+  },
+  sideChannels: [],
+};
+
+const PROTOCOLS: Entry[] = [postgres, ssh, httpEntry];
 
 for (const p of PROTOCOLS.filter((x) => !process.env.ONLY || x.name === process.env.ONLY)) {
   t.test(`${p.name}: a denial is audited, counted and recorded; the session goes on`, async (t) => {
