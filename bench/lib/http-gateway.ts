@@ -23,8 +23,11 @@ export const HTTP_MASKING = [
   {
     name: 'pii-http',
     match: { groups: ['ci'] },
-    detectors: ['email', 'credit_card'],
-    fields: [{ field: '$.customers[*].ssn', strategy: 'redact' }],
+    detectors: [
+      { name: 'email', strategy: 'partial' },
+      { name: 'credit_card', strategy: 'partial' },
+    ],
+    fields: [{ path: '$.customers[*].ssn', strategy: 'redact' }],
   },
 ];
 

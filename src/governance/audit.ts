@@ -57,6 +57,8 @@ export interface RequestAuditFields {
   bytes_in: number;
   bytes_out: number;
   ms: number;
+  /** Values masked in the response. */
+  masked: number;
   decision?: string;
   policy?: string;
   rule?: string;
@@ -126,7 +128,7 @@ export class Auditor {
       if (!this.log.isLevelEnabled('info')) return;
       const id = s.init.identity;
       s.requestHead ??= jsonFields({ event: 'http.request', session: s.id, sub: id.sub, issuer: id.issuerName, target: s.init.target, protocol: s.init.protocol, claims: ciClaims(id.claims) });
-      const line = `,"method":${JSON.stringify(f.method)},"path":${JSON.stringify(f.path)},"status":${f.status},"outcome":"ok","bytes_in":${f.bytes_in},"bytes_out":${f.bytes_out},"ms":${f.ms}${f.decision === undefined ? '' : `,"decision":"allow","policy":${JSON.stringify(f.policy)},"rule":${JSON.stringify(f.rule)}`}`;
+      const line = `,"method":${JSON.stringify(f.method)},"path":${JSON.stringify(f.path)},"status":${f.status},"outcome":"ok","bytes_in":${f.bytes_in},"bytes_out":${f.bytes_out},"ms":${f.ms}${f.masked ? `,"masked":${f.masked}` : ''}${f.decision === undefined ? '' : `,"decision":"allow","policy":${JSON.stringify(f.policy)},"rule":${JSON.stringify(f.rule)}`}`;
       this.raw(`{"level":"info","time":"${isoNow()}","svc":"sluice"${s.requestHead}${line},"msg":${JSON.stringify(`${f.method} ${f.path} ${f.status}`)}}\n`);
       return;
     }

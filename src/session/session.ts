@@ -144,21 +144,24 @@ export class Session {
     return this.registry.policies.maskContext;
   }
 
-  /** Audit event for masking done on one statement's results. */
-  maskingApplied(counts: MaskingCounts): void {
+  /** Audit event for masking done on one statement's results (or one HTTP response); returns the values masked. */
+  maskingApplied(counts: MaskingCounts, opts: { log?: boolean; req?: number } = {}): number {
     let n = 0;
-    for (const v of Object.values(counts.columns)) n += v;
-    for (const v of Object.values(counts.detectors)) n += v;
-    if (n === 0) return;
+    for (const k in counts.columns) n += counts.columns[k]!;
+    for (const k in counts.detectors) n += counts.detectors[k]!;
+    if (n === 0) return 0;
     this.masked += n;
     const tally = this.registry.policies.tallies.masked;
     for (const [k, v] of Object.entries(counts.columns)) tally.set(k, (tally.get(k) ?? 0) + v);
     for (const [k, v] of Object.entries(counts.detectors)) tally.set(k, (tally.get(k) ?? 0) + v);
-    this.recorder?.event({ event: 'masking.applied', values: n, columns: counts.columns, detectors: counts.detectors });
+    this.recorder?.event({ event: 'masking.applied', req: opts.req, values: n, columns: counts.columns, detectors: counts.detectors });
+    // Protocols with one audit line per request put the count there instead (HTTP).
+    if (opts.log === false) return n;
     this.registry.log.info(
       { event: 'masking.applied', session: this.id, sub: this.init.identity.sub, target: this.init.target, values: n, columns: counts.columns, detectors: counts.detectors },
       `masked ${n} value(s)`,
     );
+    return n;
   }
 
   /** Asks the protocol module to end the session; it then calls close(). */

@@ -226,6 +226,61 @@ interface KeyEntry {
 }
 
 const SLICE = 8192;
+
+interface KeyCache {
+  table: Int32Array;
+  entries: KeyEntry[];
+}
+
+/** The part of a masker that depends only on its rule set. */
+interface Plan {
+  rootRule: JsonFieldRule | null;
+  paths: readonly JsonFieldRule[];
+  np: number;
+  descMask: Int32Array;
+  anyMask: Int32Array;
+  finMask: Int32Array;
+  idxSteps: (number[] | null)[];
+  keys: KeyCache;
+  overlong: KeyEntry;
+}
+
+const plans = new WeakMap<MaskingSet, Plan>();
+
+function planFor(set: MaskingSet): Plan {
+  let plan = plans.get(set);
+  if (plan) return plan;
+  const paths = set.jsonFields.filter((f) => f.steps.length > 0);
+  const np = paths.length;
+  const descMask = new Int32Array(np);
+  const anyMask = new Int32Array(np);
+  const finMask = new Int32Array(np);
+  const idxSteps: (number[] | null)[] = [];
+  for (let p = 0; p < np; p++) {
+    const steps = paths[p]!.steps;
+    let ix: number[] | null = null;
+    steps.forEach((st, k) => {
+      if (st.desc) descMask[p]! |= 1 << k;
+      if (st.name === null && st.index < 0) anyMask[p]! |= 1 << k;
+      if (st.index >= 0) (ix ??= []).push(k, st.index);
+    });
+    finMask[p] = 1 << steps.length;
+    idxSteps.push(ix);
+  }
+  plan = {
+    rootRule: set.jsonFields.find((f) => f.steps.length === 0) ?? null,
+    paths,
+    np,
+    descMask,
+    anyMask,
+    finMask,
+    idxSteps,
+    keys: { table: new Int32Array(KEY_TABLE), entries: [] },
+    overlong: { raw: Buffer.alloc(0), hash: 0, name: OVERLONG_KEY, col: null, masks: anyMask, next: null },
+  };
+  plans.set(set, plan);
+  return plan;
+}
 const KEY_TABLE = 8192; // open addressing, at most half full
 const KEY_CACHE_MAX = KEY_TABLE / 2;
 const KEY_MAX = 64 * 1024;
@@ -279,8 +334,8 @@ export class JsonStreamMasker {
   private holdLen = 0;
   private scratch = Buffer.alloc(0);
   private scratch2 = Buffer.alloc(0);
-  private readonly keyTable = new Int32Array(KEY_TABLE);
-  private keyEntries: KeyEntry[] = [];
+  /** Interned member names, shared by every masker of the rule set. */
+  private readonly keys: KeyCache;
   // Per path, as bits of step positions: steps that go on at any depth, any-child steps, the end.
   private readonly descMask: Int32Array;
   private readonly anyMask: Int32Array;
@@ -313,28 +368,18 @@ export class JsonStreamMasker {
     this.scanner = set.scanner;
     this.strategyFor = set.strategyFor;
     this.hasCol = set.hasBareColumnRules;
-    const root = set.jsonFields.find((f) => f.steps.length === 0);
-    this.rootRule = root ?? null;
-    this.paths = set.jsonFields.filter((f) => f.steps.length > 0);
-    this.np = this.paths.length;
+    // What depends only on the rule set is compiled once per set and shared (a masker is made per response).
+    const plan = planFor(set);
+    this.rootRule = plan.rootRule;
+    this.paths = plan.paths;
+    this.np = plan.np;
     this.nfa = new Int32Array(17 * Math.max(this.np, 1));
-    const np = this.np;
-    this.descMask = new Int32Array(np);
-    this.anyMask = new Int32Array(np);
-    this.finMask = new Int32Array(np);
-    this.idxSteps = [];
-    for (let p = 0; p < np; p++) {
-      const steps = this.paths[p]!.steps;
-      let ix: number[] | null = null;
-      steps.forEach((s, k) => {
-        if (s.desc) this.descMask[p] |= 1 << k;
-        if (s.name === null && s.index < 0) this.anyMask[p] |= 1 << k;
-        if (s.index >= 0) (ix ??= []).push(k, s.index);
-      });
-      this.finMask[p] = 1 << steps.length;
-      this.idxSteps.push(ix);
-    }
-    this.overlong = { raw: Buffer.alloc(0), hash: 0, name: OVERLONG_KEY, col: null, masks: this.anyMask, next: null };
+    this.descMask = plan.descMask;
+    this.anyMask = plan.anyMask;
+    this.finMask = plan.finMask;
+    this.idxSteps = plan.idxSteps;
+    this.keys = plan.keys;
+    this.overlong = plan.overlong;
     this.minScan = this.scanner?.minFindingLength ?? 1;
   }
 
@@ -722,10 +767,10 @@ export class JsonStreamMasker {
   private intern(b: Buffer, s: number, e: number): KeyEntry {
     let h = 0x811c9dc5;
     for (let i = s; i < e; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
-    const table = this.keyTable;
+    const table = this.keys.table;
     let slot = h & (KEY_TABLE - 1);
     for (let x = table[slot]!; x !== 0; x = table[slot]!) {
-      const en = this.keyEntries[x - 1]!;
+      const en = this.keys.entries[x - 1]!;
       const r = en.raw;
       if (en.hash === h && r.length === e - s) {
         let i = 0;
@@ -739,9 +784,9 @@ export class JsonStreamMasker {
       const dst = this.scratchFor(e - s);
       name = dst.toString('utf8', 0, decodeJsonString(b, s, e, dst));
     } else name = b.toString('utf8', s, e);
-    if (this.keyEntries.length >= KEY_CACHE_MAX) {
+    if (this.keys.entries.length >= KEY_CACHE_MAX) {
       table.fill(0);
-      this.keyEntries = [];
+      this.keys.entries = [];
       slot = h & (KEY_TABLE - 1);
     }
     const masks = new Int32Array(this.np);
@@ -753,8 +798,8 @@ export class JsonStreamMasker {
       }
     }
     const entry: KeyEntry = { raw: Buffer.from(b.subarray(s, e)), hash: h, name, col: undefined, masks, next: null };
-    this.keyEntries.push(entry);
-    table[slot] = this.keyEntries.length;
+    this.keys.entries.push(entry);
+    table[slot] = this.keys.entries.length;
     return entry;
   }
 

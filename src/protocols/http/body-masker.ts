@@ -86,7 +86,10 @@ function applies(set: MaskingSet, f: Format): boolean {
   return f !== 'csv' && set.jsonFields.length > 0;
 }
 
-export function createBodyMasker(o: BodyMaskerOptions): BodyMasker {
+type Classified = { kind: 'none' } | { kind: 'refuse'; reason: string } | { kind: 'ok'; format: Format; codec: Codec | null; set: MaskingSet };
+
+/** Whether and how a body of this type and encoding is masked. */
+function classify(o: BodyMaskerOptions): Classified {
   const set = o.set;
   if (set === null) return { kind: 'none' };
   const sets = set.names.join(', ');
@@ -123,10 +126,30 @@ export function createBodyMasker(o: BodyMaskerOptions): BodyMasker {
     };
   }
 
+  return { kind: 'ok', format, codec: codings.length === 1 ? CODECS[codings[0]!]! : null, set };
+}
+
+/**
+ * For an unencoded body, the push-style masker itself (no stream: the HTTP relay pushes the
+ * upstream's chunks and writes what `emit` gets); null when the body is encoded (use
+ * createBodyMasker's stream then).
+ */
+export function createBodySink(o: BodyMaskerOptions, emit: (b: Buffer) => void): { kind: 'none' } | { kind: 'refuse'; reason: string } | { kind: 'sink'; sink: Sink; flags: BodyMaskFlags } | null {
+  const c = classify(o);
+  if (c.kind !== 'ok') return c;
+  if (c.codec !== null) return null;
+  const flags: BodyMaskFlags = { malformed: false, oversized: 0 };
+  return { kind: 'sink', sink: makeSink(c.format, c.set, o, emit, flags), flags };
+}
+
+export function createBodyMasker(o: BodyMaskerOptions): BodyMasker {
+  const c = classify(o);
+  if (c.kind !== 'ok') return c;
+  const { format, set } = c;
   const flags: BodyMaskFlags = { malformed: false, oversized: 0 };
   let masker: Sink | null = null;
   const mask = new MaskTransform((emit) => (masker = makeSink(format, set, o, emit, flags)));
-  const codec = codings.length === 1 ? CODECS[codings[0]!]! : null;
+  const codec = c.codec;
   const stream = codec === null ? mask : chain(codec.decode(), mask, codec.encode());
   return {
     kind: 'mask',
@@ -144,7 +167,7 @@ interface StreamSink {
   end(): void;
 }
 
-type Sink = StreamSink & { counts: MaskingCounts; changed: boolean };
+export type Sink = StreamSink & { counts: MaskingCounts; changed: boolean };
 
 /** The push-style masker of one body format. */
 function makeSink(format: Format, set: MaskingSet, o: BodyMaskerOptions, emit: (b: Buffer) => void, flags: BodyMaskFlags): Sink {

@@ -22,7 +22,7 @@ import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
 import { problemBody, refusalProblem, type Problem } from './problem.js';
 import type { Upstreams } from './upstream.js';
-import { createBodyMasker, maskWhole, type BodyMasker } from './body-masker.js';
+import { createBodyMasker, createBodySink, maskWhole, type BodyMasker, type Sink } from './body-masker.js';
 import { forwardWebSocket } from './websocket.js';
 
 export type Req = IncomingMessage | Http2ServerRequest;
@@ -223,6 +223,8 @@ export class Exchange implements Transport {
   status = 0;
   bytesIn = 0;
   bytesOut = 0;
+  /** Values masked in this request's response. */
+  masked = 0;
   n = 0;
   hs?: HttpSession;
   /** The approval wait is over: a later outcome only records a grant. */
@@ -381,6 +383,7 @@ export class Exchange implements Transport {
       bytes_in: this.bytesIn,
       bytes_out: this.bytesOut,
       ms,
+      masked: this.masked,
       decision: this.decision?.action,
       policy: this.decision?.policy,
       rule: this.decision?.rule,
@@ -733,8 +736,8 @@ async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: 
   res.on('close', () => {
     if (!res.writableFinished && !ex.ended) {
       ex.outcome = 'client_abort';
-      ex.abortUpstream();
       ex.finish(ex.status || 499);
+      ex.abortUpstream();
     }
   });
   up.pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path, headers, body, headersTimeout: t.timeout, bodyTimeout: t.timeout }, new Relay(ex, hs, t, up.injection.secrets));
@@ -743,6 +746,10 @@ async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: 
 /** undici's response handler: the upstream response, masked and recorded, onto the client's response. */
 class Relay implements Dispatcher.DispatchHandler {
   private masking: Extract<BodyMasker, { kind: 'mask' }> | null = null;
+  /** The inline masker of an unencoded body. */
+  private sink: Sink | null = null;
+  /** Whether the client took the last write without buffering. */
+  private writable = true;
   private resume: (() => void) | null = null;
   private readonly rec: Session['recorder'];
 
@@ -800,7 +807,11 @@ class Relay implements Dispatcher.DispatchHandler {
     const noBody = req.method === 'HEAD' || status === 204 || status === 304;
     const maskSet = noBody ? null : s.masking();
     if (maskSet) {
-      const m = createBodyMasker({ contentType: str(up['content-type']), contentEncoding: str(up['content-encoding']), set: maskSet, ctx: s.maskContext });
+      const o = { contentType: str(up['content-type']), contentEncoding: str(up['content-encoding']), set: maskSet, ctx: s.maskContext };
+      // An unencoded body is masked inline (no stream); an encoded one through decoder → masker → encoder.
+      const inline = createBodySink(o, (b) => void this.send(b, null));
+      const m = inline === null ? createBodyMasker(o) : inline.kind === 'sink' ? ({ kind: 'none' } as const) : inline;
+      if (inline?.kind === 'sink') this.sink = inline.sink;
       if (m.kind === 'refuse') {
         ex.outcome = 'refused';
         ex.error = m.reason;
@@ -810,7 +821,7 @@ class Relay implements Dispatcher.DispatchHandler {
       }
       if (m.kind === 'mask') this.masking = m;
     }
-    const out = clientHeaders(up, this.secrets, this.masking !== null, ex.conn.h2);
+    const out = clientHeaders(up, this.secrets, this.masking !== null || this.sink !== null, ex.conn.h2);
     this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, () => false) });
     const res = ex.res as ServerResponse;
     res.writeHead(status, out);
@@ -819,7 +830,7 @@ class Relay implements Dispatcher.DispatchHandler {
     if (m) {
       m.stream.on('data', (c: Buffer) => this.send(c, m.stream));
       m.stream.on('end', () => {
-        s.maskingApplied(m.counts);
+        ex.masked += s.maskingApplied(m.counts, { log: false, req: ex.n });
         res.end();
       });
       m.stream.on('error', (e: Error) => this.onError(e));
@@ -837,6 +848,7 @@ class Relay implements Dispatcher.DispatchHandler {
     this.hs.s.bytesToClient += c.length;
     if (this.rec) this.rec.record(Dir.GatewayToClient, dataFrame(ex.n, 0, c));
     const ok = (ex.res as ServerResponse).write(c);
+    this.writable = ok;
     if (!ok && from) {
       from.pause();
       ex.res.once('drain', () => from.resume());
@@ -846,6 +858,11 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.ex.ended) return false;
+    if (this.sink) {
+      this.writable = true;
+      this.sink.push(chunk);
+      return this.writable;
+    }
     const m = this.masking;
     if (m) return m.stream.write(chunk);
     return this.send(chunk, null);
@@ -854,7 +871,11 @@ class Relay implements Dispatcher.DispatchHandler {
   onComplete(): void {
     const ex = this.ex;
     if (ex.ended) return;
-    if (this.masking) this.masking.stream.end();
+    if (this.sink) {
+      this.sink.end();
+      ex.masked += this.hs.s.maskingApplied(this.sink.counts, { log: false, req: ex.n });
+      ex.res.end();
+    } else if (this.masking) this.masking.stream.end();
     else ex.res.end();
   }
 }

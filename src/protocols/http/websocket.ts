@@ -98,7 +98,7 @@ export function forwardWebSocket(ex: Exchange, hs: HttpSession, t: HttpTargetCon
             const m = maskWhole({ contentType: b[0] === 0x7b || b[0] === 0x5b ? 'application/json' : 'text/plain', set, ctx: s.maskContext }, b);
             if (m && 'body' in m) {
               b = m.body;
-              s.maskingApplied(m.counts);
+              ex.masked += s.maskingApplied(m.counts, { log: false, req: ex.n });
             }
           }
           if (dir === Dir.GatewayToClient) {
