@@ -309,7 +309,7 @@ t.test('wrong types name key and line', async (t) => {
   t.match(problems('listeners: { postgres: { allow_insecure_auth: yes } }').message, /expected true or false, got "yes"/);
   t.match(problems('targets: [a]').message, /line 1: targets: expected a map, got a list/);
   t.match(problems('log: { level: loud }').message, /log\.level: expected one of trace, debug, info, warn, error, fatal, silent, got "loud"/);
-  t.match(problems(MINIMAL_TARGET.replace('protocol: postgres', 'protocol: mysql')).message, /targets\.orders\.protocol: expected one of postgres, ssh, got "mysql"/);
+  t.match(problems(MINIMAL_TARGET.replace('protocol: postgres', 'protocol: mysql')).message, /targets\.orders\.protocol: expected one of postgres, ssh, http, got "mysql"/);
 });
 
 t.test('missing required keys name the parent line', async (t) => {
