@@ -296,7 +296,7 @@ t.test('config: ssh listener and targets', async (t) => {
   t.match(problems({ a: target({ private_key: undefined }) }), /targets\.a: an ssh target needs private_key or password/);
   t.match(problems({ a: target({ host_key: { fingerprint: 'nope' } }) }), /targets\.a\.host_key\.fingerprint: expected an OpenSSH SHA256 fingerprint/);
   t.match(problems({ a: target({ host_key: {} }) }), /set exactly one of fingerprint or known_hosts/);
-  t.match(problems({ a: target({ protocol: 'telnet' }) }), /targets\.a\.protocol: expected one of postgres, ssh, got "telnet"/);
+  t.match(problems({ a: target({ protocol: 'telnet' }) }), /targets\.a\.protocol: expected one of postgres, ssh, http, got "telnet"/);
   t.match(problems({ a: target({ database: 'x' }) }), /unknown key "database"/);
   t.match(problems({ a: target({ password: 'plain' }) }), /plain-text secrets are not allowed/);
 });
