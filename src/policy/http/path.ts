@@ -45,6 +45,26 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const show = (s: string) => JSON.stringify(s.length > 80 ? s.slice(0, 77) + '...' : s);
 
+/**
+ * The common case, checked without allocating: only characters a canonical path keeps raw, no
+ * '%' and no ';', and no '.' or '..' segment. Such a path decodes and normalises to itself.
+ */
+function isCanonical(p: string): boolean {
+  if (p.length === 0) return false;
+  let segStart = 0;
+  for (let i = 0; i <= p.length; i++) {
+    const c = i < p.length ? p.charCodeAt(i) : 0x2f;
+    if (c === 0x2f) {
+      const n = i - segStart;
+      if ((n === 1 && p.charCodeAt(segStart) === 0x2e) || (n === 2 && p.charCodeAt(segStart) === 0x2e && p.charCodeAt(segStart + 1) === 0x2e)) return false;
+      segStart = i + 1;
+      continue;
+    }
+    if (c >= 128 || RAW_OK[c] !== 1 || c === 0x3b /* ; */) return false;
+  }
+  return true;
+}
+
 export function normalizePath(raw: string): NormalizedPath | { error: string } {
   if (raw.includes('#')) return { error: `the request target ${show(raw)} has a fragment ('#')` };
   const q = raw.indexOf('?');
@@ -55,6 +75,7 @@ export function normalizePath(raw: string): NormalizedPath | { error: string } {
     if (c < 0x20 || c === 0x7f) return { error: `the query string holds a control character (0x${c.toString(16).padStart(2, '0')})` };
   }
   if (rawPath !== '' && rawPath[0] !== '/') return { error: `the request path ${show(rawPath)} does not start with '/'` };
+  if (isCanonical(rawPath)) return { path: rawPath, decoded: rawPath, query };
 
   const bytes: number[] = [];
   for (let i = 0; i < rawPath.length; i++) {

@@ -108,6 +108,7 @@ type TokenVia = 'bearer' | 'basic' | 'header';
 function tokenOf(req: Req, tokenHeader: string | undefined): { token: string; via: TokenVia } | { error: string } | null {
   const a = req.headers.authorization;
   if (a !== undefined) {
+    if (a.startsWith('Bearer ') && a.length > 7 && a.charCodeAt(7) !== 0x20) return { token: a.slice(7).trim(), via: 'bearer' };
     const sp = a.indexOf(' ');
     const scheme = sp > 0 ? a.slice(0, sp).toLowerCase() : a.toLowerCase();
     const rest = sp > 0 ? a.slice(sp + 1).trim() : '';
@@ -237,7 +238,10 @@ export class Exchange implements Transport {
   method = '';
   path = '';
   query = '';
-  grantKey = '';
+  /** Method, normalised path, query and body digest: what an approval grant must match. */
+  get grantKey(): string {
+    return `${this.method} ${this.path}?${this.query}#${this.body ? createHash('sha256').update(this.body).digest('base64url') : ''}`;
+  }
   body: Buffer | null = null;
   private done = false;
   forward: () => void = () => {};
@@ -501,7 +505,6 @@ async function run(ex: Exchange): Promise<void> {
     }
     if (rec && b.length) rec.record(Dir.ClientToGateway, dataFrame(ex.n, 0, recordedRequestBody(s, b, ctype)));
   }
-  ex.grantKey = `${method} ${ex.path}?${query}#${ex.body ? createHash('sha256').update(ex.body).digest('base64url') : ''}`;
 
   // 6. Forwarding, once the pipeline lets it run.
   ex.forward = () => void forward(ex, hs, t, tok.via, hasBody).catch((err) => {
@@ -515,9 +518,10 @@ async function run(ex: Exchange): Promise<void> {
   if (approvalId !== undefined) {
     const g = st.grants.get(approvalId);
     const id = s.identity;
-    if (!g || g.used || g.expires < Date.now() || g.sub !== id.sub || g.issuer !== id.issuer || g.target !== t.name || g.key !== ex.grantKey) {
+    const key = ex.grantKey;
+    if (!g || g.used || g.expires < Date.now() || g.sub !== id.sub || g.issuer !== id.issuer || g.target !== t.name || g.key !== key) {
       ex.outcome = 'denied';
-      const why = !g ? 'is not approved (yet), or unknown' : g.used ? 'was already used' : g.key !== ex.grantKey ? 'was given for a different request (method, path, query and body must be unchanged)' : 'does not belong to this identity and target';
+      const why = !g ? 'is not approved (yet), or unknown' : g.used ? 'was already used' : g.key !== key ? 'was given for a different request (method, path, query and body must be unchanged)' : 'does not belong to this identity and target';
       return void ex.finish(sendProblem(res, { status: 403, title: 'Approval not usable', detail: `approval ${approvalId} ${why}`, approval: approvalId }));
     }
     g.used = true;
@@ -733,12 +737,13 @@ async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: 
   if (ex.body) body = ex.body;
   else if (hasBody) body = Readable.from(streamBody(ex, s, s.recorder, String(req.headers['content-type'] ?? '')), { objectMode: false });
   else delete headers['content-length'];
-  res.on('close', () => {
-    if (!res.writableFinished && !ex.ended) {
-      ex.outcome = 'client_abort';
-      ex.finish(ex.status || 499);
-      ex.abortUpstream();
-    }
+  // One listener ends the exchange: 'close' follows 'finish' on a completed response, and comes alone when the client went away.
+  res.once('close', () => {
+    if (ex.ended) return;
+    if (res.writableFinished) return ex.finish(ex.status);
+    ex.outcome = 'client_abort';
+    ex.finish(ex.status || 499);
+    ex.abortUpstream();
   });
   up.pool.dispatch({ method: req.method as Dispatcher.HttpMethod, path, headers, body, headersTimeout: t.timeout, bodyTimeout: t.timeout }, new Relay(ex, hs, t, up.injection.secrets));
 }
@@ -761,6 +766,12 @@ class Relay implements Dispatcher.DispatchHandler {
   ) {
     this.rec = hs.s.recorder;
   }
+
+  private draining = false;
+  private readonly onDrain = (): void => {
+    this.draining = false;
+    this.resume?.();
+  };
 
   onConnect(abort: (err?: Error) => void): void {
     if (this.ex.ended) return abort();
@@ -825,7 +836,6 @@ class Relay implements Dispatcher.DispatchHandler {
     this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, () => false) });
     const res = ex.res as ServerResponse;
     res.writeHead(status, out);
-    res.once('finish', () => ex.finish(status));
     const m = this.masking;
     if (m) {
       m.stream.on('data', (c: Buffer) => this.send(c, m.stream));
@@ -835,8 +845,6 @@ class Relay implements Dispatcher.DispatchHandler {
       });
       m.stream.on('error', (e: Error) => this.onError(e));
       m.stream.on('drain', () => this.resume?.());
-    } else {
-      res.on('drain', () => this.resume?.());
     }
     return true;
   }
@@ -849,9 +857,15 @@ class Relay implements Dispatcher.DispatchHandler {
     if (this.rec) this.rec.record(Dir.GatewayToClient, dataFrame(ex.n, 0, c));
     const ok = (ex.res as ServerResponse).write(c);
     this.writable = ok;
-    if (!ok && from) {
-      from.pause();
-      ex.res.once('drain', () => from.resume());
+    if (!ok) {
+      // The client is slow: the source waits for its drain (undici's resume, or the masking stream's).
+      if (from) {
+        from.pause();
+        ex.res.once('drain', () => from.resume());
+      } else if (!this.draining) {
+        this.draining = true;
+        ex.res.once('drain', this.onDrain);
+      }
     }
     return ok;
   }

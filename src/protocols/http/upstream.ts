@@ -18,6 +18,8 @@ export interface Injection {
 
 export interface Entry {
   key: string;
+  /** The target config this entry was last checked against. */
+  target: HttpTargetConfig;
   pool: Pool;
   /** The Host header toward the target. */
   hostHeader: string;
@@ -39,7 +41,11 @@ export class Upstreams {
   /** The pool and injection for a target; built once per target config, refreshed as secrets may rotate. */
   get(t: HttpTargetConfig): Entry | Promise<Entry> {
     const e = this.entries.get(t.name);
-    if (e && e.key === configKey(t) && Date.now() - e.at < INJECTION_TTL_MS) return e;
+    // The same config object (no reload since) is the common case: no key to build.
+    if (e && (e.target === t || e.key === configKey(t)) && Date.now() - e.at < INJECTION_TTL_MS) {
+      e.target = t;
+      return e;
+    }
     let p = this.pending.get(t.name);
     if (!p) {
       p = this.build(t, e).finally(() => this.pending.delete(t.name));
@@ -75,7 +81,7 @@ export class Upstreams {
       });
     }
     const hostHeader = t.port === (t.scheme === 'https' ? 443 : 80) ? t.host : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
-    const e: Entry = { key, pool, clientKey, hostHeader, injection, at: Date.now() };
+    const e: Entry = { key, target: t, pool, clientKey, hostHeader, injection, at: Date.now() };
     this.entries.set(t.name, e);
     return e;
   }
