@@ -11,7 +11,10 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { WebSocket, WebSocketServer } from 'ws';
+import https from 'node:https';
 import { BIN, startSluice, type Sluice } from './helpers/sluice.js';
+import { issueCert, makeCA } from './helpers/certs.js';
+import { startJsonApi } from './helpers/json-api.js';
 
 const exec = promisify(execFile);
 
@@ -82,13 +85,38 @@ const downPort = await new Promise<number>((r) => {
   });
 });
 
+// An https upstream with its own CA that requires a client certificate (mTLS), and answers who it saw.
+const pki = fs.mkdtempSync(path.join(os.tmpdir(), 'sluice-http-pki-'));
+t.teardown(() => fs.rmSync(pki, { recursive: true, force: true }));
+const upCA = makeCA(pki, 'Upstream CA');
+const upCert = issueCert(upCA, pki, 'upstream', { dns: ['api.internal'], ip: ['127.0.0.1'] });
+const clientCert = issueCert(upCA, pki, 'sluice-client', { dns: ['sluice-client'] });
+const secure = https.createServer({ cert: fs.readFileSync(upCert.cert), key: fs.readFileSync(upCert.key), ca: fs.readFileSync(upCA.cert), requestCert: true, rejectUnauthorized: true }, (req, res) => {
+  const peer = (req.socket as import('node:tls').TLSSocket).getPeerCertificate();
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ tls: true, client: peer.subject?.CN, url: req.url }));
+});
+await new Promise<void>((r) => secure.listen(0, '127.0.0.1', r));
+t.teardown(() => {
+  secure.closeAllConnections();
+  secure.close();
+});
+const securePort = (secure.address() as net.AddressInfo).port;
+// json-server checking Basic credentials, and one checking a query parameter.
+const basicApi = await startJsonApi(t, { auth: { basic: { user: 'svc', password: 'basic-pw-123' } }, customers: 3 });
+const queryApi = await startJsonApi(t, { auth: { query: ['api_key', 'q-key-456'] }, customers: 3 });
+
 const gw: Sluice = await startSluice(t, {
-  http: 'tls',
+  http: { tls: true, token_header: 'X-Sluice-Token', approval_wait: '2s', domain: 'gw.test' },
   admin: true,
-  env: { PAY_KEY: API_KEY },
+  env: { PAY_KEY: API_KEY, BASIC_PW: 'basic-pw-123', Q_KEY: 'q-key-456' },
   config: {
     targets: {
       down: { protocol: 'http', url: `http://127.0.0.1:${downPort}`, allow: ['group:ci'] },
+      secure: { protocol: 'http', url: `https://127.0.0.1:${securePort}/v2`, allow: ['group:ci'], tls: { ca: upCA.cert, servername: 'api.internal' }, inject: { client_cert: { cert: clientCert.cert, key: { file: clientCert.key } } } },
+      unverified: { protocol: 'http', url: `https://127.0.0.1:${securePort}`, allow: ['group:ci'] },
+      basic: { protocol: 'http', url: basicApi.url, allow: ['group:ci'], inject: { basic: { user: 'svc', password: { env: 'BASIC_PW' } } } },
+      query: { protocol: 'http', url: queryApi.url, allow: ['group:ci'], inject: { query: { api_key: { secret: { env: 'Q_KEY' } } } } },
       pay: { protocol: 'http', url: `http://127.0.0.1:${upPort}/api`, allow: ['group:ci'], inject: { headers: { 'X-API-Key': { secret: { env: 'PAY_KEY' } } } } },
       other: { protocol: 'http', url: `http://127.0.0.1:${upPort}/api`, allow: ['group:other'], inject: { headers: { 'X-API-Key': { secret: { env: 'PAY_KEY' } } } } },
     },
@@ -97,10 +125,12 @@ const gw: Sluice = await startSluice(t, {
     policies: [
       {
         name: 'payments',
-        match: { targets: ['pay', 'down'] },
+        match: { targets: ['pay', 'down', 'secure', 'unverified', 'basic', 'query'] },
         rules: [
           { deny: { methods: ['DELETE'], message: 'deleting is not allowed through Sluice' } },
           { review: { paths: ['/v1/refunds/**'] } },
+          { review: { paths: ['/v1/payouts/**'] } },
+          { deny: { body: { '$.amount': '1?????*' }, message: 'amounts of 100000 and more go through finance' } },
           { allow: {} },
         ],
       },
@@ -250,8 +280,9 @@ t.test('upstream failures: a clean 502, and a truncated body is never complete-l
   t.match(down.json.detail, /target "down" .* failed: .*ECONNREFUSED/);
 
   // Dying while the client uploads: nothing was answered yet, so the client gets a clean 502.
-  const big = 'x'.repeat(4 << 20);
-  const up = await get('/pay/v1/die-upload', { method: 'POST', body: big, headers: { 'content-type': 'text/plain' } });
+  // Under 1 MiB: a rule reads JSON bodies, so bodies are read whole up to listeners.http.max_policy_body first.
+  const big = JSON.stringify({ pad: 'x'.repeat(512 << 10) });
+  const up = await get('/pay/v1/die-upload', { method: 'POST', body: big, headers: { 'content-type': 'application/json' } });
   t.equal(up.status, 502);
   t.equal(up.headers.get('content-type'), 'application/problem+json');
 
@@ -306,4 +337,82 @@ t.test('recording: replay lists the requests; HAR export is valid JSON', async (
   t.equal(har.log.version, '1.2');
   t.ok(har.log.entries.length >= 2);
   t.notOk(JSON.stringify(har).includes(tok), 'the token is not in the recording');
+});
+
+t.test('routing by Host (<target>.<domain>), and the token in the configured header', async (t) => {
+  seen.length = 0;
+  const r = await exec('curl', ['-sS', '--cacert', caFile, '--connect-to', `pay.gw.test:${gw.httpPort}:127.0.0.1:${gw.httpPort}`, '-k', '-H', `X-Sluice-Token: ${token}`, `https://pay.gw.test:${gw.httpPort}/v1/charges`]);
+  t.same(JSON.parse(r.stdout), { method: 'GET', path: '/api/v1/charges', query: '', body: '' });
+  t.notOk(seen[0]!.headers['x-sluice-token'], 'the token header is stripped');
+});
+
+t.test('https upstream: verified with its CA and servername, client certificate injected (mTLS)', async (t) => {
+  const ok = await get('/secure/who?x=1');
+  t.equal(ok.status, 200);
+  t.same(ok.json, { tls: true, client: 'sluice-client', url: '/v2/who?x=1' });
+  const bad = await get('/unverified/who');
+  t.equal(bad.status, 502, 'an upstream certificate Sluice cannot verify is refused');
+  t.match(bad.json.detail, /certificate|self-signed|issuer/i);
+});
+
+t.test('injected Basic credentials and query parameters', async (t) => {
+  const b = await get('/basic/customers/1');
+  t.equal(b.status, 200);
+  t.equal(b.json.id, 1);
+  t.same(basicApi.sawSecret(token), []);
+  const q = await get('/query/customers/2?_embed=orders');
+  t.equal(q.status, 200);
+  t.equal(q.json.id, 2);
+  const got = queryApi.received.at(-1)!;
+  t.match(got.url, /_embed=orders&api_key=q-key-456$/);
+});
+
+t.test('policy on JSON body fields', async (t) => {
+  seen.length = 0;
+  const big = await get('/pay/v1/transfers', { method: 'POST', body: '{"amount":150000}', headers: { 'content-type': 'application/json' } });
+  t.equal(big.status, 403);
+  t.match(big.json.detail, /go through finance/);
+  const small = await get('/pay/v1/transfers', { method: 'POST', body: '{"amount":25}', headers: { 'content-type': 'application/json' } });
+  t.equal(small.status, 200);
+  t.equal(seen.length, 1, 'only the allowed one was forwarded');
+});
+
+t.test('approval past the wait: 403 with the id, then one retry with Sluice-Approval goes through', async (t) => {
+  seen.length = 0;
+  const body = '{"payout":7}';
+  const first = await get('/pay/v1/payouts/p_9', { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+  t.equal(first.status, 403);
+  const id = first.json.approval as string;
+  t.ok(id, 'the problem names the approval');
+  t.equal(first.headers.get('sluice-approval'), id);
+  t.equal(seen.length, 0);
+  const early = await get('/pay/v1/payouts/p_9', { method: 'POST', body, headers: { 'content-type': 'application/json', 'sluice-approval': id } });
+  t.equal(early.status, 403, 'not approved yet');
+  t.equal((await api('POST', `/api/approvals/${id}/approve`, lead, { reason: 'payout ok' })).status, 200);
+  const changed = await get('/pay/v1/payouts/p_9', { method: 'POST', body: '{"payout":7000}', headers: { 'content-type': 'application/json', 'sluice-approval': id } });
+  t.equal(changed.status, 403, 'a different body does not match the approval');
+  const retry = await get('/pay/v1/payouts/p_9', { method: 'POST', body, headers: { 'content-type': 'application/json', 'sluice-approval': id } });
+  t.equal(retry.status, 200);
+  t.equal(seen.length, 1, 'forwarded once');
+  const again = await get('/pay/v1/payouts/p_9', { method: 'POST', body, headers: { 'content-type': 'application/json', 'sluice-approval': id } });
+  t.equal(again.status, 403);
+  t.match(again.json.detail, /already used/);
+});
+
+t.test("a revoked identity's websocket closes within 1 s", async (t) => {
+  const victim = await gw.mint('ws-victim', ['ci']);
+  const ws = new WebSocket(`wss://localhost:${gw.httpPort}/pay/v1/stream`, { ca: fs.readFileSync(caFile), headers: { authorization: `Bearer ${victim}` } });
+  await new Promise((r, j) => (ws.once('open', r), ws.once('error', j)));
+  const closed = new Promise<number>((r) => ws.once('close', () => r(Date.now())));
+  const t0 = Date.now();
+  t.equal((await api('POST', '/api/revocations', admin, { sub: 'ws-victim', issuer: 'any', reason: 'test' })).status, 201);
+  const at = await closed;
+  t.ok(at - t0 < 1000, `closed ${at - t0} ms after the revocation`);
+});
+
+t.test('metrics carry HTTP labels', async (t) => {
+  const r = await fetch(`${gw.adminUrl}/metrics`, { headers: { authorization: `Bearer ${admin}` } });
+  const text = await r.text();
+  t.match(text, /sluice_http_requests_total\{target="pay",method="GET",status="200"\} \d+/);
+  t.match(text, /sluice_http_requests_total\{target="pay",method="DELETE",status="403"\} \d+/);
 });

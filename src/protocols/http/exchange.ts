@@ -53,6 +53,8 @@ export interface ListenerState {
   opening: Map<string, Promise<HttpSession>>;
   /** Whether this listener speaks TLS. */
   tls: boolean;
+  /** listeners.http.token_header, lower-cased as Node names headers. */
+  tokenHeader: string | undefined;
 }
 
 /** One client connection (HTTP/1.1 socket or HTTP/2 session). */
@@ -343,12 +345,11 @@ export class Exchange implements Transport {
       else this.res.once('finish', () => req.destroy());
       return;
     }
-    const sock = req.socket;
-    if (this.res.writableFinished || this.res.destroyed) sock.destroy();
+    const conn = this.conn;
+    if (this.res.writableFinished || this.res.destroyed) conn.destroy();
     else {
       (this.res as ServerResponse).shouldKeepAlive = false;
-      this.res.once('finish', () => sock.destroy());
-      this.res.once('close', () => sock.destroy());
+      this.res.once('close', () => conn.destroy());
     }
   }
 
@@ -450,7 +451,7 @@ async function run(ex: Exchange): Promise<void> {
   ex.query = query;
 
   // 3. Identity.
-  const tok = tokenOf(req, st.cfg.token_header);
+  const tok = tokenOf(req, st.tokenHeader);
   const challenge = { 'www-authenticate': 'Bearer realm="sluice", Basic realm="sluice"' };
   if (tok === null) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: 'send a Sluice token: "Authorization: Bearer <token>", Basic auth with the token as the password' + (st.cfg.token_header ? `, or the ${st.cfg.token_header} header` : '') }, challenge));
   if ('error' in tok) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: tok.error }, challenge));
@@ -466,7 +467,7 @@ async function run(ex: Exchange): Promise<void> {
   // 4. Record the request head (the token never: it is stripped and shown redacted).
   const rec = s.recorder;
   if (rec) {
-    const tokenHeader = st.cfg.token_header;
+    const tokenHeader = st.tokenHeader;
     rec.event({
       event: 'http.request',
       req: ex.n,
@@ -730,7 +731,7 @@ async function forward(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, via: 
   const inj = up.injection;
   const q = ex.query + inj.query;
   const path = t.base_path + ex.path + (q ? `?${q[0] === '&' ? q.slice(1) : q}` : '');
-  const headers = upstreamHeaders(req, via, st.cfg.token_header, inj.headers, up.hostHeader);
+  const headers = upstreamHeaders(req, via, st.tokenHeader, inj.headers, up.hostHeader);
   if (ex.ws) return forwardWebSocket(ex, hs, t, up, path, headers);
   const s = hs.s;
   let body: Dispatcher.DispatchOptions['body'] = null;

@@ -26,7 +26,7 @@ export const httpModule: ProtocolModule = {
   export: { har: (frames, meta) => toHar(frames, meta) },
   async listen(core: Core, anyCfg: AnyListenerConfig): Promise<RunningListener> {
     let cfg = anyCfg as HttpListenerConfig;
-    const st: ListenerState = { core, cfg, upstreams: new Upstreams(core), grants: new Map(), sessions: new Map(), opening: new Map(), tls: !!cfg.tls };
+    const st: ListenerState = { core, cfg, upstreams: new Upstreams(core), grants: new Map(), sessions: new Map(), opening: new Map(), tls: !!cfg.tls, tokenHeader: cfg.token_header?.toLowerCase() };
     const sweep = setInterval(() => {
       sweepSessions(st, cfg.idle_timeout);
       const now = Date.now();
@@ -73,7 +73,7 @@ export const httpModule: ProtocolModule = {
         release,
         h2,
         closed: false,
-        destroy: () => (h2 ? (req as import('node:http2').Http2ServerRequest).stream.session?.destroy() : sock.destroy()),
+        destroy: () => (h2 ? (req as import('node:http2').Http2ServerRequest).stream.session?.destroy() : sock?.destroy()),
       };
       const done = () => {
         c.closed = true;
@@ -133,6 +133,7 @@ export const httpModule: ProtocolModule = {
       reload(next) {
         cfg = next as HttpListenerConfig;
         st.cfg = cfg;
+        st.tokenHeader = cfg.token_header?.toLowerCase();
         if (server instanceof http.Server) server.keepAliveTimeout = cfg.idle_timeout;
         if (cfg.tls && 'setSecureContext' in server) server.setSecureContext({ cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key) });
       },
