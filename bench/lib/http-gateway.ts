@@ -58,6 +58,8 @@ export async function startHttpGateway(b: Bench, upstreamPort: number, variant: 
     listeners: { http: { host: '127.0.0.1', port: 0 } }, // plain HTTP from loopback is allowed
     targets: { web: { protocol: 'http', url: `http://127.0.0.1:${upstreamPort}`, allow: ['*'] } },
     log: { level: 'info', file: logFile },
+    // wrk opens all its connections at once, before any has authenticated.
+    limits: { max_unauthenticated_per_source: 512 },
     ...extra,
   };
   fs.writeFileSync(configPath, stringify(config));
