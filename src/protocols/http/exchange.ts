@@ -15,12 +15,12 @@ import type { ClientInfo, Core } from '../kit/module.js';
 import type { Session } from '../../session/session.js';
 import { CONTINUE, type Held, type Refusal, type Transport } from '../../governance/pipeline.js';
 import type { Decision } from '../../policy/engine.js';
-import type { QueryFacts } from '../../policy/sql/facts.js';
 import { normalizePath } from '../../policy/http/path.js';
 import { httpAction } from '../../policy/http/cache-key.js';
 import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
-import { problemBody, refusalProblem, type Problem } from './problem.js';
+import { refusalProblem, sendProblem } from './problem.js';
+import { dataFrame } from './frames.js';
 import type { Upstreams } from './upstream.js';
 import { createBodyMasker, createBodySink, maskWhole, type BodyMasker, type Sink } from './body-masker.js';
 import { forwardWebSocket } from './websocket.js';
@@ -89,20 +89,6 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const METHOD_LABELS = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE', 'TRACE', 'CONNECT']);
 const REDACTED = '[redacted]';
 
-
-/** Writes a problem response (if the head is not sent yet) and ends it. */
-export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false): number {
-  if (res.headersSent || res.writableEnded || res.destroyed) {
-    res.destroy();
-    return p.status;
-  }
-  const body = problemBody(p);
-  const h: Record<string, string | number> = { 'content-type': 'application/problem+json', 'content-length': body.length, 'cache-control': 'no-store', ...extraHeaders };
-  if (close && !(res as Http2ServerResponse).stream) h.connection = 'close';
-  res.writeHead(p.status, h);
-  res.end(body);
-  return p.status;
-}
 
 /** Where the caller's token came from, to strip it before forwarding. */
 type TokenVia = 'bearer' | 'basic' | 'header';
@@ -206,15 +192,6 @@ function headerPairs(h: Record<string, string | string[] | undefined>, redact: (
     else out.push([k, v]);
   }
   return out;
-}
-
-/** `u32 BE req ‖ u8 kind ‖ bytes`: a body frame of the recording (README). */
-export function dataFrame(req: number, kind: number, bytes: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(5 + bytes.length);
-  b.writeUInt32BE(req, 0);
-  b[4] = kind;
-  bytes.copy(b, 5);
-  return b;
 }
 
 /** One request in flight. */

@@ -10,15 +10,30 @@ import type { AnyListenerConfig, Core, ProtocolModule, RunningListener } from '.
 import { TOO_MANY_PENDING } from '../kit/module.js';
 import type { HttpListenerConfig } from '../../config/types.js';
 import { listenOn } from '../../gateway/listen.js';
-import { handleRequest, sweepSessions, sendProblem, type Conn, type ListenerState, type Req, type Res } from './exchange.js';
-import { problemBody } from './problem.js';
+import { handleRequest, sweepSessions, type Conn, type ListenerState, type Req, type Res } from './exchange.js';
+import { problemBody, sendProblem } from './problem.js';
 import { Upstreams } from './upstream.js';
 import { renderHttp } from './replay.js';
 import { toHar } from './har.js';
-import { handleUpgrade } from './websocket.js';
+
 
 /** The Conn of a socket (set on the TLS or TCP socket; HTTP/2's socket proxy reads through to it). */
 const CONN = Symbol('sluice.http.conn');
+
+/** An `upgrade` event of the listener. */
+export function handleUpgrade(st: ListenerState, conn: Conn | undefined, req: http.IncomingMessage, sock: Socket, head: Buffer): void {
+  if (!conn) return void sock.destroy();
+  // A real ServerResponse on the socket, so every refusal is the same problem response as for any request.
+  const res = new http.ServerResponse(req);
+  res.assignSocket(sock);
+  res.shouldKeepAlive = false;
+  res.on('finish', () => sock.end());
+  if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
+    sendProblem(res, { status: 400, title: 'Bad request', detail: `only websocket upgrades are relayed, not ${JSON.stringify(req.headers.upgrade)}` }, undefined, true);
+    return;
+  }
+  void handleRequest(st, conn, req, res, { sock, head });
+}
 
 export const httpModule: ProtocolModule = {
   protocol: 'http',
@@ -146,4 +161,3 @@ export const httpModule: ProtocolModule = {
   },
 };
 
-export { sendProblem };

@@ -1,6 +1,10 @@
 // HTTP's error encoder: every refusal is an RFC 9457 application/problem+json body.
 
+import type { ServerResponse } from 'node:http';
+import type { Http2ServerResponse } from 'node:http2';
 import type { Refusal } from '../../governance/outcome.js';
+
+type Res = ServerResponse | Http2ServerResponse;
 
 export interface Problem {
   status: number;
@@ -31,3 +35,18 @@ export function refusalProblem(r: Refusal): Problem {
     : 'Not allowed';
   return { status: 403, title, detail: r.message, policy: r.policy, rule: r.rule, approval: r.approval };
 }
+
+/** Writes a problem response (if the head is not sent yet) and ends it. */
+export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false): number {
+  if (res.headersSent || res.writableEnded || res.destroyed) {
+    res.destroy();
+    return p.status;
+  }
+  const body = problemBody(p);
+  const h: Record<string, string | number> = { 'content-type': 'application/problem+json', 'content-length': body.length, 'cache-control': 'no-store', ...extraHeaders };
+  if (close && !(res as Http2ServerResponse).stream) h.connection = 'close';
+  res.writeHead(p.status, h);
+  res.end(body);
+  return p.status;
+}
+

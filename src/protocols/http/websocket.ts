@@ -10,7 +10,9 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { HttpTargetConfig } from '../../config/types.js';
 import { Dir } from '../../recording/types.js';
 import { maskWhole } from './body-masker.js';
-import { dataFrame, handleRequest, sendProblem, type Conn, type Exchange, type HttpSession, type ListenerState } from './exchange.js';
+import type { Session } from '../../session/session.js';
+import { dataFrame } from './frames.js';
+import { sendProblem } from './problem.js';
 import type { Entry } from './upstream.js';
 
 /** Largest message relayed either way. */
@@ -21,23 +23,25 @@ const LOW_WATER = 16;
 
 const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: MAX_MESSAGE, handleProtocols: (_p, req) => (req as unknown as { sluiceProtocol?: string }).sluiceProtocol ?? false });
 
-/** An `upgrade` event of the listener. */
-export function handleUpgrade(st: ListenerState, conn: Conn | undefined, req: http.IncomingMessage, sock: Socket, head: Buffer): void {
-  if (!conn) return void sock.destroy();
-  // A real ServerResponse on the socket, so every refusal is the same problem response as for any request.
-  const res = new http.ServerResponse(req);
-  res.assignSocket(sock);
-  res.shouldKeepAlive = false;
-  res.on('finish', () => sock.end());
-  if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') {
-    sendProblem(res, { status: 400, title: 'Bad request', detail: `only websocket upgrades are relayed, not ${JSON.stringify(req.headers.upgrade)}` }, undefined, true);
-    return;
-  }
-  void handleRequest(st, conn, req, res, { sock, head });
+/** What a websocket relay needs of the request it upgrades (exchange.ts's Exchange). */
+export interface WsExchange {
+  readonly req: http.IncomingMessage | import('node:http2').Http2ServerRequest;
+  readonly res: http.ServerResponse | import('node:http2').Http2ServerResponse;
+  ws?: { sock: Socket; head: Buffer };
+  readonly ended: boolean;
+  outcome: string;
+  error?: string;
+  status: number;
+  n: number;
+  bytesIn: number;
+  bytesOut: number;
+  masked: number;
+  onKill?: (reason: string) => void;
+  finish(status: number): void;
 }
 
 /** Relays one allowed websocket: opens the upstream one first, then completes the client's upgrade. */
-export function forwardWebSocket(ex: Exchange, hs: HttpSession, t: HttpTargetConfig, up: Entry, path: string, headers: Record<string, string | string[]>): void {
+export function forwardWebSocket(ex: WsExchange, hs: { s: Session }, t: HttpTargetConfig, up: Entry, path: string, headers: Record<string, string | string[]>): void {
   const { sock, head } = ex.ws!;
   const s = hs.s;
   const rec = s.recorder;
