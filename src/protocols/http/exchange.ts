@@ -850,14 +850,20 @@ class Relay implements Dispatcher.DispatchHandler {
 
   onData(chunk: Buffer): boolean {
     if (this.ex.ended) return false;
+    let ok: boolean;
     if (this.sink) {
       this.writable = true;
       this.sink.push(chunk);
-      return this.writable;
+      ok = this.writable;
+    } else if (this.masking) ok = this.masking.stream.write(chunk);
+    else ok = this.send(chunk, null);
+    // The recording store is behind: read no further until it caught up (bounded memory, nothing dropped).
+    const rec = this.rec;
+    if (ok && rec !== undefined && rec.pressure) {
+      rec.whenDrained(this.onDrain);
+      return false;
     }
-    const m = this.masking;
-    if (m) return m.stream.write(chunk);
-    return this.send(chunk, null);
+    return ok;
   }
 
   onComplete(): void {
@@ -886,6 +892,8 @@ async function* streamBody(ex: Exchange, s: Session, rec: Session['recorder'], c
       if (recMask) recMask.stream.write(c);
       else if (m && m.kind === 'refuse') rec.event({ event: 'http.body_not_recorded', req: ex.n, bytes: c.length, reason: m.reason });
       else rec.record(Dir.ClientToGateway, dataFrame(ex.n, 0, c));
+      // The recording store is behind: take no more of the client's body until it caught up.
+      if (rec.pressure) await new Promise<void>((r) => rec.whenDrained(r));
     }
     yield c;
   }
