@@ -70,9 +70,11 @@ Use it as the password: PGPASSWORD=$(sluice token mint ...) psql "host=... dbnam
 `,
   policy: `Usage: sluice policy check --config sluice.yaml --as sub=NAME[,groups=a+b][,issuer=NAME][,claim=value...] --target NAME "SQL"
 
-Analyses SQL exactly as the gateway does (the real Postgres parser) and prints the facts
-found (statement kinds, tables, functions, nested statements) and the decision with the
-policy and rule that made it. Reads SQL from stdin when no SQL argument is given.
+Analyses what a target's client would send exactly as the gateway does and prints the facts
+found and the decision with the policy and rule that made it: SQL for a Postgres target (the
+real Postgres parser: statement kinds, tables, functions, nested statements), a command line
+for an SSH target, a request line for an HTTP target ("POST /v1/refunds?dry=1", the path
+within the target). Reads it from stdin when no argument is given.
 Exit status: 0 allow, 1 deny, 3 review, 2 usage or config error.
 `,
   sessions: `Usage: sluice sessions list [--config sluice.yaml] [--identity SUB] [--target T] [--since 2h|DATE] [--until DATE]

@@ -5,7 +5,8 @@ import { stringify } from 'yaml';
 import type { SluiceConfig } from '../config/types.js';
 import type { Identity } from '../identity/types.js';
 import { PolicyResolver } from '../policy/engine.js';
-import { analyzeSql, initSqlAnalysis } from '../policy/sql/facts.js';
+import { analyzeSql, initSqlAnalysis, type QueryFacts } from '../policy/sql/facts.js';
+import { httpAction } from '../policy/http/cache-key.js';
 import { analyzeShell } from '../policy/shell/facts.js';
 
 /** Parses `sub=ci,groups=ci+dba,issuer=okta,repository=org/app` into an identity (issuer default: sluice). */
@@ -69,12 +70,25 @@ export async function policyCheck(
     return 2;
   }
   const sql = positionals.length ? positionals.join(' ') : await readStdin();
-  await initSqlAnalysis();
   const set = new PolicyResolver(cfg.policies, cfg.policy).resolve(identity, target.name, target.protocol);
-  // SSH targets take shell command lines; every other target takes SQL.
-  const analyze = target.protocol === 'ssh' ? analyzeShell : analyzeSql;
-  const facts = analyze(sql);
-  const decision = set ? set.decide(sql, analyze).decision : { action: 'allow' as const, rule: 'none', message: 'no statement policy is configured (policies)' };
+  // SSH targets take shell command lines, HTTP targets a request line ("POST /v1/refunds?x=1",
+  // the path within the target); Postgres targets take SQL.
+  let text = sql;
+  let analyze: (s: string) => QueryFacts;
+  let key: string | undefined;
+  if (target.protocol === 'ssh') analyze = analyzeShell;
+  else if (target.protocol === 'http') {
+    const [method = 'GET', reqTarget = '/'] = sql.trim().split(/\s+/);
+    if (set) {
+      const a = httpAction(set, { method, target: reqTarget });
+      [text, analyze, key] = [a.text, a.analyze, a.cacheKey];
+    } else analyze = () => ({ statements: [] });
+  } else {
+    await initSqlAnalysis();
+    analyze = analyzeSql;
+  }
+  const facts = analyze(text);
+  const decision = set ? set.decide(text, analyze, key).decision : { action: 'allow' as const, rule: 'none', message: 'no statement policy is configured (policies)' };
   const out = {
     identity: { sub: identity.sub, groups: identity.groups },
     target: target.name,

@@ -106,8 +106,9 @@ export class Gateway implements Core, SessionHost {
     this.maskContext = { hmacKey: await loadOrCreateSecret(this.cfg.state_dir, 'masking.key') };
     this.logConfigReview(this.cfg);
     await this.verifier.init();
-    // The Postgres parser (WASM) loads once here; analysis is synchronous afterwards.
-    await initSqlAnalysis();
+    // The Postgres parser (WASM, ~15 MiB) loads once here, only for a gateway that speaks Postgres;
+    // analysis is synchronous afterwards.
+    if (this.cfg.listeners.postgres) await initSqlAnalysis();
     this.revocations = await RevocationStore.open(this.cfg.state_dir);
     if (this.cfg.recording.enabled) await this.openRecordings();
     for (const mod of this.modules) {

@@ -73,7 +73,11 @@
  * locked, vacuumed/analyzed/clustered/reindexed, granted on, commented on, or
  * given an index, trigger, rule or policy; also INHERITS / PARTITION OF parents.
  */
-import { fingerprintSync, loadModule, normalizeSync, parseSync } from 'libpg-query';
+import { loadPgQuery, pgQuery } from './pgquery.js';
+
+const parseSync = (sql: string): unknown => pgQuery().parseSync(sql);
+const fingerprintSync = (sql: string): string => pgQuery().fingerprintSync(sql);
+const normalizeSync = (sql: string): string => pgQuery().normalizeSync(sql);
 import { LruCache } from '../lru.js';
 import { extractPlpgsqlSql } from './plpgsql-facts.js';
 
@@ -220,7 +224,7 @@ let ready: Promise<void> | undefined;
 let loaded = false;
 
 export async function initSqlAnalysis(): Promise<void> {
-  ready ??= loadModule().then(() => {
+  ready ??= loadPgQuery().then(() => {
     loaded = true;
   });
   return ready;

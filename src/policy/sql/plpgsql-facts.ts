@@ -4,7 +4,7 @@
  * sql-facts.ts can analyse each piece like any other statement.
  * Pure; requires libpg-query's loadModule() to have completed.
  */
-import { parsePlPgSQLSync, scanSync } from 'libpg-query';
+import { pgQuery } from './pgquery.js';
 
 export interface EmbeddedSql {
   /** A complete SQL statement (expressions are wrapped as `SELECT <expr>`). */
@@ -31,7 +31,7 @@ const MODE_ASSIGN3 = 5;
 
 /** Throws the PL/pgSQL compiler's error when the body does not compile. */
 export function extractPlpgsqlSql(text: string): EmbeddedSql[] {
-  const tree = parsePlPgSQLSync(text) as unknown;
+  const tree = pgQuery().parsePlPgSQLSync(text) as unknown;
   const out: EmbeddedSql[] = [];
   walk(tree, out);
   return out;
@@ -87,7 +87,7 @@ function exprSql(e: Json, out: EmbeddedSql[]): void {
 function splitAssignment(q: string): { lhs: string; rhs: string } | undefined {
   const bytes = Buffer.from(q, 'utf8');
   let depth = 0;
-  for (const t of scanSync(q).tokens) {
+  for (const t of pgQuery().scanSync(q).tokens) {
     const s = t.text;
     if (s === '(' || s === '[') depth++;
     else if (s === ')' || s === ']') depth--;

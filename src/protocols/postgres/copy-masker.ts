@@ -32,7 +32,7 @@
 // statement differently from Sluice). A row that does not split into the
 // expected fields, or grows beyond the limit, stops the COPY the same way.
 
-import { parseSync, scanSync } from 'libpg-query';
+import { pgQuery } from '../../policy/sql/pgquery.js';
 import type { Session } from '../../session/session.js';
 import type { ColumnRef, MaskingSet } from '../../policy/masking/ruleset.js';
 import { maskFindings, maskValue } from '../../policy/masking/strategies.js';
@@ -184,7 +184,7 @@ function relationName(rv: J): string {
 function innerQuery(stmt: Buffer): string | null {
   let tokens;
   try {
-    tokens = scanSync(stmt.toString('utf8')).tokens;
+    tokens = pgQuery().scanSync(stmt.toString('utf8')).tokens;
   } catch {
     return null;
   }
@@ -217,7 +217,7 @@ export function copySpecs(sql: string): CopySpec[] {
   if (!/copy/i.test(sql)) return [];
   let tree: J;
   try {
-    tree = parseSync(sql);
+    tree = pgQuery().parseSync(sql);
   } catch {
     return [];
   }
