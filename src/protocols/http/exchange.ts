@@ -268,6 +268,14 @@ export class Exchange implements Transport {
 
   pause(held: Held): void {
     this.held = held;
+    // The client gave up while waiting: the approval request is withdrawn, nothing runs later.
+    this.res.once('close', () => {
+      if (!this.done && !this.detached) {
+        this.outcome = 'client_abort';
+        held.withdraw('the client closed the connection while waiting');
+        this.finish(499);
+      }
+    });
     const wait = this.st.cfg.approval_wait;
     this.waitTimer = setTimeout(() => this.detach(), wait);
     this.waitTimer.unref();
