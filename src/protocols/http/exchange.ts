@@ -19,7 +19,7 @@ import { normalizePath } from '../../policy/http/path.js';
 import { httpAction } from '../../policy/http/cache-key.js';
 import { Dir } from '../../recording/types.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
-import { refusalProblem, sendProblem } from './problem.js';
+import { refusalProblem, sendProblem, type Problem } from './problem.js';
 import { dataFrame } from './frames.js';
 import type { Upstreams } from './upstream.js';
 import { createBodyMasker, createBodySink, maskWhole, type BodyMasker, type Sink } from './body-masker.js';
@@ -250,7 +250,7 @@ export class Exchange implements Transport {
     if (this.detached) return;
     this.clearWait();
     this.outcome = r.kind === 'policy' || r.kind === 'unparsable' ? 'denied' : 'refused';
-    this.finish(sendProblem(this.res, refusalProblem(r)));
+    this.reply(refusalProblem(r));
   }
 
   proceed(): void {
@@ -338,6 +338,21 @@ export class Exchange implements Transport {
     }
   }
 
+  /** Answers with a problem and ends the request; the answer is recorded and counted like any response. */
+  reply(p: Problem, extraHeaders?: Record<string, string>, close = false): void {
+    this.finish(
+      sendProblem(this.res, p, extraHeaders, close, (head, body) => {
+        this.bytesOut += body.length;
+        const rec = this.hs?.s.recorder;
+        if (rec) {
+          rec.event({ event: 'http.response', req: this.n, status: p.status, headers: Object.entries(head).map(([k, v]) => [k, String(v)]) });
+          rec.record(Dir.GatewayToClient, dataFrame(this.n, 0, body));
+        }
+        if (this.hs) this.hs.s.bytesToClient += body.length;
+      }),
+    );
+  }
+
   /** Ends the request from outside (kill switch, session end). */
   kill(reason: string): void {
     if (this.done) return;
@@ -345,7 +360,7 @@ export class Exchange implements Transport {
     this.error = reason;
     if (this.onKill) return this.onKill(reason);
     this.abortUpstream();
-    if (!this.res.headersSent) this.finish(sendProblem(this.res, { status: 403, title: 'Session ended', detail: reason }, undefined, true));
+    if (!this.res.headersSent) this.reply({ status: 403, title: 'Session ended', detail: reason }, undefined, true);
     else {
       this.res.destroy();
       this.finish(this.status);
@@ -396,7 +411,7 @@ export async function handleRequest(st: ListenerState, conn: Conn, req: Req, res
     ex.error = (err as Error).message;
     ex.outcome = 'error';
     st.core.log.error({ event: 'http.error', err: (err as Error).message, stack: (err as Error).stack }, 'http request failed inside Sluice');
-    ex.finish(sendProblem(res, { status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' }));
+    ex.reply({ status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' });
   }
 }
 
@@ -407,12 +422,12 @@ async function run(ex: Exchange): Promise<void> {
   // 1. Framing: what another parser could read differently is refused before anything else.
   if (!conn.h2) {
     const bad = ambiguousHead(req.httpVersion, req.url ?? '', req.rawHeaders);
-    if (bad) return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous request refused: ${bad}` }, undefined, true));
+    if (bad) return void ex.reply({ status: 400, title: 'Bad request', detail: `ambiguous request refused: ${bad}` }, undefined, true);
   }
   const ov = overrideHeader(req.headers);
-  if (ov) return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `the ${ov} header is refused: the policy decides the method and path of the request line, so method and path overrides are not relayed` }));
+  if (ov) return void ex.reply({ status: 400, title: 'Bad request', detail: `the ${ov} header is refused: the policy decides the method and path of the request line, so method and path overrides are not relayed` });
   if (!st.tls && !conn.client.secure && !st.cfg.allow_insecure_auth && !isLoopback(conn.client.address)) {
-    return void ex.finish(sendProblem(res, { status: 403, title: 'TLS required', detail: 'tokens are accepted over plain HTTP only from loopback clients: configure listeners.http.tls, or allow_insecure_auth: true on a trusted network' }, undefined, true));
+    return void ex.reply({ status: 403, title: 'TLS required', detail: 'tokens are accepted over plain HTTP only from loopback clients: configure listeners.http.tls, or allow_insecure_auth: true on a trusted network' }, undefined, true);
   }
 
   // 2. The path, decoded and normalised once; the routing and the policy see this form, and so does the upstream.
@@ -430,7 +445,7 @@ async function run(ex: Exchange): Promise<void> {
   }
   const routed = route(st, req, pathError ? rawPathOnly(raw) : fullPath);
   if (!routed) {
-    return void ex.finish(sendProblem(res, { status: 404, title: 'No target', detail: `name the target as the first path segment (${st.tls ? 'https' : 'http'}://<sluice>/<target>/…)${st.cfg.domain ? ` or as the host name (<target>.${st.cfg.domain})` : ''}` }));
+    return void ex.reply({ status: 404, title: 'No target', detail: `name the target as the first path segment (${st.tls ? 'https' : 'http'}://<sluice>/<target>/…)${st.cfg.domain ? ` or as the host name (<target>.${st.cfg.domain})` : ''}` });
   }
   ex.path = routed.path;
   ex.query = query;
@@ -438,8 +453,8 @@ async function run(ex: Exchange): Promise<void> {
   // 3. Identity.
   const tok = tokenOf(req, st.tokenHeader);
   const challenge = { 'www-authenticate': 'Bearer realm="sluice", Basic realm="sluice"' };
-  if (tok === null) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: 'send a Sluice token: "Authorization: Bearer <token>", Basic auth with the token as the password' + (st.cfg.token_header ? `, or the ${st.cfg.token_header} header` : '') }, challenge));
-  if ('error' in tok) return void ex.finish(sendProblem(res, { status: 401, title: 'Token required', detail: tok.error }, challenge));
+  if (tok === null) return void ex.reply({ status: 401, title: 'Token required', detail: 'send a Sluice token: "Authorization: Bearer <token>", Basic auth with the token as the password' + (st.cfg.token_header ? `, or the ${st.cfg.token_header} header` : '') }, challenge);
+  if ('error' in tok) return void ex.reply({ status: 401, title: 'Token required', detail: tok.error }, challenge);
   const hs = await sessionFor(ex, routed.target, tok.token);
   if (!hs) return;
   ex.hs = hs;
@@ -477,7 +492,7 @@ async function run(ex: Exchange): Promise<void> {
     const b = await readBody(req, st.cfg.max_policy_body);
     if (b === null) {
       ex.outcome = 'denied';
-      return void ex.finish(sendProblem(res, { status: 413, title: 'Request body too large', detail: `the policy reads JSON request bodies whole, up to listeners.http.max_policy_body (${st.cfg.max_policy_body} bytes); this one is larger` }, undefined, true));
+      return void ex.reply({ status: 413, title: 'Request body too large', detail: `the policy reads JSON request bodies whole, up to listeners.http.max_policy_body (${st.cfg.max_policy_body} bytes); this one is larger` }, undefined, true);
     }
     ex.body = b;
     ex.bytesIn += b.length;
@@ -497,7 +512,7 @@ async function run(ex: Exchange): Promise<void> {
     ex.error = (err as Error).message;
     ex.outcome = 'error';
     core.log.error({ event: 'http.error', session: s.id, err: (err as Error).message, stack: (err as Error).stack }, 'http forwarding failed inside Sluice');
-    ex.finish(sendProblem(res, { status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' }));
+    ex.reply({ status: 500, title: 'Internal error', detail: 'Sluice failed on this request; the error is in its log' });
   });
 
   // A retry of an approved request goes through once.
@@ -508,7 +523,7 @@ async function run(ex: Exchange): Promise<void> {
     if (!g || g.used || g.expires < Date.now() || g.sub !== id.sub || g.issuer !== id.issuer || g.target !== t.name || g.key !== key) {
       ex.outcome = 'denied';
       const why = !g ? 'is not approved (yet), or unknown' : g.used ? 'was already used' : g.key !== key ? 'was given for a different request (method, path, query and body must be unchanged)' : 'does not belong to this identity and target';
-      return void ex.finish(sendProblem(res, { status: 403, title: 'Approval not usable', detail: `approval ${approvalId} ${why}`, approval: approvalId }));
+      return void ex.reply({ status: 403, title: 'Approval not usable', detail: `approval ${approvalId} ${why}`, approval: approvalId });
     }
     g.used = true;
     s.gov.pass();
@@ -522,7 +537,7 @@ async function run(ex: Exchange): Promise<void> {
       // No policy decides, but an ambiguous path is never forwarded.
       ex.outcome = 'denied';
       s.gov.pass();
-      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` }));
+      return void ex.reply({ status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` });
     }
     s.gov.pass();
     return ex.forward();
@@ -550,7 +565,7 @@ async function run(ex: Exchange): Promise<void> {
     if (pathError) {
       // policy.on_parse_error: allow still never forwards an ambiguous path.
       ex.outcome = 'denied';
-      return void ex.finish(sendProblem(res, { status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` }));
+      return void ex.reply({ status: 400, title: 'Bad request', detail: `ambiguous path refused: ${pathError}` });
     }
     ex.forward();
   }
@@ -629,7 +644,7 @@ async function sessionFor(ex: Exchange, targetName: string, token: string): Prom
     if (hs.expMs && Date.now() >= hs.expMs) {
       closeSession(hs, 'the token expired');
       ex.outcome = 'refused';
-      ex.finish(sendProblem(res, { status: 401, title: 'Token refused', detail: 'the token expired; get a fresh one', code: 'token_expired' }, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' }));
+      ex.reply({ status: 401, title: 'Token refused', detail: 'the token expired; get a fresh one', code: 'token_expired' }, { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' });
       return null;
     }
     conn.last = { token, hs };
@@ -666,7 +681,7 @@ async function sessionFor(ex: Exchange, targetName: string, token: string): Prom
     if (err instanceof AuthError) {
       const status = AUTH_STATUS[err.code] ?? 401;
       ex.outcome = 'refused';
-      ex.finish(sendProblem(res, { status, title: status === 401 ? 'Token refused' : status === 404 ? 'Unknown target' : status === 503 ? 'Unavailable' : 'Forbidden', detail: err.message, code: err.code }, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' } : undefined));
+      ex.reply({ status, title: status === 401 ? 'Token refused' : status === 404 ? 'Unknown target' : status === 503 ? 'Unavailable' : 'Forbidden', detail: err.message, code: err.code }, status === 401 ? { 'www-authenticate': 'Bearer realm="sluice", error="invalid_token"' } : undefined);
       return null;
     }
     throw err;
@@ -812,7 +827,7 @@ class Relay implements Dispatcher.DispatchHandler {
       if (m.kind === 'refuse') {
         ex.outcome = 'refused';
         ex.error = m.reason;
-        ex.finish(sendProblem(ex.res, { status: 502, title: 'Response cannot be masked', detail: `the response of target "${this.t.name}" is not sent: ${m.reason}` }));
+        ex.reply({ status: 502, title: 'Response cannot be masked', detail: `the response of target "${this.t.name}" is not sent: ${m.reason}` });
         ex.abortUpstream();
         return false;
       }

@@ -37,7 +37,7 @@ export function refusalProblem(r: Refusal): Problem {
 }
 
 /** Writes a problem response (if the head is not sent yet) and ends it. */
-export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false): number {
+export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, string>, close = false, sent?: (head: Record<string, string | number>, body: Buffer) => void): number {
   if (res.headersSent || res.writableEnded || res.destroyed) {
     res.destroy();
     return p.status;
@@ -47,6 +47,7 @@ export function sendProblem(res: Res, p: Problem, extraHeaders?: Record<string, 
   if (close && !(res as Http2ServerResponse).stream) h.connection = 'close';
   res.writeHead(p.status, h);
   res.end(body);
+  sent?.(h, body);
   return p.status;
 }
 
