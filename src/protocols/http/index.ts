@@ -106,6 +106,7 @@ export const httpModule: ProtocolModule = {
       void handleRequest(st, connOf(req), req, res);
     };
 
+    const h2Sessions = new Set<http2.ServerHttp2Session>();
     let server: http.Server | http2.Http2SecureServer;
     if (cfg.tls) {
       const s2 = http2.createSecureServer(
@@ -120,7 +121,11 @@ export const httpModule: ProtocolModule = {
         onRequest,
       );
       s2.on('connection', onTcp);
-      s2.on('session', (sess) => sess.setTimeout(cfg.idle_timeout, () => sess.close()));
+      s2.on('session', (sess) => {
+        h2Sessions.add(sess);
+        sess.once('close', () => h2Sessions.delete(sess));
+        sess.setTimeout(cfg.idle_timeout, () => sess.close());
+      });
       s2.on('upgrade', (req, sock, head) => handleUpgrade(st, connOf(req), req, sock as Socket, head));
       server = s2;
     } else {
@@ -154,7 +159,11 @@ export const httpModule: ProtocolModule = {
       },
       close: async () => {
         clearInterval(sweep);
-        await new Promise<void>((resolve) => server.close(() => resolve()));
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        // Idle keep-alive connections would hold close() up to idle_timeout: they go now (GOAWAY for HTTP/2).
+        if (server instanceof http.Server) server.closeIdleConnections();
+        for (const sess of h2Sessions) sess.close();
+        await closed;
         await st.upstreams.close();
       },
     };
