@@ -41,7 +41,7 @@ import type { MaskingCounts } from '../../session/session.js';
 import type { JsonFieldRule, MaskingSet } from './ruleset.js';
 import type { Scanner } from './scanner.js';
 import { copyBytes } from './bytes.js';
-import { maskValue, maskValueInto, redactMarker, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
+import { findingRoom, maskFindingInto, maskValueInto, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
 import { StreamMasker } from './stream.js';
 import type { Finding, Strategy } from './types.js';
 
@@ -849,7 +849,7 @@ export class JsonStreamMasker {
     }
     if (rule !== null) {
       this.out(buf, this.tokStart);
-      this.writeWhole(rule, v, vs, ve);
+      this.writeWhole(rule, v, vs, ve, !this.hasEsc);
       this.rewritten(i);
       return st;
     }
@@ -859,7 +859,7 @@ export class JsonStreamMasker {
       return st;
     }
     this.out(buf, this.tokStart);
-    this.writeFindings(v, vs, ve, f);
+    this.writeFindings(v, vs, ve, f, !this.hasEsc);
     this.rewritten(i);
     return st;
   }
@@ -900,7 +900,7 @@ export class JsonStreamMasker {
     this.holdLen = 0;
     if (rule !== null) {
       this.out(buf, this.tokStart);
-      this.writeWhole(rule, raw, rs, re);
+      this.writeWhole(rule, raw, rs, re, true);
       this.rewritten(i);
       return st;
     }
@@ -910,7 +910,7 @@ export class JsonStreamMasker {
       return st;
     }
     this.out(buf, this.tokStart);
-    this.writeFindings(raw, rs, re, f);
+    this.writeFindings(raw, rs, re, f, true);
     this.rewritten(i);
     return st;
   }
@@ -929,16 +929,40 @@ export class JsonStreamMasker {
     }
     const L = LITERALS[this.lit]!;
     this.out(buf, this.tokStart);
-    this.writeWhole(rule, L, 0, L.length);
+    this.writeWhole(rule, L, 0, L.length, true);
     this.rewritten(i);
     return st;
   }
 
   /**
    * v[s, e) with its findings masked, as a JSON string, into the output: maskFindings' result
-   * without its intermediate Buffer (markers are shared, only partial and hash make one).
+   * without its intermediate Buffers. plain: v has no byte JSON must escape (a string that had no
+   * escapes, a number), so neither has the result (replacements are made of its bytes, '*', '@',
+   * markers and hex tokens): it is written straight into the output.
    */
-  private writeFindings(v: Buffer, s: number, e: number, f: readonly Finding[]): void {
+  private writeFindings(v: Buffer, s: number, e: number, f: readonly Finding[], plain: boolean): void {
+    const ctx = this.ctx;
+    if (plain) {
+      let room = e - s + 2;
+      for (let k = 0; k < f.length; k++) room += findingRoom(0, f[k]!.detector);
+      const ob = this.reserve(room);
+      let o = this.obLen;
+      ob[o++] = 0x22;
+      let cur = s;
+      for (let k = 0; k < f.length; k++) {
+        const x = f[k]!;
+        const fs = s + x.start;
+        const fe = s + x.end;
+        this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+        o = copyBytes(v, cur, fs, ob, o);
+        o = maskFindingInto(this.strategyFor(x.detector), v, fs, fe, x.detector, ctx, ob, o);
+        cur = fe;
+      }
+      o = copyBytes(v, cur, e, ob, o);
+      ob[o++] = 0x22;
+      this.obLen = o;
+      return;
+    }
     this.reserve(2);
     this.ob![this.obLen++] = 0x22;
     let cur = s;
@@ -948,12 +972,9 @@ export class JsonStreamMasker {
       const fe = s + x.end;
       this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
       this.escapeInto(v, cur, fs);
-      const strategy = this.strategyFor(x.detector);
-      const rep =
-        strategy === 'redact' || strategy === 'null'
-          ? redactMarker(x.detector)
-          : (maskValue(strategy, v.subarray(fs, fe), this.ctx, x.detector) ?? redactMarker(x.detector));
-      this.escapeInto(rep, 0, rep.length);
+      const rep = this.scratch2For(findingRoom(fe - fs, x.detector));
+      const n = maskFindingInto(this.strategyFor(x.detector), v, fs, fe, x.detector, ctx, rep, 0);
+      this.escapeInto(rep, 0, n);
       cur = fe;
     }
     this.escapeInto(v, cur, e);
@@ -961,14 +982,31 @@ export class JsonStreamMasker {
     this.ob![this.obLen++] = 0x22;
   }
 
-  /** A whole value under a rule, as JSON: a string, or null for strategy null. */
-  private writeWhole(rule: Rule, v: Buffer, s: number, e: number): void {
+  /** A whole value under a rule, as JSON: a string, or null for strategy null. plain: as for writeFindings. */
+  private writeWhole(rule: Rule, v: Buffer, s: number, e: number, plain: boolean): void {
     this.columns[rule.pattern] = (this.columns[rule.pattern] ?? 0) + 1;
     const need = e - s + WHOLE_VALUE_SLACK;
-    if (this.scratch2.length < need) this.scratch2 = Buffer.allocUnsafe(Math.max(need, this.scratch2.length * 2, 256));
-    const n = maskValueInto(rule.strategy, v, s, e, this.ctx, this.scratch2, 0);
+    if (plain) {
+      const ob = this.reserve(need + 2);
+      const o = this.obLen;
+      const n = maskValueInto(rule.strategy, v, s, e, this.ctx, ob, o + 1);
+      if (n < 0) this.write(NULL_BUF, 0, 4);
+      else {
+        ob[o] = 0x22;
+        ob[n] = 0x22;
+        this.obLen = n + 1;
+      }
+      return;
+    }
+    const sc = this.scratch2For(need);
+    const n = maskValueInto(rule.strategy, v, s, e, this.ctx, sc, 0);
     if (n < 0) this.write(NULL_BUF, 0, 4);
-    else this.quote(this.scratch2, 0, n);
+    else this.quote(sc, 0, n);
+  }
+
+  private scratch2For(n: number): Buffer {
+    if (this.scratch2.length < n) this.scratch2 = Buffer.allocUnsafe(Math.max(n, this.scratch2.length * 2, 256));
+    return this.scratch2;
   }
 
   /** The held token, replaced, ended at i: the input goes on from there. */
