@@ -541,7 +541,30 @@ export class JsonStreamMasker {
             st = VALUE;
           } else if (c === 0x22) {
             const d = this.depth;
-            this.keyNeeded = this.rules[d] === null && (this.hasCol || this.live[d] === 1);
+            const needed = this.rules[d] === null && (this.hasCol || this.live[d] === 1);
+            if (needed) {
+              // Objects of one array repeat their names in order: when the name that followed the
+              // previous one last time is here byte for byte, closing quote included, it is that
+              // name (its bytes were validated when it was interned), so it is not tokenized.
+              const prev = this.prevKey[d]!;
+              const cand = prev === null ? this.firstKey[d]! : prev.next;
+              if (cand !== null) {
+                const r = cand.raw;
+                const len = r.length;
+                const s = i + 1;
+                if (s + len < n && buf[s + len] === 0x22) {
+                  let k = 0;
+                  while (k < len && r[k] === buf[s + k]) k++;
+                  if (k === len) {
+                    this.prevKey[d] = cand;
+                    st = this.keyRule(d, cand);
+                    i = s + len + 1;
+                    break;
+                  }
+                }
+              }
+            }
+            this.keyNeeded = needed;
             this.startToken(i, true);
             this.hasEsc = false;
             st = STR;
@@ -732,6 +755,11 @@ export class JsonStreamMasker {
       e = this.lookup(d, this.hold, 1, this.holdLen - 1);
     }
     this.holdLen = 0;
+    return this.keyRule(d, e);
+  }
+
+  /** The member name e of the object at depth d was read: the rule of its value. */
+  private keyRule(d: number, e: KeyEntry): number {
     let rule: Rule | null = null;
     if (this.live[d] === 1) rule = this.step(d, e.masks, -1);
     else this.live[d + 1] = 0;
