@@ -2,6 +2,7 @@
 //   node --import tsx bench/masking-json.ts          both parts (the stream part in a fresh process)
 //   node --import tsx bench/masking-json.ts core     JsonStreamMasker MB/s per CPU second, one core
 //   node --import tsx bench/masking-json.ts stream   JSON_BENCH_GB (default 1) through createBodyMasker
+//   node --import tsx bench/masking-json.ts streams  the stream part only, identity and gzip, each in a fresh process
 // core: ~32 MB of a realistic API payload ({"customers":[…]}: ids, UUIDs, names, emails, phones,
 // cards, nested addresses, orders, free-text notes, some with PII), pushed in 64 KiB chunks, all 8
 // built-in detectors + field rules $.customers[*].name (hash), $..card (partial) and column rule ssn.
@@ -24,11 +25,22 @@ import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import { configFromObject } from '../src/config/load.js';
-import { MaskingSet } from '../src/policy/masking/ruleset.js';
-import { JsonStreamMasker } from '../src/policy/masking/json-stream.js';
-import { DETECTOR_NAMES } from '../src/policy/masking/types.js';
-import { createBodyMasker } from '../src/protocols/http/body-masker.js';
+import fs from 'node:fs';
+
+// JSON_BENCH_DIST=1: the masker comes from the compiled dist/ (`npx tsc -p .` first), as the gateway
+// runs it (tsx's transform keeps function names, which costs the hot paths ~15%), and the stream
+// part runs this file compiled to JS without tsx, under bin/sluice.js's V8 flags: tsx's loader
+// (a module-hooks thread, the TypeScript sources) is most of the RSS before streaming otherwise.
+const DIST = process.env.JSON_BENCH_DIST === '1';
+const ROOT = process.env.JSON_BENCH_ROOT ?? new URL('..', import.meta.url).href;
+const from = (m: string): string => `${ROOT}${DIST ? 'dist' : 'src'}/${m}`;
+const { configFromObject } = (await import(from('config/load.js'))) as typeof import('../src/config/load.js');
+const { MaskingSet } = (await import(from('policy/masking/ruleset.js'))) as typeof import('../src/policy/masking/ruleset.js');
+const { JsonStreamMasker } = (await import(from('policy/masking/json-stream.js'))) as typeof import('../src/policy/masking/json-stream.js');
+const { DETECTOR_NAMES } = (await import(from('policy/masking/types.js'))) as typeof import('../src/policy/masking/types.js');
+const { createBodyMasker } = (await import(from('protocols/http/body-masker.js'))) as typeof import('../src/protocols/http/body-masker.js');
+/** bin/sluice.js's V8 flags. */
+const GATEWAY_FLAGS = ['--max-semi-space-size=1', '--liftoff-only', '--single-threaded-gc'];
 
 const ROUNDS = Number(process.env.JSON_BENCH_ROUNDS ?? 5);
 const CORE_MB = Number(process.env.JSON_BENCH_MB ?? 32);
@@ -251,13 +263,26 @@ async function stream(encoding: string | null): Promise<void> {
   );
 }
 
+/** This file as plain JS (esbuild, no bundling) in bench/results/tmp/, for a child without tsx. */
+function compiledSelf(): string {
+  const src = new URL(import.meta.url).pathname;
+  const out = new URL('results/tmp/masking-json.mjs', import.meta.url).pathname;
+  fs.mkdirSync(new URL('results/tmp/', import.meta.url).pathname, { recursive: true });
+  const r = spawnSync(new URL('../node_modules/esbuild/bin/esbuild', import.meta.url).pathname, [src, '--format=esm', '--platform=node', `--outfile=${out}`, '--log-level=warning'], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('esbuild failed');
+  return out;
+}
+
 const mode = process.argv[2];
 if (mode === 'core') core();
 else if (mode === 'stream') await stream(process.argv[3] ?? null);
 else {
-  core();
+  if (mode !== 'streams') core();
   for (const enc of ['', 'gzip']) {
-    const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, 'stream', ...(enc ? [enc] : [])], { stdio: 'inherit' });
+    const args = enc ? ['stream', enc] : ['stream'];
+    const r = DIST
+      ? spawnSync(process.execPath, [...GATEWAY_FLAGS, compiledSelf(), ...args], { stdio: 'inherit', env: { ...process.env, JSON_BENCH_ROOT: ROOT } })
+      : spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = 1;
   }
 }
