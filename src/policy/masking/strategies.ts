@@ -231,9 +231,17 @@ function checkedKey(ctx: MaskContext): Buffer {
   return key;
 }
 
+// The last key's cache: one key serves every value of a stream, and a WeakMap lookup per hashed
+// value cost as much as the token cache's own lookup.
+let lastKey: Buffer | null = null;
+let lastCache: TokenCache | null = null;
+
 function cacheFor(key: Buffer): TokenCache {
+  if (key === lastKey) return lastCache!;
   let cache = tokenCaches.get(key);
   if (cache === undefined) tokenCaches.set(key, (cache = new TokenCache()));
+  lastKey = key;
+  lastCache = cache;
   return cache;
 }
 
