@@ -9,17 +9,25 @@
 // stream: the same kind of payload generated on the fly (nothing on disk), through createBodyMasker
 // (identity and gzip), into a sink; peak RSS sampled every 50 ms.
 //
-// Results (2 × AMD EPYC, Node v20.20.2, under flock, 2026-12-06; the host was shared and noisy:
-// medians moved ±10% between runs, bests up to +50%):
-//   JsonStreamMasker, customers (PII in every object, ~8 masked values per 634 B): 91-100 MB/s per core
-//   JsonStreamMasker, order events (PII in ~2% of notes, many small tokens):      97-106 MB/s per core
-//   1 GB through createBodyMasker, identity: 88 MB/s wall, 95 MB/s per CPU second,
-//     peak RSS 107 MB of which 101 MB before streaming (tsx, modules, the 4 MB piece pool): +6 MB
-//   1 GB, gzip in and out (gunzip, mask, gzip level 1): 38 MB/s wall, peak RSS 120 MB (+16 MB)
+// Results (2 × AMD EPYC, Node v20.20.2, under flock, 2026-12-06). The host was shared and noisy,
+// and a process lands in a fast or a slow mode (~147 against ~88 MB/s for the same build, all
+// functions slower alike, not a JIT difference: with or without concurrent recompilation, on
+// either CPU): compare builds in interleaved runs, and the fast mode's medians.
+//   JsonStreamMasker, customers (PII in every object, ~8 masked values per 634 B), MB/s per core:
+//     dist (as the gateway runs it) 142-148, was 111-114; under tsx 115-122, was 87-97
+//   JsonStreamMasker, order events (PII in ~2% of notes, many small tokens): dist 195-216, was 168-170
+//   (tsx keeps function names in its transform, which costs these hot paths ~15%: JSON_BENCH_DIST=1)
+//   1 GB through createBodyMasker (JSON_BENCH_DIST=1: compiled, bin/sluice.js's V8 flags, no tsx):
+//     identity: 134 MB/s wall, 147 MB/s per CPU second, peak RSS 65 MB, 61 MB before streaming (+4)
+//     gzip in and out (gunzip, mask, gzip level 1): 33 MB/s wall, 35 per CPU second, 70 MB (67 before)
+//     Of the 61 MB: node itself 39, the gateway's modules (re2, yaml, …) 15, the 4 MB piece pool.
+//     Under tsx without the gateway's flags: 94 MB before streaming, 119 peak (+25 MB: V8's default
+//     young generation; --max-semi-space-size=1 keeps it to a few MB).
 //   re-encoding 8 MB of JSON: gzip 1 115 MB/s (ratio 3.4), gzip 6 52 (4.0), brotli q1 147 (3.7),
 //     q2 41 (3.7), q3 73 (3.8), q4 45 (4.3), q5 29 (4.3): hence gzip level 1 and brotli quality 1
-// Below the 150 MB/s target: see the profile notes in the report (per-token work, the scanner and
-// the strategies' per-finding Buffers dominate on PII-dense payloads).
+// Where the time goes now (customers, dist, --cpu-prof): the tokenizer loop ~35% (string content
+// ~10%), string ends and the scanner ~20%, rewrites (partial/hash/redact written into the output)
+// ~15%, copying unmasked spans ~6%, path steps ~4%.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
@@ -180,7 +188,9 @@ function core(): void {
     size += c.length + 1;
   }
   const body = Buffer.from(`{"customers":[${parts.join(',')}],"total":${parts.length}}`);
-  const counts = rate(`customers (${parts.length}, ${(body.length / parts.length).toFixed(0)} B each, PII in every one)`, body);
+  const nparts = parts.length;
+  parts.length = 0; // 32 MB of strings left on the heap would make every major GC of the run dearer
+  const counts = rate(`customers (${nparts}, ${(body.length / nparts).toFixed(0)} B each, PII in every one)`, body);
   console.log(`core: counts per run ${JSON.stringify(counts)}`);
   if (process.env.JSON_BENCH_CUSTOMERS_ONLY) return;
   // Re-encoding cost of the masked body (what body-masker.ts does after masking), per CPU second.
@@ -281,7 +291,7 @@ else {
   for (const enc of ['', 'gzip']) {
     const args = enc ? ['stream', enc] : ['stream'];
     const r = DIST
-      ? spawnSync(process.execPath, [...GATEWAY_FLAGS, compiledSelf(), ...args], { stdio: 'inherit', env: { ...process.env, JSON_BENCH_ROOT: ROOT } })
+      ? spawnSync(process.execPath, [...GATEWAY_FLAGS, '--expose-gc', compiledSelf(), ...args], { stdio: 'inherit', env: { ...process.env, JSON_BENCH_ROOT: ROOT } })
       : spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = 1;
   }
