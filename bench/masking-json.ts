@@ -2,32 +2,53 @@
 //   node --import tsx bench/masking-json.ts          both parts (the stream part in a fresh process)
 //   node --import tsx bench/masking-json.ts core     JsonStreamMasker MB/s per CPU second, one core
 //   node --import tsx bench/masking-json.ts stream   JSON_BENCH_GB (default 1) through createBodyMasker
+//   node --import tsx bench/masking-json.ts streams  the stream part only, identity and gzip, each in a fresh process
 // core: ~32 MB of a realistic API payload ({"customers":[…]}: ids, UUIDs, names, emails, phones,
 // cards, nested addresses, orders, free-text notes, some with PII), pushed in 64 KiB chunks, all 8
 // built-in detectors + field rules $.customers[*].name (hash), $..card (partial) and column rule ssn.
 // stream: the same kind of payload generated on the fly (nothing on disk), through createBodyMasker
 // (identity and gzip), into a sink; peak RSS sampled every 50 ms.
 //
-// Results (2 × AMD EPYC, Node v20.20.2, under flock, 2026-12-06; the host was shared and noisy:
-// medians moved ±10% between runs, bests up to +50%):
-//   JsonStreamMasker, customers (PII in every object, ~8 masked values per 634 B): 91-100 MB/s per core
-//   JsonStreamMasker, order events (PII in ~2% of notes, many small tokens):      97-106 MB/s per core
-//   1 GB through createBodyMasker, identity: 88 MB/s wall, 95 MB/s per CPU second,
-//     peak RSS 107 MB of which 101 MB before streaming (tsx, modules, the 4 MB piece pool): +6 MB
-//   1 GB, gzip in and out (gunzip, mask, gzip level 1): 38 MB/s wall, peak RSS 120 MB (+16 MB)
+// Results (2 × AMD EPYC, Node v20.20.2, under flock, 2026-12-06). The host was shared and noisy,
+// and a process lands in a fast or a slow mode (~147 against ~88 MB/s for the same build, all
+// functions slower alike, not a JIT difference: with or without concurrent recompilation, on
+// either CPU): compare builds in interleaved runs, and the fast mode's medians.
+//   JsonStreamMasker, customers (PII in every object, ~8 masked values per 634 B), MB/s per core:
+//     dist (as the gateway runs it) 142-148, was 111-114; under tsx 115-122, was 87-97
+//   JsonStreamMasker, order events (PII in ~2% of notes, many small tokens): dist 195-216, was 168-170
+//   (tsx keeps function names in its transform, which costs these hot paths ~15%: JSON_BENCH_DIST=1)
+//   1 GB through createBodyMasker (JSON_BENCH_DIST=1: compiled, bin/sluice.js's V8 flags, no tsx):
+//     identity: 134 MB/s wall, 147 MB/s per CPU second, peak RSS 65 MB, 61 MB before streaming (+4)
+//     gzip in and out (gunzip, mask, gzip level 1): 33 MB/s wall, 35 per CPU second, 70 MB (67 before)
+//     Of the 61 MB: node itself 39, the gateway's modules (re2, yaml, …) 15, the 4 MB piece pool.
+//     Under tsx without the gateway's flags: 94 MB before streaming, 119 peak (+25 MB: V8's default
+//     young generation; --max-semi-space-size=1 keeps it to a few MB).
 //   re-encoding 8 MB of JSON: gzip 1 115 MB/s (ratio 3.4), gzip 6 52 (4.0), brotli q1 147 (3.7),
 //     q2 41 (3.7), q3 73 (3.8), q4 45 (4.3), q5 29 (4.3): hence gzip level 1 and brotli quality 1
-// Below the 150 MB/s target: see the profile notes in the report (per-token work, the scanner and
-// the strategies' per-finding Buffers dominate on PII-dense payloads).
+// Where the time goes now (customers, dist, --cpu-prof): the tokenizer loop ~35% (string content
+// ~10%), string ends and the scanner ~20%, rewrites (partial/hash/redact written into the output)
+// ~15%, copying unmasked spans ~6%, path steps ~4%.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
-import { configFromObject } from '../src/config/load.js';
-import { MaskingSet } from '../src/policy/masking/ruleset.js';
-import { JsonStreamMasker } from '../src/policy/masking/json-stream.js';
-import { DETECTOR_NAMES } from '../src/policy/masking/types.js';
-import { createBodyMasker } from '../src/protocols/http/body-masker.js';
+import fs from 'node:fs';
+
+// JSON_BENCH_DIST=1: the masker comes from the compiled dist/ (`npx tsc -p .` first), as the gateway
+// runs it (tsx's transform keeps function names, which costs the hot paths ~15%), and the stream
+// part runs this file compiled to JS without tsx, under bin/sluice.js's V8 flags: tsx's loader
+// (a module-hooks thread, the TypeScript sources) is most of the RSS before streaming otherwise.
+const DIST = process.env.JSON_BENCH_DIST === '1';
+const ROOT = process.env.JSON_BENCH_ROOT ?? new URL('..', import.meta.url).href;
+const from = (m: string): string => `${ROOT}${DIST ? 'dist' : 'src'}/${m}`;
+const { configFromObject } = (await import(from('config/load.js'))) as typeof import('../src/config/load.js');
+const { MaskingSet } = (await import(from('policy/masking/ruleset.js'))) as typeof import('../src/policy/masking/ruleset.js');
+const { JsonStreamMasker } = (await import(from('policy/masking/json-stream.js'))) as typeof import('../src/policy/masking/json-stream.js');
+const { DETECTOR_NAMES } = (await import(from('policy/masking/types.js'))) as typeof import('../src/policy/masking/types.js');
+const { createBodyMasker } = (await import(from('protocols/http/body-masker.js'))) as typeof import('../src/protocols/http/body-masker.js');
+/** bin/sluice.js's V8 flags. */
+const GATEWAY_FLAGS = ['--max-semi-space-size=1', '--liftoff-only', '--single-threaded-gc'];
 
 const ROUNDS = Number(process.env.JSON_BENCH_ROUNDS ?? 5);
 const CORE_MB = Number(process.env.JSON_BENCH_MB ?? 32);
@@ -130,10 +151,11 @@ function rate(label: string, body: Buffer): Record<string, unknown> {
   const rates: number[] = [];
   let out = 0;
   let counts = {};
+  const digest = createHash('sha256');
   for (let r = 0; r < ROUNDS; r++) {
     out = 0;
     const c0 = process.cpuUsage();
-    const m = new JsonStreamMasker(set, ctx, (b) => (out += b.length));
+    const m = new JsonStreamMasker(set, ctx, r === 0 ? (b) => (out += b.length, digest.update(b)) : (b) => (out += b.length));
     for (let i = 0; i < body.length; i += CHUNK) m.push(body.subarray(i, i + CHUNK));
     m.end();
     const c = process.cpuUsage(c0);
@@ -141,19 +163,22 @@ function rate(label: string, body: Buffer): Record<string, unknown> {
     counts = m.counts;
   }
   rates.sort((a, b) => a - b);
-  console.log(`core: ${label}: ${mb.toFixed(1)} MB, JsonStreamMasker ${rates[ROUNDS >> 1]!.toFixed(0)} MB/s per CPU second (median of ${ROUNDS}; best ${rates[ROUNDS - 1]!.toFixed(0)}), out ${(out / 1048576).toFixed(1)} MB`);
+  console.log(`core: ${label}: ${mb.toFixed(1)} MB, JsonStreamMasker ${rates[ROUNDS >> 1]!.toFixed(0)} MB/s per CPU second (median of ${ROUNDS}; best ${rates[ROUNDS - 1]!.toFixed(0)}), out ${(out / 1048576).toFixed(1)} MB, sha256 ${digest.digest('hex').slice(0, 16)}`);
   return counts;
 }
 
 function core(): void {
-  const events: string[] = [];
-  for (let id = 0, size = 0; size < CORE_MB * 1024 * 1024; id++) {
-    const e = event(id);
-    events.push(e);
-    size += e.length + 1;
+  // JSON_BENCH_CUSTOMERS_ONLY / JSON_BENCH_EVENTS_ONLY: one payload (quicker A/B runs); the sha256 of
+  // the first round's output shows that a speed change kept the output bytes.
+  if (!process.env.JSON_BENCH_CUSTOMERS_ONLY) {
+    const events: string[] = [];
+    for (let id = 0, size = 0; size < CORE_MB * 1024 * 1024; id++) {
+      const e = event(id);
+      events.push(e);
+      size += e.length + 1;
+    }
+    rate('order events (sparse PII), NDJSON-like array', Buffer.from(`[${events.join(',')}]`));
   }
-  rate('order events (sparse PII), NDJSON-like array', Buffer.from(`[${events.join(',')}]`));
-  events.length = 0;
   if (process.env.JSON_BENCH_EVENTS_ONLY) return;
   const parts: string[] = [];
   let size = 0;
@@ -163,8 +188,11 @@ function core(): void {
     size += c.length + 1;
   }
   const body = Buffer.from(`{"customers":[${parts.join(',')}],"total":${parts.length}}`);
-  const counts = rate(`customers (${parts.length}, ${(body.length / parts.length).toFixed(0)} B each, PII in every one)`, body);
+  const nparts = parts.length;
+  parts.length = 0; // 32 MB of strings left on the heap would make every major GC of the run dearer
+  const counts = rate(`customers (${nparts}, ${(body.length / nparts).toFixed(0)} B each, PII in every one)`, body);
   console.log(`core: counts per run ${JSON.stringify(counts)}`);
+  if (process.env.JSON_BENCH_CUSTOMERS_ONLY) return;
   // Re-encoding cost of the masked body (what body-masker.ts does after masking), per CPU second.
   const sample = body.subarray(0, 8 * 1024 * 1024);
   const enc = (label: string, f: (b: Buffer) => Buffer): void => {
@@ -245,13 +273,26 @@ async function stream(encoding: string | null): Promise<void> {
   );
 }
 
+/** This file as plain JS (esbuild, no bundling) in bench/results/tmp/, for a child without tsx. */
+function compiledSelf(): string {
+  const src = new URL(import.meta.url).pathname;
+  const out = new URL('results/tmp/masking-json.mjs', import.meta.url).pathname;
+  fs.mkdirSync(new URL('results/tmp/', import.meta.url).pathname, { recursive: true });
+  const r = spawnSync(new URL('../node_modules/esbuild/bin/esbuild', import.meta.url).pathname, [src, '--format=esm', '--platform=node', `--outfile=${out}`, '--log-level=warning'], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('esbuild failed');
+  return out;
+}
+
 const mode = process.argv[2];
 if (mode === 'core') core();
 else if (mode === 'stream') await stream(process.argv[3] ?? null);
 else {
-  core();
+  if (mode !== 'streams') core();
   for (const enc of ['', 'gzip']) {
-    const r = spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, 'stream', ...(enc ? [enc] : [])], { stdio: 'inherit' });
+    const args = enc ? ['stream', enc] : ['stream'];
+    const r = DIST
+      ? spawnSync(process.execPath, [...GATEWAY_FLAGS, '--expose-gc', compiledSelf(), ...args], { stdio: 'inherit', env: { ...process.env, JSON_BENCH_ROOT: ROOT } })
+      : spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, ...args], { stdio: 'inherit' });
     if (r.status !== 0) process.exitCode = 1;
   }
 }

@@ -4,7 +4,7 @@
 import t, { type Test } from 'tap';
 import { createHmac } from 'node:crypto';
 import { Scanner, resolveOverlaps } from '../src/policy/masking/scanner.js';
-import { maskFindings, maskValue, redactMarker } from '../src/policy/masking/strategies.js';
+import { findingRoom, maskFindingInto, maskFindings, maskValue, redactMarker } from '../src/policy/masking/strategies.js';
 import { DETECTOR_NAMES, type DetectorName, type Finding, type Strategy } from '../src/policy/masking/types.js';
 import { M, matchCard, matchE164, matchNanp, matchSsn } from '../src/policy/masking/numeric.js';
 import { matchIban } from '../src/policy/masking/iban.js';
@@ -574,4 +574,34 @@ t.test('disabled detectors find nothing', async (t) => {
   t.same(found('4111111111111111 a@example.com', none), []);
   const cards = new Scanner(['credit_card'], []);
   t.same(found('+44 20 7946 0958 4111111111111111 DE89370400440532013000', cards), ['credit_card:4111111111111111']);
+});
+
+t.test('maskFindingInto writes what maskValue gives a finding (the marker for null), at an offset, within findingRoom', async (t) => {
+  const values: [string, string][] = [
+    ['4111 1111 1111 1111', 'credit_card'],
+    ['123-45-6789', 'us_ssn'],
+    ['+1 (555) 987-6543', 'phone'],
+    ['DE89 3704 0044 0532 0130 00', 'iban'],
+    ['Zoë.Müller@Example.com', 'email'],
+    ['not-an-email', 'email'],
+    ['AKIAIOSFODNN7EXAMPLE', 'aws_access_key'],
+    ['-----BEGIN PRIVATE KEY-----x', 'private_key'],
+    ['short', 'custom_x'],
+    ['ünïcödé-längër-välüe', 'custom_x'],
+  ];
+  const bytewise = { ...ctx, bytesAreChars: true };
+  for (const [s, d] of values) {
+    for (const c of [ctx, bytewise]) {
+      for (const strategy of ['redact', 'hash', 'null', 'partial'] as const) {
+        const v = Buffer.from(`..${s}..`);
+        const want = maskValue(strategy, v.subarray(2, v.length - 2), c, d) ?? redactMarker(d);
+        const room = findingRoom(v.length - 4, d);
+        const dst = Buffer.alloc(3 + room + 3, 0x7e);
+        const end = maskFindingInto(strategy, v, 2, v.length - 2, d, c, dst, 3);
+        t.ok(end - 3 <= room, `${strategy} ${d} ${s}: within room`);
+        t.equal(dst.subarray(3, end).toString('latin1'), want.toString('latin1'), `${strategy} ${d} ${s}`);
+        t.equal(dst.subarray(0, 3).toString(), '~~~', 'nothing before the offset');
+      }
+    }
+  }
 });

@@ -41,7 +41,7 @@ import type { MaskingCounts } from '../../session/session.js';
 import type { JsonFieldRule, MaskingSet } from './ruleset.js';
 import type { Scanner } from './scanner.js';
 import { copyBytes } from './bytes.js';
-import { maskValue, maskValueInto, redactMarker, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
+import { findingRoom, maskFindingInto, maskValueInto, WHOLE_VALUE_SLACK, type MaskContext } from './strategies.js';
 import { StreamMasker } from './stream.js';
 import type { Finding, Strategy } from './types.js';
 
@@ -330,6 +330,10 @@ export class JsonStreamMasker {
   private lit = 0;
   private litPos = 0;
 
+  /** The chunk being pushed, its memory and its offset there (for out()). */
+  private cur: Buffer | null = null;
+  private ab: ArrayBufferLike | null = null;
+  private off = 0;
   private hold = Buffer.alloc(0);
   private holdLen = 0;
   private scratch = Buffer.alloc(0);
@@ -402,6 +406,9 @@ export class JsonStreamMasker {
       return;
     }
     const n = buf.length;
+    this.cur = buf;
+    this.ab = buf.buffer;
+    this.off = buf.byteOffset;
     this.emitFrom = 0;
     this.tokStart = 0;
     this.chunkLen = n;
@@ -428,6 +435,8 @@ export class JsonStreamMasker {
             if (this.esc !== 0) break;
           }
           let c = 0;
+          // Four bytes per test while none is special (one branch per four bytes), then byte by byte.
+          while (i + 4 <= n && (STRSPEC[buf[i]!]! | STRSPEC[buf[i + 1]!]! | STRSPEC[buf[i + 2]!]! | STRSPEC[buf[i + 3]!]!) === 0) i += 4;
           while (i < n && (c = STRSPEC[buf[i]!]!) === 0) i++;
           if (i === n) break;
           i++;
@@ -541,7 +550,30 @@ export class JsonStreamMasker {
             st = VALUE;
           } else if (c === 0x22) {
             const d = this.depth;
-            this.keyNeeded = this.rules[d] === null && (this.hasCol || this.live[d] === 1);
+            const needed = this.rules[d] === null && (this.hasCol || this.live[d] === 1);
+            if (needed) {
+              // Objects of one array repeat their names in order: when the name that followed the
+              // previous one last time is here byte for byte, closing quote included, it is that
+              // name (its bytes were validated when it was interned), so it is not tokenized.
+              const prev = this.prevKey[d]!;
+              const cand = prev === null ? this.firstKey[d]! : prev.next;
+              if (cand !== null) {
+                const r = cand.raw;
+                const len = r.length;
+                const s = i + 1;
+                if (s + len < n && buf[s + len] === 0x22) {
+                  let k = 0;
+                  while (k < len && r[k] === buf[s + k]) k++;
+                  if (k === len) {
+                    this.prevKey[d] = cand;
+                    st = this.keyRule(d, cand);
+                    i = s + len + 1;
+                    break;
+                  }
+                }
+              }
+            }
+            this.keyNeeded = needed;
             this.startToken(i, true);
             this.hasEsc = false;
             st = STR;
@@ -732,6 +764,11 @@ export class JsonStreamMasker {
       e = this.lookup(d, this.hold, 1, this.holdLen - 1);
     }
     this.holdLen = 0;
+    return this.keyRule(d, e);
+  }
+
+  /** The member name e of the object at depth d was read: the rule of its value. */
+  private keyRule(d: number, e: KeyEntry): number {
     let rule: Rule | null = null;
     if (this.live[d] === 1) rule = this.step(d, e.masks, -1);
     else this.live[d + 1] = 0;
@@ -849,7 +886,7 @@ export class JsonStreamMasker {
     }
     if (rule !== null) {
       this.out(buf, this.tokStart);
-      this.writeWhole(rule, v, vs, ve);
+      this.writeWhole(rule, v, vs, ve, !this.hasEsc);
       this.rewritten(i);
       return st;
     }
@@ -859,7 +896,7 @@ export class JsonStreamMasker {
       return st;
     }
     this.out(buf, this.tokStart);
-    this.writeFindings(v, vs, ve, f);
+    this.writeFindings(v, vs, ve, f, !this.hasEsc);
     this.rewritten(i);
     return st;
   }
@@ -900,7 +937,7 @@ export class JsonStreamMasker {
     this.holdLen = 0;
     if (rule !== null) {
       this.out(buf, this.tokStart);
-      this.writeWhole(rule, raw, rs, re);
+      this.writeWhole(rule, raw, rs, re, true);
       this.rewritten(i);
       return st;
     }
@@ -910,7 +947,7 @@ export class JsonStreamMasker {
       return st;
     }
     this.out(buf, this.tokStart);
-    this.writeFindings(raw, rs, re, f);
+    this.writeFindings(raw, rs, re, f, true);
     this.rewritten(i);
     return st;
   }
@@ -929,16 +966,40 @@ export class JsonStreamMasker {
     }
     const L = LITERALS[this.lit]!;
     this.out(buf, this.tokStart);
-    this.writeWhole(rule, L, 0, L.length);
+    this.writeWhole(rule, L, 0, L.length, true);
     this.rewritten(i);
     return st;
   }
 
   /**
    * v[s, e) with its findings masked, as a JSON string, into the output: maskFindings' result
-   * without its intermediate Buffer (markers are shared, only partial and hash make one).
+   * without its intermediate Buffers. plain: v has no byte JSON must escape (a string that had no
+   * escapes, a number), so neither has the result (replacements are made of its bytes, '*', '@',
+   * markers and hex tokens): it is written straight into the output.
    */
-  private writeFindings(v: Buffer, s: number, e: number, f: readonly Finding[]): void {
+  private writeFindings(v: Buffer, s: number, e: number, f: readonly Finding[], plain: boolean): void {
+    const ctx = this.ctx;
+    if (plain) {
+      let room = e - s + 2;
+      for (let k = 0; k < f.length; k++) room += findingRoom(0, f[k]!.detector);
+      const ob = this.reserve(room);
+      let o = this.obLen;
+      ob[o++] = 0x22;
+      let cur = s;
+      for (let k = 0; k < f.length; k++) {
+        const x = f[k]!;
+        const fs = s + x.start;
+        const fe = s + x.end;
+        this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
+        o = copyBytes(v, cur, fs, ob, o);
+        o = maskFindingInto(this.strategyFor(x.detector), v, fs, fe, x.detector, ctx, ob, o);
+        cur = fe;
+      }
+      o = copyBytes(v, cur, e, ob, o);
+      ob[o++] = 0x22;
+      this.obLen = o;
+      return;
+    }
     this.reserve(2);
     this.ob![this.obLen++] = 0x22;
     let cur = s;
@@ -948,12 +1009,9 @@ export class JsonStreamMasker {
       const fe = s + x.end;
       this.detectors[x.detector] = (this.detectors[x.detector] ?? 0) + 1;
       this.escapeInto(v, cur, fs);
-      const strategy = this.strategyFor(x.detector);
-      const rep =
-        strategy === 'redact' || strategy === 'null'
-          ? redactMarker(x.detector)
-          : (maskValue(strategy, v.subarray(fs, fe), this.ctx, x.detector) ?? redactMarker(x.detector));
-      this.escapeInto(rep, 0, rep.length);
+      const rep = this.scratch2For(findingRoom(fe - fs, x.detector));
+      const n = maskFindingInto(this.strategyFor(x.detector), v, fs, fe, x.detector, ctx, rep, 0);
+      this.escapeInto(rep, 0, n);
       cur = fe;
     }
     this.escapeInto(v, cur, e);
@@ -961,14 +1019,31 @@ export class JsonStreamMasker {
     this.ob![this.obLen++] = 0x22;
   }
 
-  /** A whole value under a rule, as JSON: a string, or null for strategy null. */
-  private writeWhole(rule: Rule, v: Buffer, s: number, e: number): void {
+  /** A whole value under a rule, as JSON: a string, or null for strategy null. plain: as for writeFindings. */
+  private writeWhole(rule: Rule, v: Buffer, s: number, e: number, plain: boolean): void {
     this.columns[rule.pattern] = (this.columns[rule.pattern] ?? 0) + 1;
     const need = e - s + WHOLE_VALUE_SLACK;
-    if (this.scratch2.length < need) this.scratch2 = Buffer.allocUnsafe(Math.max(need, this.scratch2.length * 2, 256));
-    const n = maskValueInto(rule.strategy, v, s, e, this.ctx, this.scratch2, 0);
+    if (plain) {
+      const ob = this.reserve(need + 2);
+      const o = this.obLen;
+      const n = maskValueInto(rule.strategy, v, s, e, this.ctx, ob, o + 1);
+      if (n < 0) this.write(NULL_BUF, 0, 4);
+      else {
+        ob[o] = 0x22;
+        ob[n] = 0x22;
+        this.obLen = n + 1;
+      }
+      return;
+    }
+    const sc = this.scratch2For(need);
+    const n = maskValueInto(rule.strategy, v, s, e, this.ctx, sc, 0);
     if (n < 0) this.write(NULL_BUF, 0, 4);
-    else this.quote(this.scratch2, 0, n);
+    else this.quote(sc, 0, n);
+  }
+
+  private scratch2For(n: number): Buffer {
+    if (this.scratch2.length < n) this.scratch2 = Buffer.allocUnsafe(Math.max(n, this.scratch2.length * 2, 256));
+    return this.scratch2;
   }
 
   /** The held token, replaced, ended at i: the input goes on from there. */
@@ -1036,8 +1111,14 @@ export class JsonStreamMasker {
     const from = this.emitFrom;
     this.emitFrom = to;
     if (to <= from) return;
-    const ob = this.reserve(to - from);
-    this.obLen = copyBytes(buf, from, to, ob, this.obLen);
+    const len = to - from;
+    const ob = this.reserve(len);
+    if (len > 32 && buf === this.cur) {
+      // Spans between rewrites: a view over the chunk's memory and set() cost less than Buffer#copy
+      // (argument checks) or a byte loop.
+      ob.set(new Uint8Array(this.ab!, this.off + from, len), this.obLen);
+      this.obLen += len;
+    } else this.obLen = copyBytes(buf, from, to, ob, this.obLen);
   }
 
   private write(b: Buffer, s: number, e: number): void {

@@ -113,6 +113,64 @@ export function maskFindings(
 }
 
 
+/**
+ * Bytes maskFindingInto may write for a finding of len bytes: the value's own length plus a
+ * marker's (11 + the detector's name, which is ASCII) or a hash token's (14).
+ */
+export function findingRoom(len: number, detector: string): number {
+  return len + 16 + detector.length;
+}
+
+/**
+ * The replacement maskFindings puts for one finding src[s, e) of `detector`, written into dst at o
+ * (findingRoom(e - s, detector) bytes free); returns the offset after it. The same bytes as
+ * maskValue (the redact marker for null), without a Buffer per finding for redact and partial.
+ */
+export function maskFindingInto(
+  strategy: Strategy,
+  src: Buffer,
+  s: number,
+  e: number,
+  detector: string,
+  ctx: MaskContext,
+  dst: Buffer,
+  o: number,
+): number {
+  switch (strategy) {
+    case 'null':
+    case 'redact':
+      return markerInto(detector, dst, o);
+    case 'hash': {
+      const t = hashToken(src.subarray(s, e), ctx, detector);
+      return copyBytes(t, 0, t.length, dst, o);
+    }
+    case 'partial':
+      switch (detector) {
+        case 'credit_card':
+        case 'us_ssn':
+        case 'phone':
+          return starAllButLastInto(src, s, e, isDigitByte, dst, o);
+        case 'iban':
+          return starAllButLastInto(src, s, e, isAlnum, dst, o);
+        case 'email': {
+          const x = emailPartialInto(src, s, e, dst, o);
+          return x >= 0 ? x : lastCharsInto(src, s, e, dst, o, ctx.bytesAreChars === true);
+        }
+        case 'private_key':
+          return markerInto(detector, dst, o);
+        default:
+          return lastCharsInto(src, s, e, dst, o, ctx.bytesAreChars === true);
+      }
+    default:
+      throw new Error(`masking: unknown strategy ${JSON.stringify(strategy)}`);
+  }
+}
+
+function markerInto(detector: string, dst: Buffer, o: number): number {
+  const m = redactMarker(detector);
+  return copyBytes(m, 0, m.length, dst, o);
+}
+
 // ---- hash ----
 
 // An HMAC costs ~3 µs (OpenSSL context set-up), so tokens of short values are
@@ -173,9 +231,17 @@ function checkedKey(ctx: MaskContext): Buffer {
   return key;
 }
 
+// The last key's cache: one key serves every value of a stream, and a WeakMap lookup per hashed
+// value cost as much as the token cache's own lookup.
+let lastKey: Buffer | null = null;
+let lastCache: TokenCache | null = null;
+
 function cacheFor(key: Buffer): TokenCache {
+  if (key === lastKey) return lastCache!;
   let cache = tokenCaches.get(key);
   if (cache === undefined) tokenCaches.set(key, (cache = new TokenCache()));
+  lastKey = key;
+  lastCache = cache;
   return cache;
 }
 
