@@ -118,7 +118,7 @@ t.test('request bodies go up as sent, and are masked in the recording', async (t
   const sub = 'ci-writer';
   const tok = await gw.mint(sub, ['ci']);
   const secretEmail = 'new.person.7781@example.net';
-  const r = await curl(['--http1.1', '--cacert', ca, '-H', `Authorization: Bearer ${tok}`, '-H', 'content-type: application/json', '--data-binary', JSON.stringify({ name: 'New Person', email: secretEmail }), `${base}/crm/customers`]);
+  const r = await curl(['--http1.1', '--cacert', ca, '-H', `Authorization: Bearer ${tok}`, '-H', 'Cookie: sid=SECRETCOOKIE123', '-H', 'content-type: application/json', '--data-binary', JSON.stringify({ name: 'New Person', email: secretEmail }), `${base}/crm/customers`]);
   t.equal(r.status, 201);
   const got = api.received.find((q) => q.method === 'POST');
   t.equal((got?.body as { email: string }).email, secretEmail, 'the upstream received the body as sent');
@@ -143,4 +143,5 @@ t.test('request bodies go up as sent, and are masked in the recording', async (t
   t.match(entry.request.postData.text, /"email":"\*\*\*\*@example\.net"/, 'the recorded request body is masked');
   t.notOk(har.includes(secretEmail), 'the raw value is nowhere in the recording');
   t.notOk(har.includes(tok), 'nor is the token');
+  t.notOk(har.includes('SECRETCOOKIE123'), 'nor a cookie the client sent');
 });

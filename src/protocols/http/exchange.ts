@@ -88,6 +88,11 @@ export interface HttpSession {
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const METHOD_LABELS = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE', 'TRACE', 'CONNECT']);
 const REDACTED = '[redacted]';
+/**
+ * Request headers whose values are credentials: recorded as `[redacted]` (the caller's token, and
+ * any other credential it sends along: cookies, a second Authorization). Responses: set-cookie.
+ */
+const CREDENTIAL_HEADERS = new Set(['authorization', 'proxy-authorization', 'cookie']);
 
 
 /** Where the caller's token came from, to strip it before forwarding. */
@@ -474,7 +479,7 @@ async function run(ex: Exchange): Promise<void> {
       method,
       path: ex.path + (query ? `?${query}` : ''),
       version: conn.h2 ? '2' : req.httpVersion,
-      headers: headerPairs(req.headers, (k) => (k === 'authorization' && tok.via !== 'header') || k === tokenHeader || (k === 'proxy-authorization')),
+      headers: headerPairs(req.headers, (k) => CREDENTIAL_HEADERS.has(k) || k === tokenHeader),
     });
   }
 
@@ -834,7 +839,7 @@ class Relay implements Dispatcher.DispatchHandler {
       if (m.kind === 'mask') this.masking = m;
     }
     const out = clientHeaders(up, this.secrets, this.masking !== null || this.sink !== null, ex.conn.h2);
-    this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, () => false) });
+    this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, (k) => k === 'set-cookie') });
     const res = ex.res as ServerResponse;
     res.writeHead(status, out);
     const m = this.masking;
