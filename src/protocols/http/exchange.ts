@@ -168,20 +168,6 @@ function upstreamHeaders(req: Req, via: TokenVia | undefined, tokenHeader: strin
   return out;
 }
 
-/** The response headers sent to the client: hop-by-hop removed, values that echo an injected secret masked. */
-function clientHeaders(up: Record<string, string | string[] | undefined>, secrets: string[], dropLength: boolean, h2: boolean): Record<string, string | string[]> {
-  const out: Record<string, string | string[]> = {};
-  for (const k in up) {
-    if (HOP_BY_HOP.has(k) || (dropLength && k === 'content-length')) continue;
-    if (h2 && k === 'host') continue;
-    let v = up[k];
-    if (v === undefined) continue;
-    if (secrets.length) v = Array.isArray(v) ? v.map((x) => unsecret(x, secrets)) : unsecret(v, secrets);
-    out[k] = v;
-  }
-  return out;
-}
-
 function unsecret(v: string, secrets: string[]): string {
   for (const s of secrets) if (s.length >= 4 && v.includes(s)) v = v.split(s).join(REDACTED);
   return v;
@@ -813,18 +799,27 @@ class Relay implements Dispatcher.DispatchHandler {
     this.resume = resume;
     ex.status = status;
     const s = this.hs.s;
-    const up: Record<string, string | string[] | undefined> = {};
+    // One pass over undici's raw pairs: the headers for the client as a flat list (hop-by-hop
+    // dropped, values echoing an injected secret masked), and the two the masker needs.
+    const h2 = ex.conn.h2;
+    const secrets = this.secrets;
+    const flat: string[] = [];
+    let ctype: string | undefined;
+    let cenc: string | undefined;
     for (let i = 0; i < raw.length; i += 2) {
       const k = raw[i]!.toString('latin1').toLowerCase();
-      const v = raw[i + 1]!.toString('latin1');
-      const had = up[k];
-      up[k] = had === undefined ? v : Array.isArray(had) ? [...had, v] : [had, v];
+      if (HOP_BY_HOP.has(k) || (h2 && k === 'host')) continue;
+      let v = raw[i + 1]!.toString('latin1');
+      if (k === 'content-type') ctype = ctype === undefined ? v : `${ctype}, ${v}`;
+      else if (k === 'content-encoding') cenc = cenc === undefined ? v : `${cenc}, ${v}`;
+      if (secrets.length) v = unsecret(v, secrets);
+      flat.push(k, v);
     }
     const req = ex.req;
     const noBody = req.method === 'HEAD' || status === 204 || status === 304;
     const maskSet = noBody ? null : s.masking();
     if (maskSet) {
-      const o = { contentType: str(up['content-type']), contentEncoding: str(up['content-encoding']), set: maskSet, ctx: s.maskContext };
+      const o = { contentType: ctype, contentEncoding: cenc, set: maskSet, ctx: s.maskContext };
       // An unencoded body is masked inline (no stream); an encoded one through decoder → masker → encoder.
       const inline = createBodySink(o, (b) => void this.send(b, null));
       const m = inline === null ? createBodyMasker(o) : inline.kind === 'sink' ? ({ kind: 'none' } as const) : inline;
@@ -838,10 +833,26 @@ class Relay implements Dispatcher.DispatchHandler {
       }
       if (m.kind === 'mask') this.masking = m;
     }
-    const out = clientHeaders(up, this.secrets, this.masking !== null || this.sink !== null, ex.conn.h2);
-    this.rec?.event({ event: 'http.response', req: ex.n, status, headers: headerPairs(out, (k) => k === 'set-cookie') });
+    // A body masking may change has no Content-Length (HTTP/1.1 then chunks it).
+    if (this.masking !== null || this.sink !== null) {
+      for (let i = flat.length - 2; i >= 0; i -= 2) if (flat[i] === 'content-length') flat.splice(i, 2);
+    }
+    if (this.rec) {
+      const pairs: [string, string][] = [];
+      for (let i = 0; i < flat.length; i += 2) pairs.push([flat[i]!, flat[i] === 'set-cookie' ? REDACTED : flat[i + 1]!]);
+      this.rec.event({ event: 'http.response', req: ex.n, status, headers: pairs });
+    }
     const res = ex.res as ServerResponse;
-    res.writeHead(status, out);
+    if (h2) {
+      // The HTTP/2 compatibility API takes an object: repeated names become lists.
+      const obj: Record<string, string | string[]> = {};
+      for (let i = 0; i < flat.length; i += 2) {
+        const k = flat[i]!;
+        const had = obj[k];
+        obj[k] = had === undefined ? flat[i + 1]! : Array.isArray(had) ? [...had, flat[i + 1]!] : [had, flat[i + 1]!];
+      }
+      res.writeHead(status, obj);
+    } else res.writeHead(status, flat);
     const m = this.masking;
     if (m) {
       m.stream.on('data', (c: Buffer) => this.send(c, m.stream));
@@ -928,8 +939,5 @@ async function* streamBody(ex: Exchange, s: Session, rec: Session['recorder'], c
   recMask?.stream.end();
 }
 
-function str(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v.join(', ') : v;
-}
 
 export { SAFE_METHODS };
