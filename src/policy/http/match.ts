@@ -30,36 +30,12 @@
 
 import type { RuleCondition } from '../../config/types.js';
 import type { HttpFacts } from './facts.js';
+import { anyCharsRe, pathGlobSource } from '../glob.js';
 import { jsonPathValues, jsonValueText, parseJsonPath, type JsonStep } from './json-path.js';
 
 export const HTTP_CONDITIONS = ['methods', 'paths', 'query', 'headers', 'body'] as const;
 
 export type HttpMatcher = (s: HttpFacts, loose: boolean) => boolean;
-
-const escape = (s: string) => s.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-
-function valueRe(glob: string): RegExp {
-  return new RegExp('^' + glob.split('').map((c) => (c === '*' ? '[\\s\\S]*' : c === '?' ? '[\\s\\S]' : escape(c))).join('') + '$');
-}
-
-function pathSource(glob: string): string {
-  let g = glob;
-  let tail = '';
-  if (g.endsWith('/**')) {
-    g = g.slice(0, -3);
-    tail = '(?:/[\\s\\S]*)?';
-  }
-  let re = '';
-  for (let i = 0; i < g.length; i++) {
-    const c = g[i]!;
-    if (c === '*' && g[i + 1] === '*') {
-      re += '[\\s\\S]*';
-      i++;
-    } else if (c === '*') re += '[^/]*';
-    else re += escape(c);
-  }
-  return '^' + re + tail + '$';
-}
 
 /** Runs of '/' merged, a trailing '/' dropped (the root stays '/'). */
 function loosePath(p: string): string {
@@ -75,12 +51,12 @@ export function checkPathGlob(g: string): string | undefined {
 }
 
 export function compilePathGlobs(globs: readonly string[]): (path: string, loose: boolean) => boolean {
-  const exact = globs.map((g) => new RegExp(pathSource(g)));
+  const exact = globs.map((g) => new RegExp(pathGlobSource(g)));
   const relaxed = globs.map((g) => {
     // keep a trailing '/**' whole: loosePath must not eat its '/'
     const tree = g.endsWith('/**');
     const base = loosePath(tree ? g.slice(0, -3) : g);
-    return new RegExp(pathSource(tree ? (base === '/' ? '' : base) + '/**' : base), 'i');
+    return new RegExp(pathGlobSource(tree ? (base === '/' ? '' : base) + '/**' : base), 'i');
   });
   return (path, loose) => exact.some((re) => re.test(path)) || (loose && relaxed.some((re) => re.test(loosePath(path))));
 }
@@ -105,7 +81,7 @@ export function compileHttpCondition(w: RuleCondition): HttpMatcher | undefined 
     checks.push((s, loose) => m(s.path, loose));
   }
   if (w.query) {
-    const conds = Object.entries(w.query).map(([name, globs]) => ({ name, lower: name.toLowerCase(), res: globs.map(valueRe) }));
+    const conds = Object.entries(w.query).map(([name, globs]) => ({ name, lower: name.toLowerCase(), res: globs.map((g) => anyCharsRe(g)) }));
     checks.push((s, loose) =>
       conds.every((c) => {
         if (!loose) return valuesMeet(s.query[c.name], c.res, false);
@@ -116,11 +92,11 @@ export function compileHttpCondition(w: RuleCondition): HttpMatcher | undefined 
     );
   }
   if (w.headers) {
-    const conds = Object.entries(w.headers).map(([name, globs]) => ({ name: name.toLowerCase(), res: globs.map(valueRe) }));
+    const conds = Object.entries(w.headers).map(([name, globs]) => ({ name: name.toLowerCase(), res: globs.map((g) => anyCharsRe(g)) }));
     checks.push((s, loose) => conds.every((c) => valuesMeet(s.headers[c.name], c.res, loose)));
   }
   if (w.body) {
-    const conds = Object.entries(w.body).map(([path, globs]) => ({ steps: jsonPath(path), res: globs.map(valueRe) }));
+    const conds = Object.entries(w.body).map(([path, globs]) => ({ steps: jsonPath(path), res: globs.map((g) => anyCharsRe(g)) }));
     checks.push((s, loose) => {
       if (s.body_error !== undefined) return loose;
       if (s.body === undefined) return false;

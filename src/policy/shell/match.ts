@@ -14,41 +14,18 @@
 //   built at run time (`$DIR/x`) is matched as written.
 
 import { posix } from 'node:path';
+import { anyCharsRe, pathGlobSource } from '../glob.js';
 
-const escape = (s: string) => s.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-
-function anyCharsRe(glob: string): RegExp {
-  return new RegExp('^' + glob.split('').map((c) => (c === '*' ? '[\\s\\S]*' : c === '?' ? '[\\s\\S]' : escape(c))).join('') + '$');
-}
-
-function pathRe(glob: string): RegExp {
-  let tail = '';
-  let g = glob;
-  if (g.length > 3 && g.endsWith('/**')) {
-    g = g.slice(0, -3);
-    tail = '(?:/[\\s\\S]*)?';
-  }
-  let re = '';
-  for (let i = 0; i < g.length; i++) {
-    const c = g[i]!;
-    if (c === '*' && g[i + 1] === '*') {
-      re += '[\\s\\S]*';
-      i++;
-    } else if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else re += escape(c);
-  }
-  return new RegExp('^' + re + tail + '$');
-}
+const pathRe = (glob: string): RegExp => new RegExp(pathGlobSource(glob));
 
 export function compileCommandGlobs(globs: readonly string[]): (program: string, path: string | undefined) => boolean {
-  const byName = globs.filter((g) => !g.includes('/')).map(anyCharsRe);
+  const byName = globs.filter((g) => !g.includes('/')).map((g) => anyCharsRe(g));
   const byPath = globs.filter((g) => g.includes('/')).map((g) => pathRe(posix.normalize(g)));
   return (program, path) => byName.some((re) => re.test(program)) || (path !== undefined && byPath.some((re) => re.test(posix.normalize(path))));
 }
 
 export function compileArgGlobs(globs: readonly string[]): (arg: string) => boolean {
-  const res = globs.map(anyCharsRe);
+  const res = globs.map((g) => anyCharsRe(g));
   return (arg) => res.some((re) => re.test(arg));
 }
 
