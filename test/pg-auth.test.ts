@@ -14,7 +14,7 @@ import { SignJWT, exportJWK, generateKeyPair, type JWTPayload } from 'jose';
 import { withPostgres } from './helpers/pg-cluster.js';
 import { execFile, spawn } from 'node:child_process';
 import { BIN, ordersTarget, prepareOrders, psql, startSluice, TARGET_PASSWORD, type Sluice } from './helpers/sluice.js';
-import { isLoopback } from '../src/protocols/postgres/connection.js';
+import { isLoopback } from '../src/gateway/listen.js';
 
 const pgc = await withPostgres(t);
 await prepareOrders(pgc);

@@ -23,7 +23,7 @@ import { ApprovalError, type ApprovalScope } from '../governance/approvals.js';
 import type { Gateway } from '../gateway/gateway.js';
 import { TOO_MANY_PENDING } from '../protocols/kit/module.js';
 import { parseDuration, parseUntil } from '../config/units.js';
-import { listenOn } from '../gateway/listen.js';
+import { isLoopback, listenOn } from '../gateway/listen.js';
 
 export interface AdminApi {
   readonly host: string;
@@ -104,10 +104,6 @@ function flag(url: URL, name: string): boolean {
   if (v === null || v === '0' || v === 'false') return false;
   if (v === '1' || v === 'true' || v === '') return true;
   throw new HttpError(400, `"${name}" must be 1, true, 0 or false, got ${JSON.stringify(v.slice(0, 100))}`, 'bad_request');
-}
-
-function isLoopback(addr: string | undefined): boolean {
-  return !!addr && (addr.startsWith('127.') || addr === '::1' || addr.startsWith('::ffff:127.'));
 }
 
 export async function startAdminApi(gw: Gateway, cfg: ListenerConfig): Promise<AdminApi> {

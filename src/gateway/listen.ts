@@ -1,4 +1,4 @@
-// Starts a server listening and waits until it does (or fails: EADDRINUSE, EACCES).
+// What every listener shares: starting to listen, and telling a loopback client from a remote one.
 import type net from 'node:net';
 
 /** Listens on host:port (0: any free port); resolves with the bound address, rejects with the listen error. */
@@ -10,4 +10,10 @@ export function listenOn(server: net.Server, port: number, host: string): Promis
       resolve(server.address() as net.AddressInfo);
     });
   });
+}
+
+/** A client address on this machine (127.0.0.0/8, ::1, IPv4-mapped 127.x): tokens may cross plain TCP from it. */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }

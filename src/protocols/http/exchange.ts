@@ -18,6 +18,7 @@ import type { Decision } from '../../policy/engine.js';
 import { normalizePath } from '../../policy/http/path.js';
 import { httpAction } from '../../policy/http/cache-key.js';
 import { Dir } from '../../recording/types.js';
+import { isLoopback } from '../../gateway/listen.js';
 import { ambiguousHead, HOP_BY_HOP, overrideHeader } from './framing.js';
 import { refusalProblem, sendProblem, type Problem } from './problem.js';
 import { dataFrame } from './frames.js';
@@ -85,7 +86,6 @@ export interface HttpSession {
   inflight: Set<Exchange>;
 }
 
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const METHOD_LABELS = new Set(['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE', 'TRACE', 'CONNECT']);
 const REDACTED = '[redacted]';
 /**
@@ -573,15 +573,6 @@ function rawPathOnly(raw: string): string {
   return q < 0 ? raw : raw.slice(0, q);
 }
 
-function isLoopback(a: string): boolean {
-  return a === '::1' || a.startsWith('127.') || a.startsWith('::ffff:127.');
-}
-
-function isJson(ctype: string): boolean {
-  const c = ctype.toLowerCase();
-  return c.startsWith('application/json') || /^[a-z]+\/[^;]*\+json/.test(c);
-}
-
 function requestHasBody(req: Req, h2: boolean): boolean {
   if (h2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
   const cl = req.headers['content-length'];
@@ -940,4 +931,3 @@ async function* streamBody(ex: Exchange, s: Session, rec: Session['recorder'], c
 }
 
 
-export { SAFE_METHODS };

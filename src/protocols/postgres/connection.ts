@@ -27,6 +27,7 @@ import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancel, UpstreamError } from './upstream.js';
 import type { CancelKeys } from './cancel-keys.js';
 import { isUnsafeClientEncoding } from '../../policy/sql/parser-safety.js';
+import { isLoopback } from '../../gateway/listen.js';
 
 /**
  * Startup parameters passed to the target. Any other is dropped: a startup packet
@@ -57,11 +58,6 @@ function catalogFor(core: Core, state: ListenerState, target: PostgresTargetConf
   );
   state.catalogs.set(target.name, { target, cache });
   return cache;
-}
-
-export function isLoopback(address: string | undefined): boolean {
-  if (!address) return false;
-  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
 /** Parses the StartupMessage body after the protocol version: name\0value\0 ... \0 */
