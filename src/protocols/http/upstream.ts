@@ -2,6 +2,7 @@
 // TLS verified as configured), and the credentials Sluice injects.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Pool } from 'undici';
 import type { Core } from '../kit/module.js';
 import type { HttpTargetConfig } from '../../config/types.js';
@@ -23,8 +24,8 @@ export interface Entry {
   pool: Pool;
   /** The Host header toward the target. */
   hostHeader: string;
-  /** The client certificate's key toward the target (mTLS), for websocket connections. */
-  clientKey?: string;
+  /** TLS options toward an https target (CA, servername, client certificate); undefined for http. */
+  tls?: { ca?: Buffer; servername?: string; rejectUnauthorized: boolean; cert?: Buffer; key?: string };
   injection: Injection;
   at: number;
 }
@@ -58,30 +59,31 @@ export class Upstreams {
     const key = configKey(t);
     const injection = await this.resolveInjection(t);
     const clientKey = t.inject.client_cert ? await this.core.targetSecret(t, 'inject.client_cert.key') : undefined;
+    // TLS toward the target, read once per build: the pool and websocket connections both use it.
+    const tls =
+      t.scheme === 'https'
+        ? {
+            ca: t.tls.ca ? readFileSync(t.tls.ca) : undefined,
+            servername: t.tls.servername ?? (isIP(t.host) ? undefined : t.host),
+            rejectUnauthorized: !t.tls.insecure_skip_verify,
+            ...(t.inject.client_cert && { cert: readFileSync(t.inject.client_cert.cert), key: clientKey }),
+          }
+        : undefined;
     let pool: Pool;
     if (old && old.key === key) pool = old.pool;
     else {
       if (old) void old.pool.close().catch(() => {});
-      const tls = t.scheme === 'https';
       pool = new Pool(`${t.scheme}://${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`, {
         connections: 256,
         pipelining: 1,
         keepAliveTimeout: 30_000,
         headersTimeout: t.timeout,
         bodyTimeout: t.timeout,
-        connect: {
-          timeout: t.connect_timeout,
-          ...(tls && {
-            ca: t.tls.ca ? readFileSync(t.tls.ca) : undefined,
-            servername: t.tls.servername ?? (isIp(t.host) ? undefined : t.host),
-            rejectUnauthorized: !t.tls.insecure_skip_verify,
-            ...(t.inject.client_cert && { cert: readFileSync(t.inject.client_cert.cert), key: clientKey }),
-          }),
-        },
+        connect: { timeout: t.connect_timeout, ...tls },
       });
     }
     const hostHeader = t.port === (t.scheme === 'https' ? 443 : 80) ? t.host : `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`;
-    const e: Entry = { key, target: t, pool, clientKey, hostHeader, injection, at: Date.now() };
+    const e: Entry = { key, target: t, pool, tls, hostHeader, injection, at: Date.now() };
     this.entries.set(t.name, e);
     return e;
   }
@@ -119,8 +121,4 @@ export class Upstreams {
 
 function configKey(t: HttpTargetConfig): string {
   return JSON.stringify([t.url, t.tls, t.timeout, t.connect_timeout, t.inject.client_cert]);
-}
-
-function isIp(h: string): boolean {
-  return /^[\d.]+$/.test(h) || h.includes(':');
 }

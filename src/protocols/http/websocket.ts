@@ -5,7 +5,6 @@
 
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import { readFileSync } from 'node:fs';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { HttpTargetConfig } from '../../config/types.js';
 import { Dir } from '../../recording/types.js';
@@ -51,18 +50,12 @@ export function forwardWebSocket(ex: WsExchange, hs: { s: Session }, t: HttpTarg
   delete headers['sec-websocket-protocol'];
   const protocols = typeof protoHeader === 'string' ? protoHeader.split(',').map((p) => p.trim()).filter(Boolean) : [];
   const url = `${t.scheme === 'https' ? 'wss' : 'ws'}://${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}${path}`;
-  const tls = t.scheme === 'https';
   const upstream = new WebSocket(url, protocols, {
     headers: headers as Record<string, string>,
     perMessageDeflate: false,
     maxPayload: MAX_MESSAGE,
     handshakeTimeout: t.timeout,
-    ...(tls && {
-      ca: t.tls.ca ? readFileSync(t.tls.ca) : undefined,
-      servername: t.tls.servername,
-      rejectUnauthorized: !t.tls.insecure_skip_verify,
-      ...(t.inject.client_cert && up.clientKey && { cert: readFileSync(t.inject.client_cert.cert), key: up.clientKey }),
-    }),
+    ...up.tls,
   });
   let opened = false;
   upstream.on('unexpected-response', (_r, upRes) => {
